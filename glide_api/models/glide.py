@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from ..errors import StateDictMismatch
 from .config import ModelConfig
-from .layers import AttentionBlock, GroupNorm32, LayerNorm32, ResBlock, TimestepBlock, timestep_embedding
+from .layers import (
+    AttentionBlock,
+    GroupNorm32,
+    LayerNorm32,
+    ResBlock,
+    TimestepBlock,
+    timestep_embedding,
+)
 from .text import Transformer
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -218,7 +225,8 @@ class GlideUNet(nn.Module):
         if len(text) != batch:
             raise ValueError(f"text batch {len(text)} does not match x batch {batch}")
 
-        emb = self.time_embed(timestep_embedding(timesteps, c.num_channels))
+        t_emb = timestep_embedding(timesteps, c.num_channels)
+        emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))
         emb = emb + text.proj.to(emb.dtype)
         h = torch.cat([x, *self._extra_inputs(x, low_res, inpaint_image, inpaint_mask)], dim=1)
         h = h.to(self.dtype)
@@ -230,7 +238,8 @@ class GlideUNet(nn.Module):
         h = self.middle_block(h, emb, text.tokens)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, text.tokens)
-        return self.out(h.to(x.dtype))
+        # The head runs in x's dtype (float32) and the result is x's dtype, also under autocast.
+        return self.out(h.to(x.dtype)).to(x.dtype)
 
     def _extra_inputs(
         self, x: Tensor, low_res: Tensor | None, inpaint_image: Tensor | None,

@@ -16,23 +16,27 @@ from torch import Tensor, nn
 GROUPS = 32
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32 groups) computed in float32, cast back, then an optional SiLU."""
+    """GroupNorm(32 groups) computed in (at least) float32, cast back, then an optional SiLU."""
 
     def __init__(self, channels: int, *, silu: bool = False) -> None:
         super().__init__(GROUPS, channels, eps=1e-5)
         self.silu = silu
 
     def forward(self, x: Tensor) -> Tensor:
-        y = super().forward(x.float()).to(x.dtype)
+        y = super().forward(_at_least_fp32(x)).to(x.dtype)
         return F.silu(y) if self.silu else y
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in float32 and cast back to the input dtype."""
+    """LayerNorm computed in (at least) float32 and cast back to the input dtype."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        return super().forward(_at_least_fp32(x)).to(x.dtype)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
