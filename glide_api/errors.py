@@ -19,6 +19,10 @@ class DownloadError(GlideError):
     """A transfer failed: HTTP error, connection lost, or a short read. Nothing was kept as complete."""
 
 
+class HostUnreachable(DownloadError):
+    """No connection could be made (no network, DNS failure, refused): nothing was transferred."""
+
+
 class ChecksumMismatch(GlideError):
     """A file's sha256 differs from the pinned or recorded value."""
 
