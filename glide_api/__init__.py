@@ -13,6 +13,7 @@ from .errors import (
     ChecksumMismatch,
     DownloadError,
     GlideError,
+    HostUnreachable,
     StateDictMismatch,
     WeightsNotFound,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "GlideError",
     "GlideTokenizer",
     "GlideUNet",
+    "HostUnreachable",
     "ModelConfig",
     "RecordedNoise",
     "SampleStep",
