@@ -278,17 +278,28 @@ def state_dict_problems(model: nn.Module, state_dict: Mapping[str, Any]) -> list
     return problems
 
 
-def create_model(config: str | Mapping[str, Any] | ModelConfig) -> GlideUNet:
-    """Build a GLIDE network (weights uninitialised for loading) in eval mode, float32, on the CPU.
+def create_model(
+    config: str | Mapping[str, Any] | ModelConfig,
+    state_dict: Mapping[str, Tensor] | None = None,
+) -> GlideUNet:
+    """Build a GLIDE network in eval mode, float32, on the CPU.
 
     `config` is an official name (`base`, `upsample`, `base-inpaint`, `upsample-inpaint`), an
-    official option dict (completed from its kind's defaults), or a `ModelConfig`.
+    official option dict (completed from its kind's defaults), or a `ModelConfig`. Without
+    `state_dict` the weights are freshly initialised (load them with `load_state_dict`); with one,
+    the network is built without initialising and takes those tensors (strictly checked, cast to
+    float32), which saves the time and memory of a second copy for full-size models.
     """
     if isinstance(config, str):
         config = ModelConfig.preset(config)
     elif not isinstance(config, ModelConfig):
         config = ModelConfig.from_options(config)
-    return GlideUNet(config).eval()
+    if state_dict is None:
+        return GlideUNet(config).eval()
+    with torch.device("meta"):
+        model = GlideUNet(config)
+    model.load_state_dict({k: v.float() for k, v in state_dict.items()}, assign=True)
+    return model.eval()
 
 
 def autocast(precision: Precision, device: torch.device | str) -> contextlib.AbstractContextManager:

@@ -1,0 +1,81 @@
+"""Models ready to sample: weights resolved, network built once, on its device, in its precision."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..models.config import ModelConfig
+from ..models.glide import GlideUNet, create_model
+from ..models.hub import resolve_model
+from ..models.tokenizer import GlideTokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+PrecisionSetting = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISION_SETTINGS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A network with the tokenizer that feeds it and the name it was loaded by."""
+
+    name: str  # an official name, or the model folder it came from
+    network: GlideUNet
+    tokenizer: GlideTokenizer
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.network.config
+
+    def describe(self) -> dict[str, object]:
+        c = self.config
+        return {"name": self.name, "kind": c.kind, "image_size": c.image_size,
+                "parameters": sum(p.numel() for p in self.network.parameters()),
+                "text_ctx": c.text_ctx, "noise_schedule": c.noise_schedule,
+                "dtype": str(self.network.dtype).removeprefix("torch.")}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but no CUDA device is available")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA."""
+    if precision not in PRECISION_SETTINGS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISION_SETTINGS)} (got {precision!r})")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision: fp16 runs on CUDA only; use fp32 or bf16 on this device")
+    return precision
+
+
+def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideUNet:
+    """Move a network to its device in its precision's storage (fp16 converts torso weights)."""
+    if precision == "fp16":
+        model.convert_to_fp16()
+    return model.to(device)
+
+
+def load_model(spec: str, *, device: torch.device, precision: str, offline: bool = False) -> LoadedModel:
+    """Load an official checkpoint by name, or a model folder by path, ready for sampling."""
+    start = time.perf_counter()
+    config, state_dict = resolve_model(spec, offline=offline)
+    network = prepare(create_model(config, state_dict), device=device, precision=precision)
+    folder = Path(spec) if Path(spec).is_dir() else None
+    has_own_tokenizer = folder is not None and (folder / "encoder.json").is_file()
+    tokenizer = load_tokenizer(folder=folder if has_own_tokenizer else None, offline=offline)
+    logger.info("loaded model %s (%s, %d px) on %s in %s in %.1f s", spec, config.kind,
+                config.image_size, device, precision, time.perf_counter() - start)
+    return LoadedModel(name=spec, network=network, tokenizer=tokenizer)

@@ -1,0 +1,43 @@
+"""What a pipeline run yields: progress after every step, then one output with the images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """Yielded after every sampling step of every stage."""
+
+    stage: str  # "base", "upsample", "upsample-2x", … (as in `PipelineOutput.chain`)
+    stage_index: int  # 0-based position of the stage in the chain
+    stages: int  # how many sampling stages the run has
+    step: int  # 1-based step within the stage
+    total: int  # steps in the stage
+    elapsed: float  # seconds since the run started
+    pred_x0: Tensor = field(repr=False)  # [B, 3, h, w] in [-1, 1]: the current estimate, for previews
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    png: bytes  # the image as PNG with the generation parameters in a text chunk
+    seed: int
+    prompt: str
+    metadata: dict[str, Any]  # what the PNG chunk holds
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    """The result of one run: one image per sample, in the order the samples were given."""
+
+    images: list[GeneratedImage]
+    chain: list[str]  # how the size was reached, e.g. ["base 64", "upsample 256", "lanczos 128"]
+    stage_seconds: dict[str, float]
+    total_seconds: float
+    peak_memory_bytes: int | None  # peak device memory (CUDA), None on the CPU
+    models: dict[str, str]  # stage -> model name

@@ -1,0 +1,190 @@
+"""Validated generation parameters: what one job asks for, and what a batch shares.
+
+A `GenerationRequest` is one job (one prompt, `batch_size` images). It is plain data: it turns into
+a JSON-safe dict and back, so a job can be stored or queued anywhere. `BatchSettings` is the part
+that every sample of one sampling batch must share; requests with equal settings can run as one
+batch, each sample keeping its own prompt, seed and guidance scale (`Sample`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..diffusion.samplers import SAMPLERS
+from ..diffusion.schedule import space_timesteps
+
+Task = Literal["text2im", "inpaint"]
+TASKS: tuple[str, ...] = ("text2im", "inpaint")
+MAX_SEED = 2**32 - 1
+
+DEFAULT_BASE_RESPACING = "100"  # the reference notebook's base setting
+DEFAULT_UPSAMPLE_RESPACING = "fast27"  # the reference notebook's upsampler setting
+DEFAULT_GUIDANCE_SCALE = 3.0
+DEFAULT_UPSAMPLE_TEMP = 0.997
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Everything the samples of one batch share. Equal settings => the samples may share a batch.
+
+    Samplers: the base defaults to ancestral (DDPM) steps and the upsampler to DDIM, as the
+    reference notebooks; for inpainting the upsampler defaults to ancestral steps (SPEC §6.3).
+    """
+
+    size: int
+    task: Task = "text2im"
+    base_respacing: str = DEFAULT_BASE_RESPACING
+    upsample_respacing: str = DEFAULT_UPSAMPLE_RESPACING
+    base_sampler: str = "ancestral"
+    upsample_sampler: str | None = None  # None: the task's default (see above)
+    eta: float = 0.0
+    upsample_temp: float = DEFAULT_UPSAMPLE_TEMP
+    diffusion_steps: int = field(default=1000, repr=False)
+
+    def __post_init__(self) -> None:
+        def fail(name: str, rule: str) -> None:
+            raise ValueError(f"{name}: {rule} (got {getattr(self, name)!r})")
+
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0:
+            fail("size", "must be a positive integer")
+        if self.task not in TASKS:
+            fail("task", f"must be one of {', '.join(TASKS)}")
+        if self.upsample_sampler is None:
+            object.__setattr__(self, "upsample_sampler", "ancestral" if self.task == "inpaint" else "ddim")
+        for name in ("base_respacing", "upsample_respacing"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                fail(name, "must be a string such as \"100\", \"fast27\" or \"ddim50\"")
+            try:
+                space_timesteps(self.diffusion_steps, value)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+        for name in ("base_sampler", "upsample_sampler"):
+            if getattr(self, name) not in SAMPLERS:
+                fail(name, f"must be one of {', '.join(SAMPLERS)}")
+        if not _is_number(self.eta) or not 0.0 <= self.eta <= 1.0:
+            fail("eta", "must be a number in [0, 1]")
+        if self.eta and "ddim" not in (self.base_sampler, self.upsample_sampler):
+            fail("eta", "applies to the ddim sampler only; choose base_sampler or upsample_sampler ddim")
+        if not _is_number(self.upsample_temp) or not 0.0 <= self.upsample_temp <= 1.0:
+            fail("upsample_temp", "must be a number in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to make: its prompt, its seed, its guidance scale (and, for inpainting, its inputs).
+
+    `image` and `mask` are encoded image files (PNG/JPEG bytes). The mask is white (or opaque)
+    where pixels are kept and black (or transparent) where the model paints; without a mask the
+    image's alpha channel is the mask.
+    """
+
+    prompt: str
+    seed: int
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    image: bytes | None = field(default=None, repr=False)
+    mask: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One job: `batch_size` images of one prompt. Seeds are drawn at random where not given."""
+
+    prompt: str
+    settings: BatchSettings
+    batch_size: int = 1
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    seeds: tuple[int, ...] = ()
+    image: bytes | None = field(default=None, repr=False)
+    mask: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"prompt: must be text, got {type(self.prompt).__name__}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size: must be a positive integer (got {self.batch_size!r})")
+        if not _is_number(self.guidance_scale) or not math.isfinite(self.guidance_scale):
+            raise ValueError(f"guidance_scale: must be a finite number (got {self.guidance_scale!r})")
+        seeds = tuple(self.seeds)
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
+            raise ValueError(f"seeds: each must be an integer in [0, {MAX_SEED}]")
+        if seeds and len(seeds) != self.batch_size:
+            raise ValueError(f"seeds: give one per image ({self.batch_size}), got {len(seeds)}")
+        if not seeds:
+            seeds = tuple(random_seed() for _ in range(self.batch_size))
+        object.__setattr__(self, "seeds", seeds)
+        if self.settings.task == "inpaint" and self.image is None:
+            raise ValueError("image: inpainting needs an image")
+        if self.settings.task == "text2im" and (self.image is not None or self.mask is not None):
+            raise ValueError("image: only inpainting takes an image and a mask")
+
+    @classmethod
+    def create(cls, prompt: str, *, size: int, batch_size: int = 1, seed: int | None = None,
+               guidance_scale: float = DEFAULT_GUIDANCE_SCALE, **settings: Any) -> GenerationRequest:
+        """Convenience: `seed` gives seeds seed, seed+1, … for the batch; other keywords are settings."""
+        seeds = () if seed is None else tuple((seed + i) % (MAX_SEED + 1) for i in range(batch_size))
+        image, mask = settings.pop("image", None), settings.pop("mask", None)
+        return cls(prompt=prompt, settings=BatchSettings(size=size, **settings), batch_size=batch_size,
+                   guidance_scale=guidance_scale, seeds=seeds, image=image, mask=mask)
+
+    def samples(self) -> list[Sample]:
+        return [Sample(prompt=self.prompt, seed=s, guidance_scale=self.guidance_scale,
+                       image=self.image, mask=self.mask) for s in self.seeds]
+
+    # ---- plain data ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (image bytes as base64)."""
+        return {
+            "prompt": self.prompt,
+            "settings": self.settings.to_dict(),
+            "batch_size": self.batch_size,
+            "guidance_scale": self.guidance_scale,
+            "seeds": list(self.seeds),
+            "image": _b64(self.image),
+            "mask": _b64(self.mask),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> GenerationRequest:
+        """The request that reproduces one image, from the parameters stored in its PNG."""
+        names = {f.name for f in dataclasses.fields(BatchSettings)}
+        settings = BatchSettings(**{k: v for k, v in metadata.items() if k in names})
+        return cls(prompt=metadata["prompt"], settings=settings, guidance_scale=metadata["guidance_scale"],
+                   seeds=(metadata["seed"],))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        return cls(
+            prompt=data["prompt"],
+            settings=BatchSettings(**data["settings"]),
+            batch_size=data["batch_size"],
+            guidance_scale=data["guidance_scale"],
+            seeds=tuple(data["seeds"]),
+            image=_unb64(data.get("image")),
+            mask=_unb64(data.get("mask")),
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)

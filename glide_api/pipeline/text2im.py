@@ -1,0 +1,321 @@
+"""The GLIDE pipeline: prompts (and, for inpainting, images) in, PNG images with metadata out.
+
+How each size is made, from the loaded models' own sizes (official pair: base b = 64, upsampler
+u = 256):
+
+| size | chain |
+|---|---|
+| b | the base model alone |
+| u | base, then one 4x upsampler pass (the reference recipe) |
+| b < s < u (128) | base, upsampler to u, then a Lanczos downscale to s (sharper than upscaling b) |
+| 2u, 4u (512, 1024) | base, upsampler to u, then the upsampler again at 2x per doubling (text only) |
+
+The 2x passes, as the original Glide-Api did, condition the upsampler on the previous 8-bit image.
+
+Every sample carries its own prompt, seed and guidance scale; its noise comes from its own
+generator (`SeededNoise`), so a seed reproduces its image whatever else shares the batch.
+
+Batch invariance: CPU and GPU kernels pick different algorithms for different batch shapes (a
+convolution over one image is not summed in the order it is over six), so a sample computed in a
+batch of three differs from its solo run by float rounding, enough to flip 8-bit pixels. With
+`batch_invariant=True` (the default) the network runs once per sample inside a batch — the rows
+that a solo run would compute, in the same shapes — so a seed gives byte-identical images however
+requests are merged. `batch_invariant=False` runs the whole batch as one tensor: faster on a GPU,
+equal to solo runs only within float rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from .. import __version__
+from ..diffusion.guidance import classifier_free_guidance
+from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample
+from ..diffusion.schedule import Schedule
+from ..models.config import ModelConfig
+from ..models.glide import GlideUNet, autocast
+from . import images
+from .inpaint import InpaintInputs, impose_known
+from .loading import LoadedModel, load_model, resolve_device, resolve_precision
+from .outputs import GeneratedImage, PipelineOutput, StageProgress
+from .params import BatchSettings, GenerationRequest, Sample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: Literal["base", "upsample", "upsample-2x", "lanczos"]
+    size: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.size}"
+
+    @property
+    def samples(self) -> bool:
+        """Whether this stage runs a sampling loop (the Lanczos resize does not)."""
+        return self.kind != "lanczos"
+
+
+@lru_cache(maxsize=32)
+def schedule_for(noise_schedule: str, diffusion_steps: int, respacing: str) -> Schedule:
+    return Schedule(noise_schedule=noise_schedule, diffusion_steps=diffusion_steps, respacing=respacing)
+
+
+class GlidePipeline:
+    """Text-to-image and inpainting with loaded GLIDE models, one sampling batch at a time.
+
+    Not thread-safe: one thread (the engine's worker) drives it.
+    """
+
+    def __init__(
+        self,
+        *,
+        base: LoadedModel,
+        upsample: LoadedModel | None = None,
+        base_inpaint: LoadedModel | None = None,
+        upsample_inpaint: LoadedModel | None = None,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        batch_invariant: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.batch_invariant = batch_invariant
+        self.precision = resolve_precision(precision, self.device)
+        self.base, self.upsample = base, upsample
+        self.base_inpaint, self.upsample_inpaint = base_inpaint, upsample_inpaint
+        for role, expected in (("base", "base"), ("upsample", "upsample"),
+                               ("base_inpaint", "base-inpaint"), ("upsample_inpaint", "upsample-inpaint")):
+            loaded: LoadedModel | None = getattr(self, role)
+            if loaded is not None and loaded.config.kind != expected:
+                raise ValueError(f"{role}: {loaded.name} is a {loaded.config.kind} model, "
+                                 f"not a {expected} model")
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        base: str = "base",
+        upsample: str | None = "upsample",
+        base_inpaint: str | None = None,
+        upsample_inpaint: str | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        offline: bool = False,
+        batch_invariant: bool = True,
+    ) -> GlidePipeline:
+        """Load the named models (official names or model folders) once, on one device."""
+        resolved = resolve_device(device)
+        chosen = resolve_precision(precision, resolved)
+
+        def load(spec: str | None) -> LoadedModel | None:
+            return None if spec is None else load_model(spec, device=resolved, precision=chosen,
+                                                        offline=offline)
+
+        return cls(base=load(base), upsample=load(upsample), base_inpaint=load(base_inpaint),
+                   upsample_inpaint=load(upsample_inpaint), device=resolved, precision=chosen,
+                   batch_invariant=batch_invariant)
+
+    # ---- what can be made -----------------------------------------------------------------------
+
+    def _models(self, task: str) -> tuple[LoadedModel | None, LoadedModel | None]:
+        if task == "inpaint":
+            return self.base_inpaint, self.upsample_inpaint
+        return self.base, self.upsample
+
+    def sizes(self, task: str = "text2im") -> list[int]:
+        """The output sizes this pipeline can make for a task (empty if its models are not loaded)."""
+        base, up = self._models(task)
+        if base is None:
+            return []
+        b = base.config.image_size
+        if up is None:
+            return [b]
+        u = up.config.image_size
+        between = [b * 2**k for k in range(1, 16) if b * 2**k < u]
+        beyond = [u * 2, u * 4] if task == "text2im" else []
+        return sorted({b, *between, u, *beyond})
+
+    def plan(self, settings: BatchSettings) -> list[Stage]:
+        """The stages that make `settings.size` (see the module docstring)."""
+        self.validate(settings)
+        base, up = self._models(settings.task)
+        b = base.config.image_size
+        if settings.size == b:
+            return [Stage("base", b)]
+        u = up.config.image_size
+        stages = [Stage("base", b), Stage("upsample", u)]
+        if settings.size < u:
+            stages.append(Stage("lanczos", settings.size))
+        size = u
+        while size < settings.size:
+            size *= 2
+            stages.append(Stage("upsample-2x", size))
+        return stages
+
+    def validate(self, settings: BatchSettings) -> None:
+        """Raise ValueError naming the field when these models cannot honour `settings`."""
+        base, _ = self._models(settings.task)
+        if base is None:
+            raise ValueError(f"task: {settings.task} needs models that are not loaded "
+                             f"(start the service with the inpainting models to use it)")
+        allowed = self.sizes(settings.task)
+        if settings.size not in allowed:
+            raise ValueError(f"size: must be one of {', '.join(map(str, allowed))} for {settings.task} "
+                             f"with the loaded models (got {settings.size})")
+        if base.config.diffusion_steps != settings.diffusion_steps:
+            raise ValueError(f"base_respacing: the base model has {base.config.diffusion_steps} "
+                             f"diffusion steps, the settings assume {settings.diffusion_steps}")
+
+    def describe(self) -> dict[str, object]:
+        """Loaded models and what they can make (for /v1/models and the UI)."""
+        models = {role: m.describe() for role in ("base", "upsample", "base_inpaint", "upsample_inpaint")
+                  if (m := getattr(self, role)) is not None}
+        return {"models": models, "device": str(self.device), "precision": self.precision,
+                "batch_invariant": self.batch_invariant,
+                "sizes": {"text2im": self.sizes("text2im"), "inpaint": self.sizes("inpaint")}}
+
+    # ---- running ------------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> PipelineOutput:
+        """Run one request to completion."""
+        for event in self.stream(request.settings, request.samples()):
+            if isinstance(event, PipelineOutput):
+                return event
+        raise RuntimeError("the pipeline ended without an output")  # pragma: no cover
+
+    def stream(
+        self, settings: BatchSettings, samples: Sequence[Sample]
+    ) -> Iterator[StageProgress | PipelineOutput]:
+        """Yield progress after every sampling step, then the output. Close the iterator to cancel."""
+        if not samples:
+            raise ValueError("samples: at least one sample is needed")
+        stages = self.plan(settings)
+        base, up = self._models(settings.task)
+        inpaint = InpaintInputs(samples) if settings.task == "inpaint" else None
+        noise = SeededNoise([s.seed for s in samples], device=self.device)
+        sampling = [s for s in stages if s.samples]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        stage_seconds: dict[str, float] = {}
+        x: torch.Tensor | None = None
+        for stage in sampling:
+            stage_start = time.perf_counter()
+            if stage.kind == "base":
+                steps = self._base_steps(base, settings, samples, noise, inpaint)
+            else:
+                assert x is not None and up is not None
+                steps = self._upsample_steps(up, settings, samples, noise, stage.size, x, inpaint)
+            for step in steps:
+                x = step.x
+                yield StageProgress(stage=stage.label, stage_index=sampling.index(stage),
+                                    stages=len(sampling), step=step.step, total=step.total,
+                                    elapsed=time.perf_counter() - start, pred_x0=step.pred_x0)
+            stage_seconds[stage.label] = time.perf_counter() - stage_start
+        assert x is not None
+        pictures = images.to_pil(x)
+        del x
+        if stages[-1].kind == "lanczos":
+            size = stages[-1].size
+            pictures = [p.resize((size, size), images.DOWNSCALE) for p in pictures]
+        chain = [s.label for s in stages]
+        names = {"base": base.name, **({"upsample": up.name} if len(sampling) > 1 and up else {})}
+        outputs = [self._image(p, s, settings, chain, names) for p, s in zip(pictures, samples, strict=True)]
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+        yield PipelineOutput(images=outputs, chain=chain, stage_seconds=stage_seconds,
+                             total_seconds=time.perf_counter() - start, peak_memory_bytes=peak,
+                             models=names)
+
+    def _base_steps(self, loaded: LoadedModel, settings: BatchSettings, samples: Sequence[Sample],
+                    noise: SeededNoise, inpaint: InpaintInputs | None) -> Iterator[SampleStep]:
+        """The base stage: classifier-free guidance over B prompt rows and B empty-prompt rows."""
+        net, config = loaded.network, loaded.config
+        b, size = len(samples), config.image_size
+        tokens, mask = loaded.tokenizer.batch([s.prompt for s in samples] + [""] * b, config.text_ctx)
+        extra: dict[str, torch.Tensor] = {}
+        denoised_fn = None
+        if inpaint is not None:
+            image, keep = inpaint.tensors(size, self.device)
+            extra = {"inpaint_image": torch.cat([image * keep] * 2), "inpaint_mask": torch.cat([keep] * 2)}
+            denoised_fn = impose_known(image, keep)
+        # Sample i's rows are its prompt row i and its empty-prompt row b + i.
+        paired = self._network_fn(net, tokens, mask, extra, groups=[[i, b + i] for i in range(b)])
+        model_fn = classifier_free_guidance(paired, [s.guidance_scale for s in samples])
+        return self._sample(model_fn, config, settings.base_respacing, settings.base_sampler, settings,
+                            noise(torch.Size([b, 3, size, size])), noise, denoised_fn)
+
+    def _upsample_steps(self, loaded: LoadedModel, settings: BatchSettings, samples: Sequence[Sample],
+                        noise: SeededNoise, size: int, previous: torch.Tensor,
+                        inpaint: InpaintInputs | None) -> Iterator[SampleStep]:
+        """An upsampler pass to `size`, conditioned on the previous image quantised to 8 bits."""
+        net, config = loaded.network, loaded.config
+        b = len(samples)
+        tokens, mask = loaded.tokenizer.batch([s.prompt for s in samples], config.text_ctx)
+        extra = {"low_res": images.quantize(previous)}
+        denoised_fn = None
+        if inpaint is not None:
+            image, keep = inpaint.tensors(size, self.device)
+            extra |= {"inpaint_image": image * keep, "inpaint_mask": keep}
+            denoised_fn = impose_known(image, keep)
+        model_fn = self._network_fn(net, tokens, mask, extra, groups=[[i] for i in range(b)])
+
+        # upsample_temp scales only the start noise, as the reference.
+        x_T = noise(torch.Size([b, 3, size, size])) * settings.upsample_temp
+        return self._sample(model_fn, config, settings.upsample_respacing, settings.upsample_sampler,
+                            settings, x_T, noise, denoised_fn)
+
+    def _network_fn(self, net: GlideUNet, tokens: torch.Tensor, mask: torch.Tensor,
+                    extra: dict[str, torch.Tensor], *, groups: list[list[int]]) -> ModelFn:
+        """The network as a (x, t) -> output function, its text encoded once for the whole run.
+
+        `groups` lists each sample's rows; with `batch_invariant` the network runs group by group.
+        """
+        tokens, mask = tokens.to(self.device), mask.to(self.device)
+        if not self.batch_invariant:
+            groups = [list(range(tokens.shape[0]))]
+        with torch.no_grad(), autocast(self.precision, self.device):
+            texts = [net.encode_text(tokens[g], mask[g]) for g in groups]
+
+        def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with autocast(self.precision, self.device):
+                if len(groups) == 1:
+                    return net(x, t, text=texts[0], **extra)
+                out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
+                for g, text in zip(groups, texts, strict=True):
+                    out[g] = net(x[g], t[g], text=text, **{k: v[g] for k, v in extra.items()})
+                return out
+
+        return network
+
+    @staticmethod
+    def _sample(model_fn: ModelFn, config: ModelConfig, respacing: str, sampler: str,
+                settings: BatchSettings, x_T: torch.Tensor, noise: SeededNoise,
+                denoised_fn: DenoisedFn | None) -> Iterator[SampleStep]:
+        schedule = schedule_for(config.noise_schedule, config.diffusion_steps, respacing)
+        return sample(model_fn, schedule, x_T, noise=noise, sampler=sampler,
+                      eta=settings.eta if sampler == "ddim" else 0.0, denoised_fn=denoised_fn)
+
+    @staticmethod
+    def _image(picture: Image.Image, sample_: Sample, settings: BatchSettings, chain: list[str],
+               models: dict[str, str]) -> GeneratedImage:
+        metadata = {
+            "generator": f"glide-api {__version__}",
+            "prompt": sample_.prompt,
+            "seed": sample_.seed,
+            "guidance_scale": sample_.guidance_scale,
+            **{k: v for k, v in settings.to_dict().items() if k != "diffusion_steps"},
+            "chain": chain,
+            "models": models,
+        }
+        return GeneratedImage(image=picture, png=images.encode_png(picture, metadata), seed=sample_.seed,
+                              prompt=sample_.prompt, metadata=metadata)
