@@ -29,3 +29,34 @@ class ChecksumMismatch(GlideError):
 
 class StateDictMismatch(GlideError, ValueError):
     """A state_dict's keys or shapes do not match the model's (missing, unexpected, mis-shaped)."""
+
+
+# ---- the engine: admission, job lookup, results ---------------------------------------------------
+
+
+class QueueFull(GlideError):
+    """The engine's queue holds its limit of waiting jobs; nothing was queued. Retry later.
+
+    `retry_after` is a whole number of seconds (at least 1) after which a retry is likely to be
+    admitted, estimated from recent batch durations: ready for an HTTP `Retry-After` header.
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineClosed(GlideError, RuntimeError):
+    """The engine has been shut down and takes no new jobs."""
+
+
+class JobNotFound(GlideError, KeyError):
+    """No job has this id: it never existed, or it finished long enough ago to have been evicted."""
+
+    def __str__(self) -> str:
+        # KeyError would print the message quoted, as it does for a missing key.
+        return str(self.args[0]) if self.args else ""
+
+
+class NoResult(GlideError):
+    """The job has no images: it has not finished yet, or it failed or was cancelled."""

@@ -133,14 +133,16 @@ def test_inpainting_mask_can_be_the_images_alpha_channel(small_pipeline) -> None
 
 
 def test_inpainting_image_and_mask_of_different_sizes_is_an_error(small_pipeline) -> None:
-    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint", image=png_bytes(checkerboard(64)),
+    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint",
+                                       image=png_bytes(checkerboard(64)),
                                        mask=png_bytes(Image.new("L", (32, 32), 0)))
     with pytest.raises(ValueError, match="mask: its size 32x32 differs from the image's 64x64"):
         small_pipeline.generate(request)
 
 
 def test_inpainting_without_a_mask_or_alpha_is_an_error(small_pipeline) -> None:
-    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint", image=png_bytes(checkerboard(64)))
+    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint",
+                                       image=png_bytes(checkerboard(64)))
     with pytest.raises(ValueError, match="mask: give a mask image"):
         small_pipeline.generate(request)
 
