@@ -77,9 +77,10 @@ class GlideTokenizer:
         return len(self.encode(prompt))
 
 
-def load_tokenizer(*, folder: str | Path | None = None, offline: bool = False) -> GlideTokenizer:
+def load_tokenizer(*, folder: str | Path | None = None, offline: bool = False,
+                   cache: str | Path | None = None) -> GlideTokenizer:
     """The GPT-2 tokenizer from `folder` when it holds the files, else from the cache (downloaded once)."""
     from .hub import tokenizer_files
 
-    encoder_json, vocab_bpe = tokenizer_files(folder=folder, offline=offline)
+    encoder_json, vocab_bpe = tokenizer_files(folder=folder, offline=offline, cache=cache)
     return GlideTokenizer.from_files(encoder_json, vocab_bpe)

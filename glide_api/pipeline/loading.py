@@ -68,14 +68,15 @@ def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideU
     return model.to(device)
 
 
-def load_model(spec: str, *, device: torch.device, precision: str, offline: bool = False) -> LoadedModel:
+def load_model(spec: str, *, device: torch.device, precision: str, offline: bool = False,
+               cache: str | Path | None = None) -> LoadedModel:
     """Load an official checkpoint by name, or a model folder by path, ready for sampling."""
     start = time.perf_counter()
-    config, state_dict = resolve_model(spec, offline=offline)
+    config, state_dict = resolve_model(spec, offline=offline, cache=cache)
     network = prepare(create_model(config, state_dict), device=device, precision=precision)
     folder = Path(spec) if Path(spec).is_dir() else None
     has_own_tokenizer = folder is not None and (folder / "encoder.json").is_file()
-    tokenizer = load_tokenizer(folder=folder if has_own_tokenizer else None, offline=offline)
+    tokenizer = load_tokenizer(folder=folder if has_own_tokenizer else None, offline=offline, cache=cache)
     logger.info("loaded model %s (%s, %d px) on %s in %s in %.1f s", spec, config.kind,
                 config.image_size, device, precision, time.perf_counter() - start)
     return LoadedModel(name=spec, network=network, tokenizer=tokenizer)

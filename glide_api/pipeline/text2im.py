@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -80,7 +81,7 @@ class GlidePipeline:
     def __init__(
         self,
         *,
-        base: LoadedModel,
+        base: LoadedModel | None = None,
         upsample: LoadedModel | None = None,
         base_inpaint: LoadedModel | None = None,
         upsample_inpaint: LoadedModel | None = None,
@@ -104,7 +105,7 @@ class GlidePipeline:
     def load(
         cls,
         *,
-        base: str = "base",
+        base: str | None = "base",
         upsample: str | None = "upsample",
         base_inpaint: str | None = None,
         upsample_inpaint: str | None = None,
@@ -112,6 +113,7 @@ class GlidePipeline:
         precision: str = "auto",
         offline: bool = False,
         batch_invariant: bool = True,
+        cache: str | Path | None = None,
     ) -> GlidePipeline:
         """Load the named models (official names or model folders) once, on one device."""
         resolved = resolve_device(device)
@@ -119,7 +121,7 @@ class GlidePipeline:
 
         def load(spec: str | None) -> LoadedModel | None:
             return None if spec is None else load_model(spec, device=resolved, precision=chosen,
-                                                        offline=offline)
+                                                        offline=offline, cache=cache)
 
         return cls(base=load(base), upsample=load(upsample), base_inpaint=load(base_inpaint),
                    upsample_inpaint=load(upsample_inpaint), device=resolved, precision=chosen,
@@ -144,6 +146,13 @@ class GlidePipeline:
         between = [b * 2**k for k in range(1, 16) if b * 2**k < u]
         beyond = [u * 2, u * 4] if task == "text2im" else []
         return sorted({b, *between, u, *beyond})
+
+    def default_size(self, task: str = "text2im") -> int:
+        """The size of the reference recipe: the upsampler's (256), else the base model's."""
+        base, up = self._models(task)
+        if base is None:
+            raise ValueError(f"task: {task} needs models that are not loaded")
+        return (up or base).config.image_size
 
     def plan(self, settings: BatchSettings) -> list[Stage]:
         """The stages that make `settings.size` (see the module docstring)."""
