@@ -60,3 +60,12 @@ class JobNotFound(GlideError, KeyError):
 
 class NoResult(GlideError):
     """The job has no images: it has not finished yet, or it failed or was cancelled."""
+
+
+class ModelNotReady(GlideError):
+    """The service's models are still loading, or could not be loaded; `reason` says which."""
+
+    def __init__(self, reason: str, *, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after

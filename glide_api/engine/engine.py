@@ -1,0 +1,299 @@
+"""The engine: many callers submit, wait, watch and cancel; one worker thread uses the device.
+
+    engine = Engine(pipeline, EngineConfig(max_queue=32))
+    with engine:                                          # starts the worker; closes on exit
+        job = engine.submit(GenerationRequest(prompt="a corgi", settings=engine.settings_for(size=64)))
+        for event in engine.subscribe(job.id):           # queued, started, progress..., succeeded
+            print(event.to_dict())
+        png = engine.image(job.id, 0)
+
+Every call returns at once except `wait` and iterating `subscribe`, which take timeouts. A full queue
+raises `QueueFull` immediately (with `retry_after`); nothing here ever blocks on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ..errors import EngineClosed, QueueFull
+from ..pipeline.params import (
+    DEFAULT_BASE_RESPACING,
+    DEFAULT_UPSAMPLE_RESPACING,
+    BatchSettings,
+    GenerationRequest,
+    Task,
+)
+from .events import Event, Queued
+from .jobs import Job
+from .queue import JobQueue, QueueEntry
+from .stats import EngineStats
+from .store import JobStore, MemoryJobStore
+from .worker import Pipeline, Worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's limits. Each is a hard bound on memory or waiting; defaults suit one GPU.
+
+    max_queue: jobs that may wait (not counting the running batch); one more is refused with
+        `QueueFull` at once.
+    max_batch_images: images in one sampling batch, and so also the most one job may ask for
+        (`batch_size`). Device memory grows with it.
+    batching: merge waiting jobs with equal `BatchSettings` into one batch (each keeps its own
+        prompt, seeds and guidance; the images are the same as when run alone).
+    job_timeout: seconds a job may run, counted from its start; checked every sampling step.
+    keep_finished: finished jobs (with their images and event histories) kept for `get`, `image`
+        and `subscribe`; older ones are evicted and then unknown (`JobNotFound`).
+    preview_every: a progress event carries a preview PNG every this many steps (and at each stage's
+        last step), for subscribers that ask for previews; 0 = never.
+    """
+
+    max_queue: int = 32
+    max_batch_images: int = 8
+    batching: bool = True
+    job_timeout: float = 1800.0
+    keep_finished: int = 256
+    preview_every: int = 5
+
+    def __post_init__(self) -> None:
+        for name, least in (("max_queue", 1), ("max_batch_images", 1), ("keep_finished", 1),
+                            ("preview_every", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name}: must be an integer of at least {least} (got {value!r})")
+        if not isinstance(self.batching, bool):
+            raise ValueError(f"batching: must be true or false (got {self.batching!r})")
+        timeout = self.job_timeout
+        if (isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout)
+                or timeout <= 0):
+            raise ValueError(f"job_timeout: must be a positive number of seconds (got {timeout!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Settings applied to requests that do not choose them (see `Engine.settings_for`)."""
+
+    base_respacing: str = DEFAULT_BASE_RESPACING
+    upsample_respacing: str = DEFAULT_UPSAMPLE_RESPACING
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Engine:
+    """Jobs in, images out: admission, the job registry and the device-owning worker behind one object.
+
+    `clock` (monotonic seconds) times job timeouts and durations; `wall_clock` (epoch seconds) stamps
+    jobs. `store` replaces the in-process job registry (e.g. with a shared one; it then applies its
+    own retention instead of `keep_finished`).
+    Thread-safe: any number of threads may call any method.
+    """
+
+    def __init__(self, pipeline: Pipeline, config: EngineConfig | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 store: JobStore | None = None) -> None:
+        self._pipeline = pipeline
+        self._config = config if config is not None else EngineConfig()
+        self._wall_clock = wall_clock
+        self._stats = EngineStats()
+        self._store: JobStore = (store if store is not None
+                                 else MemoryJobStore(keep_finished=self._config.keep_finished))
+        self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
+        self._worker = Worker(
+            pipeline=pipeline, store=self._store, queue=self._queue, stats=self._stats,
+            max_batch_images=self._config.max_batch_images, batching=self._config.batching,
+            job_timeout=self._config.job_timeout, preview_every=self._config.preview_every,
+            clock=clock, wall_clock=wall_clock)
+        self._lock = threading.Lock()  # guards the lifecycle fields and the defaults
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._defaults = Defaults()
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    def start(self) -> None:
+        """Start the worker thread (no-op if running). Jobs submitted before wait in the queue."""
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the engine is shut down; create a new one")
+            if self._thread is not None:
+                return
+            # A daemon thread: a pipeline stuck inside a step must not keep the process alive.
+            self._thread = threading.Thread(target=self._worker.run, name="glide-engine-worker", daemon=True)
+            self._thread.start()
+
+    def close(self, *, timeout: float | None = None) -> None:
+        """Stop: refuse new jobs, cancel waiting ones, stop running ones at their next step, join the
+        worker (up to `timeout` seconds). Idempotent."""
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            thread = self._thread
+        if first:
+            self._queue.close()  # the worker's next take() returns None
+            # Running jobs first: they need a step to stop, waiting ones are cancelled at once.
+            for job in sorted(self._store.jobs(), key=lambda j: j.status != "running"):
+                if job.done:
+                    continue
+                cancelled = self._store.request_cancel(job.id, at=self._wall_clock())
+                if job.status == "queued" and cancelled.status == "cancelled":
+                    self._stats.count("cancelled")
+                    logger.info("job %s: cancelled (engine closing)", job.id)
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("engine worker: still busy %s s after close; left running as a daemon",
+                               timeout)
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ---- jobs -------------------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest) -> Job:
+        """Queue a job; returns it as queued. Never blocks.
+
+        Raises ValueError (naming the field) if the pipeline cannot run `request.settings` or
+        `batch_size` exceeds `max_batch_images`; `QueueFull` (with `retry_after`) when `max_queue`
+        jobs are waiting; `EngineClosed` after `close()`.
+        """
+        if not isinstance(request, GenerationRequest):
+            raise TypeError(f"request: must be a GenerationRequest, got {type(request).__name__}")
+        limit = self._config.max_batch_images
+        if request.batch_size > limit:
+            raise ValueError(f"batch_size: at most {limit} images per job on this server "
+                             f"(got {request.batch_size})")
+        self._pipeline.validate(request.settings)
+        job = Job.new(request, at=self._wall_clock())
+
+        def admit(position: int) -> None:  # runs before the worker can see the job
+            self._store.add(job, Queued(job_id=job.id, position=position))
+
+        try:
+            position = self._queue.put(QueueEntry(job.id, request.settings, request.batch_size),
+                                       on_admit=admit)
+        except QueueFull as e:
+            self._stats.count("rejected")
+            logger.info("job %s: refused, the queue is full (retry after %d s)", job.id, e.retry_after)
+            raise
+        self._stats.count("submitted")
+        logger.info("job %s: queued at position %d (%d images, size %d)", job.id, position,
+                    request.batch_size, request.settings.size)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """A snapshot of the job. `JobNotFound` for an unknown or evicted id."""
+        return self._store.get(job_id)
+
+    def list_jobs(self) -> list[Job]:
+        """Snapshots of every job held (waiting, running, and the last `keep_finished`), oldest first."""
+        return self._store.jobs()
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job. A waiting job is cancelled at once; a running one gets `cancel_requested` and
+        stops within one sampling step (batch-mates go on); a finished job is returned unchanged.
+        `JobNotFound` for an unknown id."""
+        job = self._store.request_cancel(job_id, at=self._wall_clock())
+        if job.status == "cancelled" and self._queue.remove(job_id):
+            # Exactly one of this remove and the worker's take holds the entry: counted once.
+            self._stats.count("cancelled")
+            logger.info("job %s: cancelled while queued", job_id)
+            self._queue.report_moves(self._worker.tell_position)
+        elif job.status == "running":
+            logger.info("job %s: cancel requested; it stops at its next step", job_id)
+        return job
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Block until the job finishes or `timeout` seconds pass (None: no limit); returns the
+        snapshot either way (check `job.done`). `JobNotFound` for an unknown id."""
+        return self._store.wait(job_id, timeout=timeout)
+
+    def image(self, job_id: str, index: int) -> bytes:
+        """PNG bytes of image `index` of a succeeded job (`NoResult` otherwise, `IndexError`)."""
+        return self._store.image(job_id, index)
+
+    def subscribe(self, job_id: str, *, previews: bool = False, after: int | None = None,
+                  timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+        """The job's events, in order: those already past, then live ones, ending with its final event
+        (a finished job's history is replayed and ends).
+
+        previews: progress events carry a base64 PNG every `preview_every` steps (rendered only while
+            someone asks). after: resume after this `seq` (e.g. an SSE Last-Event-ID).
+        timeout: seconds the whole iteration may take, then `TimeoutError`. heartbeat: yield a
+            `Heartbeat` after this many quiet seconds (lets a server notice a gone client).
+        `JobNotFound` for an unknown id (raised by this call). A slow reader never holds up the worker.
+        """
+        return self._store.events(job_id, previews=previews, after=after, timeout=timeout,
+                                  heartbeat=heartbeat)
+
+    # ---- defaults ---------------------------------------------------------------------------------
+
+    @property
+    def defaults(self) -> Defaults:
+        return self._defaults
+
+    def update_defaults(self, *, base_respacing: str | None = None,
+                        upsample_respacing: str | None = None) -> Defaults:
+        """Change the respacing used by `settings_for` from now on (None: keep). Validated by the
+        `BatchSettings` rules (ValueError naming the field). Jobs already submitted keep theirs;
+        no weights are reloaded."""
+        changes = {name: value for name, value in (("base_respacing", base_respacing),
+                                                   ("upsample_respacing", upsample_respacing))
+                   if value is not None}
+        with self._lock:
+            new = dataclasses.replace(self._defaults, **changes)
+            BatchSettings(size=1, **new.to_dict())  # the respacing rules do not depend on the size
+            self._defaults = new
+        logger.info("engine defaults now %s", new.to_dict())
+        return new
+
+    def settings_for(self, *, size: int, task: Task = "text2im", **overrides: Any) -> BatchSettings:
+        """`BatchSettings` for a new request: the current defaults, then `overrides` (None values are
+        ignored, so callers may pass optional fields straight through)."""
+        fields: dict[str, Any] = self._defaults.to_dict()
+        fields.update((name, value) for name, value in overrides.items() if value is not None)
+        return BatchSettings(size=size, task=task, **fields)
+
+    # ---- metrics ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Plain data for /metrics: queue depth, jobs by status, counters, and duration histograms in
+        seconds. Counters: `timed_out` jobs are also counted in `failed`; `out_of_memory` counts the
+        errors (a batch then retried job by job included), `oom_retries` the jobs retried alone."""
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive()
+        return {
+            "queue_depth": len(self._queue),
+            "max_queue": self._config.max_queue,
+            "jobs": self._store.counts(),
+            **self._stats.snapshot(),
+            "worker_alive": alive,
+            "config": self._config.to_dict(),
+            "defaults": self._defaults.to_dict(),
+        }

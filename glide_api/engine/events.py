@@ -1,0 +1,107 @@
+"""Typed job events, as plain data: what a subscriber (an SSE stream, a CLI bar) sees of a job.
+
+Every job's history is a sequence of events: one or more `Queued` (its position as the queue
+moves), `Started`, a `Progress` per sampling step, and exactly one final event: `Succeeded`,
+`Failed` or `Cancelled`. A job cancelled or failed while waiting skips `Started`. `Heartbeat` is not
+part of any history; a subscription yields it when asked to, while nothing happens.
+
+`seq` is the event's 0-based position in its job's history (-1 for a heartbeat), usable as an SSE
+`id:` so that a reconnecting client can resume after the last event it saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of all events. `to_dict()` gives `{"type": ..., "job_id": ..., "seq": ..., <fields>}`."""
+
+    type: ClassVar[str] = "event"
+    terminal: ClassVar[bool] = False  # the job's last event: a subscription ends after it
+
+    job_id: str
+    seq: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type}
+        data.update((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        return data
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Queued(Event):
+    """The job waits; `position` 1 means it runs next."""
+
+    type: ClassVar[str] = "queued"
+    position: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Started(Event):
+    type: ClassVar[str] = "started"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress(Event):
+    """A sampling step finished. `elapsed`: seconds since the job started.
+
+    `preview` is a base64 PNG of the job's first image as currently estimated (pred_x0); it is set
+    only for subscribers that asked for previews, every `preview_every` steps and at each stage's
+    last step, and only while the subscriber keeps up (a lagging subscriber skips stale previews).
+    """
+
+    type: ClassVar[str] = "progress"
+    stage: str
+    stage_index: int
+    stages: int
+    step: int
+    total: int
+    elapsed: float
+    preview: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Succeeded(Event):
+    """The job finished; `job` is its `Job.to_dict()` (images referenced by index)."""
+
+    type: ClassVar[str] = "succeeded"
+    terminal: ClassVar[bool] = True
+    job: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed(Event):
+    type: ClassVar[str] = "failed"
+    terminal: ClassVar[bool] = True
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled(Event):
+    type: ClassVar[str] = "cancelled"
+    terminal: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat(Event):
+    """Nothing happened for a while (yielded only when a subscription asks for heartbeats)."""
+
+    type: ClassVar[str] = "heartbeat"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls for cls in (Queued, Started, Progress, Succeeded, Failed, Cancelled, Heartbeat)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """The inverse of `Event.to_dict()` (for stores that keep events outside this process)."""
+    fields = dict(data)
+    kind = fields.pop("type", None)
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"type: must be one of {', '.join(EVENT_TYPES)} (got {kind!r})")
+    return EVENT_TYPES[kind](**fields)

@@ -1,0 +1,177 @@
+"""Job data and its state transitions.
+
+A job is plain data: its id, the request as a JSON-safe dict, a status, progress, times, an error
+message and, once it has succeeded, its result (PNG bytes per image plus what the run reports). It
+never holds tensors, threads or locks, so any store (in memory today, Redis later) can keep it.
+
+Statuses move one way:
+
+    queued ──> running ──> succeeded | failed | cancelled
+       └─────────────────> cancelled | failed      (cancelled while waiting; engine shut down)
+
+`Job` is frozen: each transition returns a new `Job`, and a transition that does not apply to the
+current status raises `InvalidTransition`, so a store can apply them atomically and never lose one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..pipeline.params import GenerationRequest
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class InvalidTransition(RuntimeError):
+    """A job was asked to move to a status it cannot reach from its current one."""
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Where a running job is: step `step` of `total` in stage `stage` (`stage_index` of `stages`)."""
+
+    stage: str
+    stage_index: int
+    stages: int
+    step: int
+    total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image of a finished job: the PNG (with its metadata chunk), its seed and that metadata."""
+
+    png: bytes = field(repr=False)
+    seed: int
+    metadata: dict[str, Any]
+
+    def to_dict(self, index: int) -> dict[str, Any]:
+        """JSON-safe description; the bytes themselves are fetched by job id and `index`."""
+        return {"index": index, "seed": self.seed, "bytes": len(self.png), "metadata": self.metadata}
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job's run produced: its images (in seed order) and the run's report.
+
+    `chain`, `stage_seconds`, `total_seconds`, `peak_memory_bytes` and `models` describe the whole
+    sampling batch the job ran in (shared with any batch-mates).
+    """
+
+    images: tuple[ImageResult, ...]
+    chain: tuple[str, ...]
+    stage_seconds: dict[str, float]
+    total_seconds: float
+    peak_memory_bytes: int | None
+    models: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": [image.to_dict(i) for i, image in enumerate(self.images)],
+            "chain": list(self.chain),
+            "stage_seconds": dict(self.stage_seconds),
+            "total_seconds": self.total_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "models": dict(self.models),
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job. Times are wall-clock seconds since the epoch (comparable across hosts).
+
+    `request` is `GenerationRequest.to_dict()` (input images as base64); `cancel_requested` is set
+    when a cancel reached a running job, which then stops at its next sampling step.
+    """
+
+    id: str
+    request: dict[str, Any] = field(repr=False)
+    created_at: float
+    status: JobStatus = "queued"
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: JobProgress | None = None
+    error: str | None = None
+    result: JobResult | None = field(default=None, repr=False)
+    cancel_requested: bool = False
+
+    @classmethod
+    def new(cls, request: GenerationRequest, *, at: float) -> Job:
+        """A queued job with a fresh random id (uuid4, hex)."""
+        return cls(id=uuid.uuid4().hex, request=request.to_dict(), created_at=at)
+
+    @property
+    def done(self) -> bool:
+        """True once the job has reached a final status (succeeded, failed or cancelled)."""
+        return self.status in TERMINAL
+
+    def generation_request(self) -> GenerationRequest:
+        """The request rebuilt from its plain data (what the worker runs)."""
+        return GenerationRequest.from_dict(self.request)
+
+    # ---- transitions: each returns a new Job or raises InvalidTransition --------------------------
+
+    def start(self, *, at: float) -> Job:
+        self._require("start", "queued")
+        return dataclasses.replace(self, status="running", started_at=at)
+
+    def advance(self, progress: JobProgress) -> Job:
+        self._require("record progress for", "running")
+        return dataclasses.replace(self, progress=progress)
+
+    def request_cancel(self, *, at: float) -> Job:
+        """Queued: cancelled now. Running: flagged, the worker stops it. Finished: unchanged."""
+        if self.status == "queued":
+            return self.finish("cancelled", at=at)
+        if self.status == "running":
+            return dataclasses.replace(self, cancel_requested=True)
+        return self
+
+    def finish(self, status: JobStatus, *, at: float, error: str | None = None,
+               result: JobResult | None = None) -> Job:
+        if status not in TERMINAL:
+            raise InvalidTransition(f"job {self.id}: {status!r} is not a final status")
+        if self.done:
+            raise InvalidTransition(f"job {self.id}: already {self.status}, cannot become {status}")
+        if status == "succeeded" and (self.status != "running" or result is None):
+            raise InvalidTransition(f"job {self.id}: only a running job with a result can succeed")
+        if status == "failed" and not error:
+            raise InvalidTransition(f"job {self.id}: a failed job needs an error message")
+        return dataclasses.replace(self, status=status, finished_at=at, error=error, result=result)
+
+    def _require(self, action: str, status: JobStatus) -> None:
+        if self.status != status:
+            raise InvalidTransition(f"job {self.id}: cannot {action} a {self.status} job")
+
+    # ---- plain data ---------------------------------------------------------------------------
+
+    def to_dict(self, *, include_inputs: bool = False) -> dict[str, Any]:
+        """JSON-safe form. Images are described by index (fetch bytes with `Engine.image`).
+
+        The request's input `image` and `mask` (base64, possibly megabytes) are left out unless
+        `include_inputs` is true.
+        """
+        request = dict(self.request)
+        if not include_inputs:
+            request.pop("image", None)
+            request.pop("mask", None)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "request": request,
+            "progress": None if self.progress is None else self.progress.to_dict(),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "cancel_requested": self.cancel_requested,
+            "result": None if self.result is None else self.result.to_dict(),
+        }

@@ -1,0 +1,305 @@
+"""The job registry: jobs, their event histories, their results, and how long finished ones are kept.
+
+`JobStore` is the interface the engine uses; `MemoryJobStore` is the in-process implementation (the
+default, nothing to install). A Redis-backed store can implement the same methods: jobs are plain
+data (`Job`), events are plain data with a per-job sequence number, and a subscription is "read the
+job's history from a position on, waiting for more", which is what a Redis stream offers.
+
+Subscribers read each job's append-only history with their own cursor. Publishing only appends and
+notifies, so a slow subscriber can never hold up the worker, and no event is lost for it; what a
+subscriber holds of its own is O(1). Previews (large) are not kept in the history: the store keeps
+a job's last `PREVIEWS_KEPT` while it runs or someone who asked for previews still reads it, so a
+subscriber that lags further behind skips stale ones.
+
+Memory: a job's history is about one small event per sampling step (a 100 + 27 step run: ~130
+events); finished jobs beyond `keep_finished` are evicted, history and images together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import JobNotFound, NoResult
+from .events import Cancelled, Event, Failed, Heartbeat, Progress, Started, Succeeded
+from .jobs import STATUSES, Job, JobProgress, JobResult, JobStatus
+
+PREVIEWS_KEPT = 4  # latest previews kept per running job (each a PNG, up to ~200 kB at 256 px)
+
+
+class JobStore(Protocol):
+    """What the engine needs from a job registry. Every method is atomic and thread-safe."""
+
+    def add(self, job: Job, event: Event) -> None:
+        """Register a new job with its first event (its `Queued` position)."""
+
+    def get(self, job_id: str) -> Job:
+        """A snapshot of the job; `JobNotFound` for an unknown or evicted id."""
+
+    def jobs(self) -> list[Job]:
+        """Snapshots of every job held, oldest first."""
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are held in each status."""
+
+    def start(self, job_id: str, *, at: float) -> Job | None:
+        """queued -> running, publishing `Started`; None if the job is no longer queued or known."""
+
+    def advance(self, job_id: str, progress: JobProgress, event: Progress, *,
+                preview: str | None = None) -> None:
+        """Record a running job's progress and publish `event` (with `preview` for those who asked)."""
+
+    def finish(self, job_id: str, status: JobStatus, *, at: float, error: str | None = None,
+               result: JobResult | None = None) -> Job | None:
+        """Move the job to a final status and publish its final event; None if it already had one."""
+
+    def request_cancel(self, job_id: str, *, at: float) -> Job:
+        """Cancel a queued job now (publishing `Cancelled`), flag a running one; `JobNotFound`."""
+
+    def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
+        """Those of `job_ids` whose cancel has been requested (or that are already finished)."""
+
+    def publish(self, job_id: str, event: Event) -> None:
+        """Append an event to a job's history (ignored after its final event or for unknown ids)."""
+
+    def wants_previews(self, job_id: str) -> bool:
+        """Whether a live subscriber of the job asked for previews (so rendering one is worth it)."""
+
+    def image(self, job_id: str, index: int) -> bytes:
+        """PNG bytes of a succeeded job's image; `JobNotFound`, `NoResult`, or `IndexError`."""
+
+    def wait(self, job_id: str, *, timeout: float | None) -> Job:
+        """Block until the job is finished or `timeout` seconds passed; returns its snapshot."""
+
+    def events(self, job_id: str, *, previews: bool = False, after: int | None = None,
+               timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+        """The job's events in order (history, then live) up to its final event; see `MemoryJobStore`."""
+
+
+@dataclass(eq=False)
+class _Record:
+    job: Job
+    history: list[Event] = field(default_factory=list)
+    previews: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=PREVIEWS_KEPT))
+    preview_watchers: int = 0
+
+
+class MemoryJobStore:
+    """In-process `JobStore`: one condition guards everything; waits never poll.
+
+    Waits (`wait`, `events`) are measured in real seconds (`time.monotonic`).
+    """
+
+    def __init__(self, *, keep_finished: int) -> None:
+        if keep_finished < 1:
+            raise ValueError(f"keep_finished: must be at least 1 (got {keep_finished!r})")
+        self._keep_finished = keep_finished
+        self._cond = threading.Condition()
+        self._records: dict[str, _Record] = {}
+        self._finished: deque[str] = deque()  # finished job ids, oldest first, for eviction
+
+    # ---- jobs -------------------------------------------------------------------------------------
+
+    def add(self, job: Job, event: Event) -> None:
+        with self._cond:
+            if job.id in self._records:
+                raise ValueError(f"job {job.id}: already in the store")
+            record = self._records[job.id] = _Record(job)
+            self._append(record, event)
+
+    def get(self, job_id: str) -> Job:
+        with self._cond:
+            return self._record(job_id).job
+
+    def jobs(self) -> list[Job]:
+        with self._cond:
+            return [record.job for record in self._records.values()]  # admission order
+
+    def counts(self) -> dict[str, int]:
+        with self._cond:
+            counts = dict.fromkeys(STATUSES, 0)
+            for record in self._records.values():
+                counts[record.job.status] += 1
+            return counts
+
+    def start(self, job_id: str, *, at: float) -> Job | None:
+        with self._cond:
+            record = self._records.get(job_id)
+            if record is None or record.job.status != "queued":
+                return None
+            record.job = record.job.start(at=at)
+            self._append(record, Started(job_id=job_id))
+            return record.job
+
+    def advance(self, job_id: str, progress: JobProgress, event: Progress, *,
+                preview: str | None = None) -> None:
+        with self._cond:
+            record = self._records.get(job_id)
+            if record is None or record.job.status != "running":
+                return
+            record.job = record.job.advance(progress)
+            seq = self._append(record, event)
+            if preview is not None:
+                record.previews.append((seq, preview))  # keyed by the seq of its progress event
+
+    def finish(self, job_id: str, status: JobStatus, *, at: float, error: str | None = None,
+               result: JobResult | None = None) -> Job | None:
+        with self._cond:
+            record = self._records.get(job_id)
+            if record is None or record.job.done:
+                return None
+            record.job = record.job.finish(status, at=at, error=error, result=result)
+            self._finished_now(record)
+            return record.job
+
+    def request_cancel(self, job_id: str, *, at: float) -> Job:
+        with self._cond:
+            record = self._record(job_id)
+            was_done = record.job.done
+            record.job = record.job.request_cancel(at=at)
+            if record.job.done and not was_done:
+                self._finished_now(record)
+            return record.job
+
+    def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
+        with self._cond:
+            flagged = set()
+            for job_id in job_ids:
+                record = self._records.get(job_id)
+                if record is None or record.job.cancel_requested or record.job.done:
+                    flagged.add(job_id)
+            return flagged
+
+    def publish(self, job_id: str, event: Event) -> None:
+        with self._cond:
+            record = self._records.get(job_id)
+            if record is not None:
+                self._append(record, event)
+
+    def wants_previews(self, job_id: str) -> bool:
+        with self._cond:
+            record = self._records.get(job_id)
+            return record is not None and record.preview_watchers > 0
+
+    def image(self, job_id: str, index: int) -> bytes:
+        with self._cond:
+            job = self._record(job_id).job
+        if job.result is None:
+            raise NoResult(f"job {job_id} has no images: it is {job.status}")
+        images = job.result.images
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(images):
+            raise IndexError(f"index: must be an integer in [0, {len(images) - 1}] (got {index!r})")
+        return images[index].png
+
+    # ---- waiting ----------------------------------------------------------------------------------
+
+    def wait(self, job_id: str, *, timeout: float | None) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            record = self._record(job_id)  # kept: the job may be evicted while we wait
+            while not record.job.done:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return record.job
+
+    def events(self, job_id: str, *, previews: bool = False, after: int | None = None,
+               timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+        """Every event of the job after `after` (a `seq`; None: from the first), history then live.
+
+        Ends after the job's final event. `previews`: attach preview PNGs to progress events (and
+        make the worker render them). `timeout`: seconds the whole subscription may take before
+        `TimeoutError` (None: no limit). `heartbeat`: yield a `Heartbeat` after that many seconds
+        without an event (None: never). Raises `JobNotFound` here, at the call, for an unknown id.
+        """
+        for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{name}: must be a positive number of seconds or None (got {value!r})")
+        with self._cond:
+            record = self._record(job_id)
+        start = 0 if after is None else max(0, after + 1)
+        return self._follow(record, start=start, previews=previews, timeout=timeout, heartbeat=heartbeat)
+
+    def _follow(self, record: _Record, *, start: int, previews: bool, timeout: float | None,
+                heartbeat: float | None) -> Iterator[Event]:
+        # Holding the record (not the id) lets a subscriber finish reading a job evicted meanwhile.
+        cursor = start
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        quiet_since = now
+        with self._cond:
+            if previews:
+                record.preview_watchers += 1
+        try:
+            while True:
+                beat = False
+                with self._cond:
+                    while cursor >= len(record.history):
+                        now = time.monotonic()
+                        if deadline is not None and now >= deadline:
+                            raise TimeoutError(f"job {record.job.id}: no final event within {timeout:g} s")
+                        if heartbeat is not None and now >= quiet_since + heartbeat:
+                            beat = True
+                            break
+                        wake = [t for t in (deadline, None if heartbeat is None else quiet_since + heartbeat)
+                                if t is not None]
+                        self._cond.wait(min(wake) - now if wake else None)
+                    pending = record.history[cursor:]
+                    kept_previews = dict(record.previews) if previews else {}
+                if beat:
+                    quiet_since = time.monotonic()
+                    yield Heartbeat(job_id=record.job.id)
+                    continue
+                # Yield outside the lock: the consumer may be slow (a network write).
+                for event in pending:
+                    cursor = event.seq + 1
+                    if event.seq in kept_previews:
+                        event = dataclasses.replace(event, preview=kept_previews[event.seq])
+                    yield event
+                    if event.terminal:
+                        return
+                quiet_since = time.monotonic()
+        finally:
+            if previews:
+                with self._cond:
+                    record.preview_watchers -= 1
+                    if not record.preview_watchers and record.job.done:
+                        record.previews.clear()
+
+    # ---- internals (call with the lock held) ------------------------------------------------------
+
+    def _record(self, job_id: str) -> _Record:
+        record = self._records.get(job_id)
+        if record is None:
+            raise JobNotFound(f"no job {job_id!r} (unknown, or finished and no longer kept)")
+        return record
+
+    def _append(self, record: _Record, event: Event) -> int:
+        """Append with the next seq and wake the waiters; nothing is appended after a final event."""
+        if record.history and record.history[-1].terminal:
+            return record.history[-1].seq
+        seq = len(record.history)
+        record.history.append(dataclasses.replace(event, seq=seq))
+        self._cond.notify_all()
+        return seq
+
+    def _finished_now(self, record: _Record) -> None:
+        job = record.job
+        if job.status == "succeeded":
+            final: Event = Succeeded(job_id=job.id, job=job.to_dict())
+        elif job.status == "failed":
+            final = Failed(job_id=job.id, message=job.error or "failed")
+        else:
+            final = Cancelled(job_id=job.id)
+        self._append(record, final)
+        if not record.preview_watchers:  # else the last watcher to leave drops them
+            record.previews.clear()
+        self._finished.append(job.id)
+        while len(self._finished) > self._keep_finished:
+            self._records.pop(self._finished.popleft(), None)
