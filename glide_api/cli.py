@@ -11,6 +11,7 @@ exit 1, without a traceback (``-v`` shows the library's log lines).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import logging
 import sys
@@ -88,7 +89,7 @@ def _version() -> str:
 
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="glide-api: %(levelname)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s glide-api %(levelname)s %(name)s: %(message)s")
 
 
 def _cache_options() -> argparse.ArgumentParser:
@@ -212,26 +213,34 @@ def run_models(args: argparse.Namespace) -> int:
 # ---- generate, inpaint -------------------------------------------------------------------------
 
 
-def model_options() -> argparse.ArgumentParser:
-    """Which models to load and where they run: shared by generate, inpaint and serve."""
+def model_options(*, from_config: bool = False) -> argparse.ArgumentParser:
+    """Which models to load and where they run: shared by generate, inpaint and serve.
+
+    With `from_config` (serve) every default is None, so unset flags leave the environment and the
+    config file in charge.
+    """
+    def default(value: object) -> object:
+        return None if from_config else value
+
     parent = argparse.ArgumentParser(add_help=False, parents=[_cache_options()])
     group = parent.add_argument_group("models")
-    group.add_argument("--base", default="base", metavar="MODEL",
+    group.add_argument("--base", default=default("base"), metavar="MODEL",
                        help="base model: an official name or a model folder (default: base)")
-    group.add_argument("--upsample", default="upsample", metavar="MODEL",
+    group.add_argument("--upsample", default=default("upsample"), metavar="MODEL",
                        help="upsampler: an official name or a model folder (default: upsample)")
-    group.add_argument("--base-inpaint", default="base-inpaint", metavar="MODEL",
+    group.add_argument("--base-inpaint", default=default("base-inpaint"), metavar="MODEL",
                        help="inpainting base model (default: base-inpaint)")
-    group.add_argument("--upsample-inpaint", default="upsample-inpaint", metavar="MODEL",
+    group.add_argument("--upsample-inpaint", default=default("upsample-inpaint"), metavar="MODEL",
                        help="inpainting upsampler (default: upsample-inpaint)")
-    group.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
-    group.add_argument("--precision", default="auto", choices=PRECISION_SETTINGS,
+    group.add_argument("--device", default=default("auto"), help="auto (cuda if available), cpu, cuda, "
+                                                                 "cuda:1, …")
+    group.add_argument("--precision", default=default("auto"), choices=PRECISION_SETTINGS,
                        help="auto: fp16 on CUDA (the reference's mixed precision), fp32 on CPU")
-    group.add_argument("--offline", action="store_true",
+    group.add_argument("--offline", action="store_true", default=default(False),
                        help="never download; fail if a model is not cached (also GLIDE_API_OFFLINE=1)")
-    group.add_argument("--no-batch-invariant", dest="batch_invariant", action="store_false",
-                       help="run merged batches as one tensor: faster on GPUs, but images then match "
-                            "solo runs only within float rounding")
+    group.add_argument("--batch-invariant", action=argparse.BooleanOptionalAction, default=default(True),
+                       help="run each sample's rows alone so its image never depends on batch-mates "
+                            "(--no-batch-invariant: one tensor per batch, faster on GPUs)")
     return parent
 
 
@@ -345,8 +354,60 @@ def _output_paths(out: Path | None, prompt: str, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(1, count + 1)]
 
 
+# ---- serve -------------------------------------------------------------------------------------
+
+_MODEL_FLAGS = {"base", "upsample", "base_inpaint", "upsample_inpaint", "device", "precision", "offline",
+                "cache_dir", "batch_invariant"}
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    from glide_api.config import ServiceConfig
+
+    p = subparsers.add_parser(
+        "serve", parents=[model_options(from_config=True)], help="run the web service (UI and APIs)",
+        description="Serve the web UI and the APIs. Settings come from defaults, then the config file "
+                    "(--config or GLIDE_API_CONFIG), then GLIDE_API_* environment variables, then these "
+                    "flags; docs/configuration.md lists them all.")
+    p.add_argument("--config", type=Path, metavar="FILE", help="a TOML or JSON file of settings")
+    p.add_argument("--dev", action="store_true",
+                   help="Flask's development server instead of gunicorn (auto-reload off)")
+    group = p.add_argument_group("service settings")
+    for f in dataclasses.fields(ServiceConfig):
+        if f.name in _MODEL_FLAGS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=f.metadata["help"])
+        else:
+            group.add_argument(flag, dest=f.name, default=None, metavar="VALUE",
+                               help=f"{f.metadata['help']} (default: {f.default or '—'})")
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from glide_api.config import ServiceConfig
+
+    names = {f.name for f in dataclasses.fields(ServiceConfig)}
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if args.cache_dir is not None:
+        overrides["cache_dir"] = str(args.cache_dir)
+    config = ServiceConfig.load(file=args.config, overrides=overrides)
+    logging.getLogger().setLevel(config.log_level.upper())
+    logging.getLogger("glide_api").setLevel(config.log_level.upper())
+    if args.dev:
+        from glide_api.server import create_app
+
+        create_app(config).run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+        return 0
+    from glide_api.server.production import serve
+
+    serve(config)
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    add_download, add_models, add_generate, add_inpaint)
+    add_download, add_models, add_generate, add_inpaint, add_serve)
 
 if __name__ == "__main__":
     sys.exit(main())

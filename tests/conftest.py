@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,3 +30,29 @@ def small_pipeline(small_model_dirs):
                               base_inpaint=d["small-base-inpaint"],
                               upsample_inpaint=d["small-upsample-inpaint"],
                               device="cpu", precision="fp32", offline=True)
+
+
+@contextmanager
+def running(app) -> Iterator[str]:
+    """Serve `app` over real HTTP on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        app.extensions["glide_api"].close()
+
+
+@pytest.fixture(scope="module")
+def server_url(small_pipeline) -> Iterator[str]:
+    """The real app with the small models, default settings, over HTTP."""
+    from glide_api.config import ServiceConfig
+    from glide_api.server import create_app
+
+    with running(create_app(ServiceConfig(max_queue=8), pipeline=small_pipeline)) as url:
+        yield url

@@ -32,7 +32,7 @@ from ..pipeline.params import (
     Task,
 )
 from .events import Event, Queued
-from .jobs import Job
+from .jobs import Job, JobResult
 from .queue import JobQueue, QueueEntry
 from .stats import EngineStats
 from .store import JobStore, MemoryJobStore
@@ -104,7 +104,8 @@ class Engine:
 
     def __init__(self, pipeline: Pipeline, config: EngineConfig | None = None, *,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 store: JobStore | None = None) -> None:
+                 store: JobStore | None = None,
+                 on_success: Callable[[str, JobResult], None] | None = None) -> None:
         self._pipeline = pipeline
         self._config = config if config is not None else EngineConfig()
         self._wall_clock = wall_clock
@@ -116,7 +117,7 @@ class Engine:
             pipeline=pipeline, store=self._store, queue=self._queue, stats=self._stats,
             max_batch_images=self._config.max_batch_images, batching=self._config.batching,
             job_timeout=self._config.job_timeout, preview_every=self._config.preview_every,
-            clock=clock, wall_clock=wall_clock)
+            clock=clock, wall_clock=wall_clock, on_success=on_success)
         self._lock = threading.Lock()  # guards the lifecycle fields and the defaults
         self._thread: threading.Thread | None = None
         self._closed = False

@@ -100,8 +100,10 @@ class Worker:
 
     def __init__(self, *, pipeline: Pipeline, store: JobStore, queue: JobQueue, stats: EngineStats,
                  max_batch_images: int, batching: bool, job_timeout: float, preview_every: int,
-                 clock: Callable[[], float], wall_clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], wall_clock: Callable[[], float],
+                 on_success: Callable[[str, JobResult], None] | None = None) -> None:
         self._pipeline = pipeline
+        self._on_success = on_success
         self._store = store
         self._queue = queue
         self._stats = stats
@@ -234,6 +236,11 @@ class Worker:
                 self._stats.count("succeeded")
                 self._stats.observe("job_seconds", seconds)
                 logger.info("job %s: succeeded (%d images, %.2f s)", job_id, len(result.images), seconds)
+                if self._on_success is not None:
+                    try:
+                        self._on_success(job_id, result)
+                    except Exception:  # e.g. a full disk: the job stands, the worker goes on
+                        logger.exception("job %s: the on_success hook failed", job_id)
 
     # ---- stopping and failing ---------------------------------------------------------------------
 

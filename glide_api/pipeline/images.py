@@ -75,13 +75,15 @@ def strip(images: Sequence[Image.Image]) -> Image.Image:
     return out
 
 
-def open_image(source: bytes | str | Path) -> Image.Image:
-    """Decode an image file, with a ValueError (not a PIL exception) for data that is no image."""
+def open_image(source: bytes | str | Path, *, name: str = "image") -> Image.Image:
+    """Decode an image file, with a ValueError naming `name` (not a PIL exception) for data that is
+    no image, or one so large it could exhaust memory."""
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise ValueError(f"not a readable image ({e})") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+        reason = str(e).split(" <_io")[0]  # drop the buffer object's repr
+        raise ValueError(f"{name}: not a readable image ({reason})") from None
     return image
 
 
@@ -94,7 +96,7 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
     """
     image = open_image(image_data)
     if mask_data is not None:
-        mask_image = open_image(mask_data)
+        mask_image = open_image(mask_data, name="mask")
         if mask_image.size != image.size:
             raise ValueError(f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
                              f"the image's {image.size[0]}x{image.size[1]}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -114,18 +114,23 @@ class GlidePipeline:
         offline: bool = False,
         batch_invariant: bool = True,
         cache: str | Path | None = None,
+        on_load: Callable[[str, str], None] | None = None,
     ) -> GlidePipeline:
-        """Load the named models (official names or model folders) once, on one device."""
+        """Load the named models (official names or model folders) once, on one device.
+
+        `on_load(role, spec)` is called before each model is fetched and built (for status displays).
+        """
         resolved = resolve_device(device)
         chosen = resolve_precision(precision, resolved)
-
-        def load(spec: str | None) -> LoadedModel | None:
-            return None if spec is None else load_model(spec, device=resolved, precision=chosen,
-                                                        offline=offline, cache=cache)
-
-        return cls(base=load(base), upsample=load(upsample), base_inpaint=load(base_inpaint),
-                   upsample_inpaint=load(upsample_inpaint), device=resolved, precision=chosen,
-                   batch_invariant=batch_invariant)
+        specs = {"base": base, "upsample": upsample, "base_inpaint": base_inpaint,
+                 "upsample_inpaint": upsample_inpaint}
+        loaded: dict[str, LoadedModel | None] = {}
+        for role, spec in specs.items():
+            if spec is not None and on_load is not None:
+                on_load(role, spec)
+            loaded[role] = None if spec is None else load_model(spec, device=resolved, precision=chosen,
+                                                                offline=offline, cache=cache)
+        return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
     # ---- what can be made -----------------------------------------------------------------------
 
@@ -184,6 +189,13 @@ class GlidePipeline:
         if base.config.diffusion_steps != settings.diffusion_steps:
             raise ValueError(f"base_respacing: the base model has {base.config.diffusion_steps} "
                              f"diffusion steps, the settings assume {settings.diffusion_steps}")
+
+    def device_memory(self) -> dict[str, int]:
+        """Bytes of device memory allocated and reserved by torch now (0 on the CPU)."""
+        if self.device.type != "cuda":
+            return {"allocated": 0, "reserved": 0}
+        return {"allocated": torch.cuda.memory_allocated(self.device),
+                "reserved": torch.cuda.memory_reserved(self.device)}
 
     def describe(self) -> dict[str, object]:
         """Loaded models and what they can make (for /v1/models and the UI)."""

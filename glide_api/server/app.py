@@ -1,0 +1,71 @@
+"""The app factory: `create_app(config)` builds the APIFlask app, its service and its blueprints.
+
+    flask --app glide_api.server run           # development server, settings from the environment
+    glide-api serve                             # production: gunicorn, one process owns the models
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from apiflask import APIFlask
+from flask import Response, abort, send_from_directory
+
+from .. import __version__
+from ..config import ServiceConfig
+from ..pipeline.text2im import GlidePipeline
+from . import auth, errors, health, legacy, openai_images, ui, v1
+from .service import Service
+
+logger = logging.getLogger(__name__)
+
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css",
+               "favicon-32x32.png")
+
+
+def create_app(config: ServiceConfig | None = None, *, pipeline: GlidePipeline | None = None,
+               load_models: bool = True) -> APIFlask:
+    """Build the app. Without `pipeline`, the configured models load in a background thread (the
+    app answers at once; `/readyz` tells when it is ready). `config` defaults to the environment
+    and `GLIDE_API_CONFIG` file."""
+    config = config or ServiceConfig.load()
+    app = APIFlask("glide_api.server", title="glide-api", version=__version__, docs_path="/docs",
+                   spec_path="/openapi.json", docs_ui="swagger-ui")
+    app.config.update(
+        VALIDATION_ERROR_STATUS_CODE=400,
+        DESCRIPTION="Self-hosted GLIDE text-to-image: the original Glide-Api routes, a jobs API with "
+                    "progress events, and the OpenAI Images API. Errors are "
+                    '`{"error": {"message", "type", "param", "code"}}`.',
+        SWAGGER_UI_BUNDLE_JS="/docs/assets/swagger-ui-bundle.js",
+        SWAGGER_UI_STANDALONE_PRESET_JS="/docs/assets/swagger-ui-standalone-preset.js",
+        SWAGGER_UI_CSS="/docs/assets/swagger-ui.css",
+        DOCS_FAVICON="/docs/assets/favicon-32x32.png",
+        # Multipart bodies: an image and a mask at most max_upload_bytes each, plus form fields.
+        MAX_CONTENT_LENGTH=2 * config.max_upload_bytes + (1 << 20),
+    )
+    app.json.sort_keys = False
+    if config.api_keys:
+        app.config["SECURITY_SCHEMES"] = {"BearerAuth": {"type": "http", "scheme": "bearer"}}
+    service = Service(config, pipeline=pipeline)
+    app.extensions["glide_api"] = service
+    errors.register(app)
+    auth.install(app, config)
+    for blueprint in (legacy.bp, v1.bp, openai_images.bp, health.bp, ui.bp):
+        app.register_blueprint(blueprint)
+    app.add_url_rule("/docs/assets/<path:name>", "docs_assets", _docs_asset)
+    if pipeline is None and load_models:
+        service.start_loading()
+    logger.info("glide-api %s: %s", __version__, {k: v for k, v in config.public_dict().items()
+                                                   if k in ("host", "port", "device", "precision",
+                                                            "base", "upsample", "api_keys")})
+    return app
+
+
+def _docs_asset(name: str) -> Response:
+    """Swagger UI's files, from the installed flask-swagger-ui package (no CDN: users may be offline)."""
+    if name not in DOCS_ASSETS:
+        abort(404)
+    import flask_swagger_ui
+
+    return send_from_directory(Path(flask_swagger_ui.__file__).parent / "dist", name, max_age=86400)

@@ -1,0 +1,96 @@
+"""The original Glide-Api routes, with their parameters and field names unchanged.
+
+    GET  /image?size=64&prompt=...&batch_size=1&guidance_scale=3.0&upsample_temp=0.997
+    POST /basemodel?diffusion_steps=50
+    POST /upmodel?diffusion_steps=27
+
+New fields are only added (seeds, each image on its own, numeric timings, the job id).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from apiflask import APIBlueprint
+
+from ..pipeline import images
+from .convert import build_request
+from .schemas import (
+    BaseModelOut,
+    DiffusionStepsQuery,
+    GlideOptions,
+    LegacyImageOut,
+    LegacyImageQuery,
+    UpModelOut,
+)
+from .views import service, wait_for
+
+bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
+
+
+@bp.get("/image")
+@bp.input(LegacyImageQuery, location="query", arg_name="query")
+@bp.output(LegacyImageOut)
+@bp.doc(summary="Generate images (the original route)",
+        description="Waits for the images; a batch comes back as one PNG strip in `image`.")
+def image(query: LegacyImageQuery) -> dict[str, Any]:
+    options = GlideOptions(guidance_scale=query.guidance_scale, upsample_temp=query.upsample_temp,
+                           seed=query.seed)
+    request = build_request(service(), prompt=_unquoted(query.prompt), size=query.size,
+                            n=query.batch_size, options=options)
+    start = time.perf_counter()
+    job = wait_for(service().engine.submit(request))
+    seconds = time.perf_counter() - start
+    pngs = [image.png for image in job.result.images]
+    strip = pngs[0] if len(pngs) == 1 else images.encode_png(
+        images.strip([images.open_image(p) for p in pngs]))
+    memory = service().engine.pipeline.device_memory()
+    return {
+        "data_type": "image/png;base64",
+        "image": base64.b64encode(strip).decode("ascii"),
+        "image_size": query.size,
+        "processing_time": f"{seconds} s",
+        "gpu_memory_allocated": f"{memory['allocated'] / 1e9:.2f} Gb",
+        "gpu_memory_reserved": f"{memory['reserved'] / 1e9:.2f} Gb",
+        "images": [base64.b64encode(p).decode("ascii") for p in pngs],
+        "seeds": [image.seed for image in job.result.images],
+        "processing_seconds": seconds,
+        "job_id": job.id,
+        "chain": list(job.result.chain),
+    }
+
+
+def _unquoted(prompt: str) -> str:
+    """The original README quotes the prompt inside the URL (prompt="mountains in the night"): one
+    pair of surrounding double quotes is taken as quoting, not as part of the prompt."""
+    stripped = prompt.strip()
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] == '"':
+        return stripped[1:-1]
+    return prompt
+
+
+def _parameters(role: str) -> int:
+    described = service().engine.pipeline.describe()["models"]
+    return int(described[role]["parameters"]) if role in described else 0
+
+
+@bp.post("/basemodel")
+@bp.input(DiffusionStepsQuery, location="query", arg_name="query")
+@bp.output(BaseModelOut)
+@bp.doc(summary="Set the base model's default steps",
+        description="Applies to jobs submitted afterwards; running jobs and weights are untouched.")
+def basemodel(query: DiffusionStepsQuery) -> dict[str, int]:
+    service().engine.update_defaults(base_respacing=str(query.diffusion_steps))
+    return {"base_model_total_parameters": _parameters("base")}
+
+
+@bp.post("/upmodel")
+@bp.input(DiffusionStepsQuery, location="query", arg_name="query")
+@bp.output(UpModelOut)
+@bp.doc(summary="Set the upsampler's default steps",
+        description="Applies to jobs submitted afterwards; running jobs and weights are untouched.")
+def upmodel(query: DiffusionStepsQuery) -> dict[str, int]:
+    service().engine.update_defaults(upsample_respacing=str(query.diffusion_steps))
+    return {"upsample_model_total_parameters": _parameters("upsample")}

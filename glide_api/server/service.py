@@ -1,0 +1,156 @@
+"""The running service behind the HTTP app: models loading in the background, then the engine.
+
+The server starts answering at once; `/readyz` says "not ready" (and why) until the models are
+loaded. Offline with nothing cached, it stays up and names the missing files and the command
+that fetches them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ServiceConfig
+from ..engine import Engine, EngineConfig, JobResult
+from ..errors import ModelNotReady, WeightsNotFound
+from ..models import hub
+from ..pipeline.text2im import GlidePipeline
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
+
+
+class Service:
+    """Holds the configuration, the loading status and (once ready) the engine."""
+
+    def __init__(self, config: ServiceConfig, *, pipeline: GlidePipeline | None = None) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._status: dict[str, Any] = {"stage": "starting", "reason": "the models are loading",
+                                        "missing": [], "command": None, "failed": False}
+        self._loader: threading.Thread | None = None
+        self.started_at = time.time()
+        if pipeline is not None:
+            self._start_engine(pipeline)
+
+    # ---- loading ------------------------------------------------------------------------------
+
+    def start_loading(self) -> None:
+        """Load the configured models in a background thread (no-op when already loaded or loading)."""
+        with self._lock:
+            if self._engine is not None or self._loader is not None:
+                return
+            self._loader = threading.Thread(target=self._load, name="glide-model-loader", daemon=True)
+            self._loader.start()
+
+    def _load(self) -> None:
+        c = self.config
+        offline = c.offline or hub.offline_env()
+        missing = self._missing_files() if offline else []
+        if missing:
+            self._set_status(stage="missing", failed=True, missing=missing,
+                             reason="model files are not in the cache and downloads are off",
+                             command=f"glide-api download {' '.join(self._official_specs())}")
+            logger.error("not ready: missing %s; fetch them with: %s", ", ".join(missing),
+                         self._status["command"])
+            return
+
+        def on_load(role: str, spec: str) -> None:
+            self._set_status(stage=f"loading {role}", reason=f"loading the {role} model ({spec}); "
+                                                             "first start downloads it")
+        try:
+            pipeline = GlidePipeline.load(
+                **{role: c.model_spec(role) for role in ROLES}, device=c.device, precision=c.precision,
+                offline=offline, batch_invariant=c.batch_invariant, cache=c.cache_dir, on_load=on_load)
+        except WeightsNotFound as e:
+            self._set_status(stage="missing", failed=True, reason=str(e), missing=self._missing_files(),
+                             command=f"glide-api download {' '.join(self._official_specs())}")
+            logger.error("not ready: %s", e)
+            return
+        except Exception as e:  # any failure must leave the server up and saying why
+            self._set_status(stage="failed", failed=True, reason=f"loading the models failed: {e}")
+            logger.exception("not ready: loading the models failed")
+            return
+        self._start_engine(pipeline)
+
+    def _start_engine(self, pipeline: GlidePipeline) -> None:
+        c = self.config
+        engine = Engine(pipeline, EngineConfig(
+            max_queue=c.max_queue, max_batch_images=c.max_batch_images, job_timeout=c.job_timeout,
+            keep_finished=c.keep_finished, preview_every=c.preview_every), on_success=self._save_images)
+        engine.update_defaults(base_respacing=c.base_steps, upsample_respacing=c.upsample_steps)
+        engine.start()
+        with self._lock:
+            self._engine = engine
+            self._status = {"stage": "ready", "reason": None, "missing": [], "command": None,
+                            "failed": False}
+        models = pipeline.describe()["models"]
+        logger.info("ready: %s", ", ".join(f"{role} {m['name']}" for role, m in models.items()))
+
+    def _set_status(self, **status: Any) -> None:
+        with self._lock:
+            self._status = {"stage": "loading", "reason": None, "missing": [], "command": None,
+                            "failed": False} | status
+
+    def _official_specs(self) -> list[str]:
+        return [s for role in ROLES if (s := self.config.model_spec(role)) in hub.CHECKPOINTS]
+
+    def _missing_files(self) -> list[str]:
+        """Files the configured models need that are not on disk (official names and folders)."""
+        cache = Path(self.config.cache_dir) if self.config.cache_dir else hub.cache_dir()
+        cached = {c.name for c in hub.cached_models(cache=cache) if not c.partial}
+        missing = []
+        for role in ROLES:
+            spec = self.config.model_spec(role)
+            if spec is None:
+                continue
+            if spec in hub.CHECKPOINTS:
+                if spec not in cached:
+                    missing.append(str(cache / hub.REGISTRY[spec].filename))
+            elif not Path(spec).is_dir():
+                missing.append(spec)
+        if any(self.config.model_spec(r) in hub.CHECKPOINTS for r in ROLES):
+            missing += [str(cache / hub.REGISTRY[n].filename) for n in hub.TOKENIZER_FILES if n not in cached]
+        return missing
+
+    # ---- state --------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine; `ModelNotReady` (HTTP 503) while the models load or after loading failed."""
+        engine = self._engine
+        if engine is None:
+            status = self.readiness()
+            raise ModelNotReady(status["reason"], retry_after=30 if status.get("failed") else 5)
+        return engine
+
+    def readiness(self) -> dict[str, Any]:
+        with self._lock:
+            status = dict(self._status)
+        if self._engine is not None:
+            return {"ready": True}
+        return {"ready": False, "reason": status["reason"], "missing": status["missing"],
+                "command": status["command"], "failed": status["failed"],
+                "loading": {"stage": status["stage"], "progress": None}}
+
+    def _save_images(self, job_id: str, result: JobResult) -> None:
+        """Write a finished job's images to `image_dir` under server-chosen names (never user text)."""
+        if not self.config.image_dir:
+            return
+        folder = Path(self.config.image_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(result.images):
+            (folder / f"{job_id}-{i}.png").write_bytes(image.png)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close(timeout=10)

@@ -1,0 +1,343 @@
+// The generate and inpaint forms: defaults and choices from /v1/settings, reading the controls into
+// an API request, errors shown beside the field they name, and one job at a time per form, from
+// submit through its progress events to the gallery.
+
+import { apiFetch, getJSON } from "./api.js";
+import { followJob, jobPath, normalizeJob, RunView, TERMINAL } from "./jobs.js";
+
+const MAX_SEED = 4294967295;
+
+// Names the server (or the engine behind it) may give a parameter -> the form control's name.
+const ALIASES = {
+  batch_size: "n",
+  base_respacing: "steps",
+  upsample_respacing: "upsample_steps",
+  base_sampler: "sampler",
+  diffusion_steps: "steps",
+  seeds: "seed",
+  mask: "image",
+  file: "image",
+};
+
+function parameterName(error) {
+  let param = error.param;
+  if (!param) {
+    // Domain errors read "name: rule (got …)"; take the name when it is one.
+    const match = /^([a-z_]+):\s/.exec(error.message ?? "");
+    param = match ? match[1] : null;
+  }
+  if (!param) return null;
+  const last = String(param).split(/[.[\]]+/).filter(Boolean).pop() ?? "";
+  return ALIASES[last] ?? last;
+}
+
+export class JobForm {
+  /**
+   * prefix: "gen" or "inp" (element ids); task: "text2im" or "inpaint";
+   * send(values, signal) -> Promise<Response> posts the job; gallery receives finished jobs;
+   * toast(message) shows errors that belong to no field; canRun() says whether the server is ready;
+   * extraCheck(problems) may add [field, message] pairs before a job is sent.
+   */
+  constructor({ prefix, task, send, gallery, toast, canRun, extraCheck = () => {} }) {
+    Object.assign(this, { prefix, task, send, gallery, toast, canRun, extraCheck });
+    this.form = document.getElementById(`${prefix}-form`);
+    this.submitButton = document.getElementById(`${prefix}-submit`);
+    this.cancelButton = document.getElementById(`${prefix}-cancel`);
+    this.formError = document.getElementById(`${prefix}-form-error`);
+    this.run = new RunView(prefix);
+    this.current = null;  // {id, controller} while a job is being sent or followed
+    this.settings = null;
+    this.available = true;
+
+    this.form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.start();
+    });
+    this.cancelButton.addEventListener("click", () => this.cancel());
+    document.getElementById(`${prefix}-reset`).addEventListener("click", () => this.resetToDefaults());
+    const prompt = this.control("prompt");
+    prompt.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !e.shiftKey && !e.ctrlKey && !e.altKey && !e.metaKey && !e.isComposing) {
+        e.preventDefault();
+        this.form.requestSubmit();
+      }
+    });
+    const counter = this.form.querySelector(`[data-counter-for="${prefix}-prompt"]`);
+    prompt.addEventListener("input", () => this.count(prompt, counter));
+    for (const name of ["sampler", "upsample_sampler"]) {
+      this.control(name)?.addEventListener("change", () => this.updateEta());
+    }
+    this.form.addEventListener("input", (e) => this.clearError(e.target.name));
+    this.updateButtons();
+  }
+
+  control(name) {
+    return this.form.elements.namedItem(name);
+  }
+
+  count(prompt, counter) {
+    const max = this.settings?.limits?.max_prompt_chars;
+    if (counter && max) counter.textContent = `${prompt.value.length} / ${max} characters`;
+  }
+
+  // ---- settings and defaults -----------------------------------------------------------------
+
+  /** Choices, limits and defaults from /v1/settings. A control the user changed keeps its value. */
+  applySettings(settings) {
+    this.settings = settings;
+    const defaults = settings.defaults ?? {};
+    const limits = settings.limits ?? {};
+    const sizes = settings.sizes?.[this.task] ?? [];
+    this.available = sizes.length > 0;
+
+    const size = this.control("size");
+    const chosen = size.value;
+    size.replaceChildren(...sizes.map((s) => new Option(`${s} × ${s}`, String(s))));
+    const defaultSize = sizes.includes(defaults.size) ? defaults.size : sizes[sizes.length - 1];
+    if (defaultSize !== undefined) this.setDefault(size, defaultSize, chosen);
+
+    for (const name of ["sampler", "upsample_sampler"]) {
+      const select = this.control(name);
+      if (!select) continue;
+      const current = select.value;
+      select.replaceChildren(...(settings.samplers ?? ["ancestral", "ddim"]).map((s) => new Option(s, s)));
+      this.setDefault(select, defaults[name] ?? "ancestral", current);
+    }
+    this.setDefault(this.control("n"), defaults.batch_size ?? 1);
+    this.setDefault(this.control("guidance_scale"), defaults.guidance_scale ?? 3);
+    this.setDefault(this.control("steps"), defaults.steps ?? "100");
+    this.setDefault(this.control("upsample_steps"), defaults.upsample_steps ?? "fast27");
+    this.setDefault(this.control("upsample_temp"), defaults.upsample_temp ?? 0.997);
+    if (this.control("eta")) this.setDefault(this.control("eta"), defaults.eta ?? 0);
+
+    if (limits.max_batch_size) this.control("n").max = String(limits.max_batch_size);
+    if (limits.max_prompt_chars) this.control("prompt").maxLength = limits.max_prompt_chars;
+    this.count(this.control("prompt"), this.form.querySelector("[data-counter-for]"));
+    this.updateEta();
+    this.updateButtons();
+  }
+
+  setDefault(control, value, current = control.value) {
+    const text = String(value);
+    const previous = control.dataset.default;
+    control.dataset.default = text;
+    const offered = control.tagName !== "SELECT" || [...control.options].some((o) => o.value === current);
+    const untouched = previous === undefined || current === previous || current === "";
+    control.value = untouched || !offered ? text : current;
+  }
+
+  resetToDefaults() {
+    for (const control of this.form.elements) {
+      if (control.dataset?.default !== undefined) control.value = control.dataset.default;
+    }
+    this.control("seed").value = "";
+    this.updateEta();
+    this.clearErrors();
+  }
+
+  updateEta() {
+    const eta = this.control("eta");
+    if (!eta) return;
+    const ddim = ["sampler", "upsample_sampler"].some((name) => this.control(name).value === "ddim");
+    eta.disabled = !ddim;
+  }
+
+  /** Fill the form from a gallery job; with `seed`, that one image again. */
+  fill(job, seed = null) {
+    const set = (name, value) => {
+      const control = this.control(name);
+      if (!control || value === null || value === undefined) return;
+      if (control.tagName === "SELECT" && ![...control.options].some((o) => o.value === String(value))) return;
+      control.value = String(value);
+    };
+    set("prompt", job.prompt);
+    set("size", job.size);
+    set("n", seed === null ? job.batchSize : 1);
+    this.control("seed").value = seed === null ? "" : String(seed);
+    set("guidance_scale", job.guidanceScale);
+    set("steps", job.steps);
+    set("upsample_steps", job.upsampleSteps);
+    set("sampler", job.sampler);
+    set("upsample_sampler", job.upsampleSampler);
+    set("eta", job.eta);
+    set("upsample_temp", job.upsampleTemp);
+    this.updateEta();
+    this.clearErrors();
+    this.control("prompt").dispatchEvent(new Event("input"));
+  }
+
+  // ---- reading the form ----------------------------------------------------------------------
+
+  /** The request fields, or null after showing what is wrong. Empty optional fields are left out. */
+  values() {
+    this.clearErrors();
+    const problems = [];
+    const out = {};
+    const prompt = this.control("prompt").value.trim();
+    const maxChars = this.settings?.limits?.max_prompt_chars;
+    if (!prompt) problems.push(["prompt", "Write a prompt first."]);
+    else if (maxChars && prompt.length > maxChars) problems.push(["prompt", `At most ${maxChars} characters.`]);
+    out.prompt = prompt;
+
+    const number = (name, { integer = false, min = -Infinity, max = Infinity } = {}) => {
+      const control = this.control(name);
+      if (!control || control.disabled || control.value.trim() === "") return;
+      const value = Number(control.value);
+      if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
+        const range = max === Infinity ? `at least ${min}` : `${min} to ${max}`;
+        problems.push([name, `Enter ${integer ? "a whole number" : "a number"}, ${range}.`]);
+        return;
+      }
+      out[name] = value;
+    };
+    number("size", { integer: true, min: 1 });
+    number("n", { integer: true, min: 1, max: this.settings?.limits?.max_batch_size ?? Infinity });
+    number("seed", { integer: true, min: 0, max: MAX_SEED });
+    number("guidance_scale", { min: 0 });
+    number("eta", { min: 0, max: 1 });
+    number("upsample_temp", { min: 0, max: 1 });
+    for (const name of ["steps", "upsample_steps"]) {
+      const value = this.control(name).value.trim();
+      if (value) out[name] = value;
+    }
+    for (const name of ["sampler", "upsample_sampler"]) {
+      const control = this.control(name);
+      if (control?.value) out[name] = control.value;
+    }
+    this.extraCheck(problems);
+    problems.forEach(([name, message]) => this.fieldError(name, message));
+    if (problems.length) this.focusControl(problems[0][0]);
+    return problems.length ? null : out;
+  }
+
+  // ---- errors --------------------------------------------------------------------------------
+
+  hasImage(name) {
+    return name === "image" && this.task === "inpaint";  // the picture and mask live outside the form
+  }
+
+  errorElement(name) {
+    return document.getElementById(`${this.prefix}-${name}-error`)
+      ?? (this.hasImage(name) ? document.getElementById("inp-file-error") : null);
+  }
+
+  fieldError(name, message) {
+    const element = this.errorElement(name);
+    if (!element) return false;
+    element.textContent = message;
+    element.hidden = false;
+    this.control(name)?.setAttribute("aria-invalid", "true");
+    return true;
+  }
+
+  focusControl(name) {
+    const control = this.control(name) ?? (this.hasImage(name)
+      ? document.querySelector('#inp-drop-hint:not([hidden]) button, [data-mask="replace"]') : null);
+    if (control && !control.disabled) control.focus();
+  }
+
+  clearError(name) {
+    if (!name) return;
+    const element = this.errorElement(name);
+    if (element) {
+      element.hidden = true;
+      element.textContent = "";
+    }
+    this.control(name)?.removeAttribute("aria-invalid");
+  }
+
+  clearErrors() {
+    for (const element of this.form.querySelectorAll(".field-error")) this.clearError(
+      element.id.slice(this.prefix.length + 1, -"-error".length));
+    this.clearError("image");
+    this.formError.hidden = true;
+  }
+
+  showError(error) {
+    const name = parameterName(error);
+    if (name && this.fieldError(name, error.message)) {
+      this.focusControl(name);
+      return;
+    }
+    this.formError.textContent = error.message;
+    this.formError.hidden = false;
+    this.toast(error.message);
+  }
+
+  // ---- running a job -------------------------------------------------------------------------
+
+  updateButtons({ runEnded = false } = {}) {
+    const running = this.current !== null;
+    const hadFocus = document.activeElement;
+    this.submitButton.disabled = running || !this.canRun() || !this.available;
+    this.cancelButton.hidden = !running;
+    this.cancelButton.disabled = false;
+    // Keep keyboard users where they were: Generate -> Cancel while running, and back after.
+    if (running && hadFocus === this.submitButton) this.cancelButton.focus();
+    if (runEnded && (hadFocus === this.cancelButton || hadFocus === document.body)) this.submitButton.focus();
+  }
+
+  async start() {
+    if (this.current) return;
+    if (!this.canRun()) {
+      this.toast("The models are not ready yet; generating starts working once they are loaded.");
+      return;
+    }
+    const values = this.values();
+    if (!values) return;
+    const controller = new AbortController();
+    this.current = { id: null, controller };
+    this.updateButtons();
+    this.run.submitting();
+    try {
+      const response = await this.send(values, controller.signal);
+      const job = await response.json();
+      this.current.id = job.id;
+      const final = TERMINAL.has(job.status)
+        ? { type: job.status, job, message: job.error }
+        : await followJob(job.id, { signal: controller.signal, onEvent: (e) => this.onEvent(e) });
+      if (final.type === "succeeded") {
+        const full = await getJSON(jobPath(job.id), { signal: controller.signal }).catch(() => final.job ?? job);
+        const result = normalizeJob(full?.id ? full : { ...final.job, id: job.id });
+        this.gallery.add(result);
+        this.run.finished(final, result.images.length);
+      } else {
+        this.run.finished(final);
+        if (final.type === "failed") this.toast(`The job failed: ${final.message || "no reason given"}`);
+      }
+    } catch (error) {
+      if (error.name === "AbortError") {
+        this.run.finished({ type: "cancelled" });
+      } else {
+        this.run.error(`Not done: ${error.message}`);
+        this.showError(error);
+      }
+    } finally {
+      this.current = null;
+      this.updateButtons({ runEnded: true });
+    }
+  }
+
+  onEvent(event) {
+    if (event.type === "queued") this.run.queued(event.position ?? 1);
+    else if (event.type === "started") this.run.started();
+    else if (event.type === "progress") this.run.progress(event);
+  }
+
+  async cancel() {
+    const current = this.current;
+    if (!current) return;
+    if (!current.id) {
+      current.controller.abort();  // still sending: drop the request
+      return;
+    }
+    this.cancelButton.disabled = true;
+    this.run.setStatus("busy", "Cancelling…");
+    try {
+      await apiFetch(`${jobPath(current.id)}/cancel`, { method: "POST" });
+    } catch (error) {
+      this.cancelButton.disabled = false;
+      this.toast(`Could not cancel: ${error.message}`);
+    }
+  }
+}
