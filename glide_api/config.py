@@ -174,26 +174,28 @@ def _from_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
-    """Parse strings from the environment or flags into the field's type; check other values."""
-    text = str(kind)
+    """Parse strings from the environment, files or flags into the field's type."""
     if not isinstance(value, str):
-        if "tuple" in text and isinstance(value, list | tuple):
+        if kind == tuple[str, ...] and isinstance(value, list | tuple):
             return tuple(str(v) for v in value)
         return value
+    text = value.strip()
     try:
-        if text == "bool":
-            lowered = value.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
                 return True
-            if lowered in ("0", "false", "no", "off", ""):
+            if text.lower() in ("0", "false", "no", "off", ""):
                 return False
             raise ValueError
-        if text == "int":
-            return int(value)
-        if text == "float":
-            return float(value)
-        if "tuple" in text:
-            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind == tuple[str, ...]:
+            return tuple(v.strip() for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"{name}: cannot read {value!r} as {text}") from None
-    return value if value != "" or "None" not in text else None
+        readable = getattr(kind, "__name__", str(kind))
+        raise ValueError(f"{name}: cannot read {value!r} as {readable}") from None
+    if kind == str | None and text == "":
+        return None
+    return value

@@ -1,0 +1,281 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright, against the real app over
+HTTP on 127.0.0.1 with the small models. Screenshots are kept in tests/artifacts/ (not committed).
+
+Playwright's own browser download is never used: the system's /usr/bin/chromium is launched
+(`apt-get install chromium`); without it, or without the playwright package, these tests skip.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from glide_api.config import ServiceConfig
+from glide_api.pipeline.images import read_png_metadata
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BLOB_URL = re.compile(r"^blob:")  # a gallery image, fetched with the API key, is ready
+TIMEOUT_MS = 30_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no browser at {CHROMIUM} "
+                                                               "(apt-get install chromium)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                                             "(pip install playwright)")
+expect = sync_api.expect
+
+# Records every value the progress bar takes (the attribute, so "no value" = indeterminate = None).
+RECORD_PROGRESS = """(id) => {
+  window.__progress = [];
+  const bar = document.getElementById(id);
+  new MutationObserver(() => window.__progress.push(bar.getAttribute("value")))
+    .observe(bar, {attributes: true, attributeFilter: ["value"]});
+}"""
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` over real HTTP on a free port of 127.0.0.1, in a thread; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="browser-test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        app.extensions["glide_api"].close()
+
+
+def make_app(config: ServiceConfig, pipeline=None):
+    from glide_api.server import create_app
+
+    return create_app(config, pipeline=pipeline)
+
+
+@pytest.fixture(scope="module")
+def ui_url(small_pipeline) -> Iterator[str]:
+    # A preview with every step, so the preview image is sure to change during a short job.
+    with serving(make_app(ServiceConfig(preview_every=1, max_queue=8), small_pipeline)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh desktop-sized page (own storage); fails the test on any uncaught script error."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"script errors in the page: {errors}"
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_ready(page, url: str) -> None:
+    page.goto(url + "/")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#gen-submit")).to_be_enabled()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def download_first_image(page, card) -> tuple[str, bytes]:
+    link = card.locator("a[download]").first
+    expect(link).to_have_attribute("href", BLOB_URL)
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    return download.suggested_filename, Path(download.path()).read_bytes()
+
+
+def test_generate_moves_the_progress_bar_and_adds_a_downloadable_png(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    page.fill("#gen-prompt", "a lighthouse at dusk")
+    page.select_option("#gen-size", "64")
+    page.fill("#gen-steps", "4")
+    page.fill("#gen-upsample_steps", "3")
+    page.fill("#gen-seed", "1234")
+    page.evaluate(RECORD_PROGRESS, "gen-progress")
+    page.click("#gen-submit")
+
+    card = page.locator("#gallery .job-card").first
+    expect(card.locator("a[download]")).to_have_attribute("href", BLOB_URL)
+    expect(page.locator("#gen-status")).to_have_attribute("data-state", "done")
+    values = [int(v) for v in page.evaluate("window.__progress") if v is not None]
+    moving = [v for v in values if 0 < v < 1000]
+    assert len(set(moving)) >= 3, f"the bar should move step by step, saw {values}"
+    assert values == sorted(values) and values[-1] == 1000, values
+    assert page.get_attribute("#gen-preview", "src").startswith("data:image/png;base64,")
+    expect(card.locator(".job-prompt")).to_have_text("a lighthouse at dusk")
+    expect(card.locator(".seed")).to_have_text("seed 1234")
+    screenshot(page, "generate-desktop")
+
+    name, data = download_first_image(page, card)
+    assert name == "glide-a-lighthouse-at-dusk-1234.png"
+    assert data.startswith(PNG_MAGIC)
+    assert Image.open(io.BytesIO(data)).size == (64, 64)
+    metadata = read_png_metadata(data)
+    assert metadata["prompt"] == "a lighthouse at dusk" and metadata["seed"] == 1234
+
+    # "Same seed" puts the seed back into the form.
+    page.fill("#gen-seed", "")
+    card.locator('[data-action="same-seed"]').click()
+    expect(page.locator("#gen-seed")).to_have_value("1234")
+
+
+def test_cancel_stops_a_running_job(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    page.fill("#gen-prompt", "a very long job")
+    page.select_option("#gen-size", "32")  # the base model alone
+    page.fill("#gen-steps", "1000")  # tens of seconds on a CPU
+    page.click("#gen-submit")
+    expect(page.locator("#gen-stage")).to_contain_text("step")
+    expect(page.locator("#gen-cancel")).to_be_focused()  # focus followed the button it replaced
+    page.keyboard.press("Enter")
+    expect(page.locator("#gen-status")).to_have_attribute("data-state", "cancelled")
+    expect(page.locator("#gen-cancel")).to_be_hidden()
+    expect(page.locator("#gen-submit")).to_be_enabled()
+    expect(page.locator("#gallery .job-card")).to_have_count(0)
+
+
+def test_inpainting_repaints_only_the_painted_area(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    page.get_by_role("tab", name="Inpaint").click()
+    blue = (40, 120, 200)
+    page.set_input_files("#inp-file", files=[{"name": "blue.png", "mimeType": "image/png",
+                                              "buffer": png_bytes(Image.new("RGB", (64, 64), blue))}])
+    canvas = page.locator("#inp-mask-canvas")
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    # A diagonal stroke through the middle; the brush is 1/8 of the picture wide.
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7, steps=10)
+    page.mouse.up()
+    page.fill("#inp-prompt", "a golden star")
+    page.select_option("#inp-size", "64")
+    page.fill("#inp-steps", "4")
+    page.fill("#inp-upsample_steps", "3")
+    page.evaluate(RECORD_PROGRESS, "inp-progress")
+    page.click("#inp-submit")
+
+    card = page.locator("#gallery .job-card").first
+    expect(card.locator(".badge")).to_have_text("inpaint")
+    expect(page.locator("#inp-status")).to_have_attribute("data-state", "done")
+    values = [int(v) for v in page.evaluate("window.__progress") if v is not None]
+    assert len({v for v in values if 0 < v < 1000}) >= 3, values
+    screenshot(page, "inpaint-desktop")
+
+    name, data = download_first_image(page, card)
+    assert name.startswith("glide-inpaint-a-golden-star-") and data.startswith(PNG_MAGIC)
+    result = Image.open(io.BytesIO(data)).convert("RGB")
+    assert result.size == (64, 64)
+    kept, painted = result.getpixel((3, 60)), result.getpixel((32, 32))
+    assert all(abs(a - b) <= 8 for a, b in zip(kept, blue, strict=True)), kept  # outside the stroke
+    assert any(abs(a - b) > 8 for a, b in zip(painted, blue, strict=True)), painted  # on the stroke
+
+
+def test_keyboard_alone_switches_views_and_makes_a_mask(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    page.focus("#tab-generate")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#tab-inpaint")).to_be_focused()
+    expect(page.locator("#tab-inpaint")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#panel-inpaint")).to_be_visible()
+    expect(page.locator("#panel-generate")).to_be_hidden()
+    page.keyboard.press("End")
+    expect(page.locator("#panel-models")).to_be_visible()
+    expect(page.locator("#models-table tbody tr")).to_have_count(4)  # base, upsample, two inpainting
+    page.keyboard.press("Home")
+    expect(page.locator("#panel-generate")).to_be_visible()
+
+    page.get_by_role("tab", name="Inpaint").click()
+    page.set_input_files("#inp-file", files=[{"name": "grey.png", "mimeType": "image/png",
+                                              "buffer": png_bytes(Image.new("RGB", (32, 32), "grey"))}])
+    page.get_by_role("button", name="Fill all").focus()
+    page.keyboard.press("Enter")
+    painted = page.evaluate("""() => {
+        const c = document.getElementById("inp-mask-canvas");
+        const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < px.length; i += 4) n += px[i] >= 128; return n / (px.length / 4);
+    }""")
+    assert painted == 1.0
+
+
+def test_the_phone_layout_is_one_column_without_sideways_scrolling(browser, ui_url) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True, color_scheme="dark")
+    page = context.new_page()
+    try:
+        open_ready(page, ui_url)
+        form = page.locator("#gen-form").bounding_box()
+        run = page.locator("#panel-generate .run").bounding_box()
+        assert run["y"] >= form["y"] + form["height"], "the progress panel should sit below the form"
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        screenshot(page, "generate-phone-dark")
+        page.get_by_role("tab", name="Inpaint").click()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        screenshot(page, "inpaint-phone-dark")
+    finally:
+        context.close()
+
+
+def test_a_server_with_api_keys_gets_one_from_the_dialog(page, small_pipeline) -> None:
+    config = ServiceConfig(api_keys=("test-key-1",), max_queue=2)
+    with serving(make_app(config, small_pipeline)) as url:
+        page.goto(url + "/")
+        dialog = page.locator("#key-dialog")
+        expect(dialog).to_be_visible()
+        screenshot(page, "api-key-dialog")
+        page.fill("#key-input", "not-the-key")
+        page.keyboard.press("Enter")
+        expect(page.locator("#key-message")).to_contain_text("not valid")
+        page.fill("#key-input", "test-key-1")
+        page.keyboard.press("Enter")
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#gen-submit")).to_be_enabled()
+        expect(page.locator("#gen-size option")).not_to_have_count(0)
+
+
+def test_missing_models_show_the_files_and_the_command_and_block_generate(page, tmp_path) -> None:
+    config = ServiceConfig(base=str(tmp_path / "no-such-model"), upsample="upsample", base_inpaint="none",
+                           upsample_inpaint="none", offline=True, cache_dir=str(tmp_path / "cache"))
+    with serving(make_app(config)) as url:
+        page.goto(url + "/")
+        banner = page.locator("#ready-banner")
+        expect(banner).to_be_visible()
+        expect(page.locator("#ready-missing-list li")).not_to_have_count(0)
+        expect(page.locator("#ready-command")).to_contain_text("glide-api download")
+        expect(page.locator("#gen-submit")).to_be_disabled()
+        screenshot(page, "models-missing")
