@@ -82,15 +82,18 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh desktop-sized page (own storage); fails the test on any uncaught script error."""
+    """A fresh desktop-sized page (own storage); fails the test on an uncaught script error or on
+    anything the page's Content-Security-Policy refused."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text
+            and errors.append(m.text))
     yield page
     context.close()
-    assert not errors, f"script errors in the page: {errors}"
+    assert not errors, f"script errors or refused content in the page: {errors}"
 
 
 def screenshot(page, name: str) -> None:
@@ -221,8 +224,19 @@ def test_keyboard_alone_switches_views_and_makes_a_mask(page, ui_url) -> None:
     expect(page.locator("#panel-generate")).to_be_visible()
 
     page.get_by_role("tab", name="Inpaint").click()
-    page.set_input_files("#inp-file", files=[{"name": "grey.png", "mimeType": "image/png",
-                                              "buffer": png_bytes(Image.new("RGB", (32, 32), "grey"))}])
+    dropped = page.evaluate_handle("""async () => {
+        const canvas = new OffscreenCanvas(48, 32);
+        const ctx = canvas.getContext("2d");
+        ctx.fillStyle = "grey";
+        ctx.fillRect(0, 0, 48, 32);
+        const blob = await canvas.convertToBlob({type: "image/png"});
+        const file = new File([blob], "grey.png", {type: "image/png"});
+        const transfer = new DataTransfer();
+        transfer.items.add(file);
+        return transfer;
+    }""")
+    page.dispatch_event("#inp-drop", "drop", {"dataTransfer": dropped})  # drag and drop
+    expect(page.locator("#inp-image-info")).to_contain_text("48 × 32")
     page.get_by_role("button", name="Fill all").focus()
     page.keyboard.press("Enter")
     painted = page.evaluate("""() => {

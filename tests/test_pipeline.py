@@ -168,3 +168,14 @@ def test_missing_seeds_are_drawn_and_reported() -> None:
     request = GenerationRequest(prompt="x", settings=BatchSettings(size=64), batch_size=3)
     assert len(request.seeds) == 3 and len({*request.seeds}) == 3
     assert GenerationRequest.from_dict(request.to_dict()) == request
+
+
+def test_an_opaque_rgba_mask_is_read_by_its_grey_levels(small_pipeline) -> None:
+    # Browser canvases save RGBA even when fully opaque: black must still mean "paint".
+    mask = Image.new("RGBA", (64, 64), (255, 255, 255, 255))
+    mask.paste((0, 0, 0, 255), (0, 0, 64, 32))
+    request = GenerationRequest.create("sky", size=64, seed=2, task="inpaint", **FAST,
+                                       image=png_bytes(checkerboard(64)), mask=png_bytes(mask))
+    out = np.asarray(small_pipeline.generate(request).images[0].image, dtype=np.int32)
+    src = np.asarray(checkerboard(64), dtype=np.int32)
+    assert np.abs(out[40:] - src[40:]).max() <= 1 and np.abs(out[:24] - src[:24]).mean() > 10

@@ -90,8 +90,9 @@ def open_image(source: bytes | str | Path, *, name: str = "image") -> Image.Imag
 def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Image, Image.Image]:
     """The RGB image and its keep-mask ("L": 255 keep, 0 paint) from uploaded files.
 
-    The mask comes from `mask_data` when given (its alpha channel if it has one, as OpenAI's API:
-    transparent = paint; else its grey levels: black = paint), otherwise from the image's own alpha.
+    A mask file with transparency is read by its alpha, as OpenAI's API does (transparent = paint);
+    an opaque one (including an RGBA file whose alpha is all 255, as browser canvases save) by its
+    grey levels (black = paint). Without a mask file, the image's own transparency is the mask.
     Image and mask must have the same size.
     """
     image = open_image(image_data)
@@ -100,12 +101,13 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
         if mask_image.size != image.size:
             raise ValueError(f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
                              f"the image's {image.size[0]}x{image.size[1]}")
-        mask = _alpha(mask_image) if _has_alpha(mask_image) else mask_image.convert("L")
-    elif _has_alpha(image):
-        mask = _alpha(image)
+        alpha = _transparency(mask_image)
+        mask = alpha if alpha is not None else mask_image.convert("L")
     else:
-        raise ValueError("mask: give a mask image, or an image whose transparent pixels mark the area "
-                         "to paint")
+        mask = _transparency(image)
+        if mask is None:
+            raise ValueError("mask: give a mask image, or an image whose transparent pixels mark the "
+                             "area to paint")
     return image.convert("RGB"), mask
 
 
@@ -117,9 +119,10 @@ def mask_tensor(mask: Image.Image, size: int) -> Tensor:
     return (data >= 128).float()
 
 
-def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-
-
-def _alpha(image: Image.Image) -> Image.Image:
-    return image.convert("RGBA").getchannel("A")
+def _transparency(image: Image.Image) -> Image.Image | None:
+    """The alpha channel when the image has one that is not fully opaque, else None."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if not has_alpha:
+        return None
+    alpha = image.convert("RGBA").getchannel("A")
+    return alpha if alpha.getextrema()[0] < 255 else None

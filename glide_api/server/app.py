@@ -30,8 +30,9 @@ def create_app(config: ServiceConfig | None = None, *, pipeline: GlidePipeline |
     app answers at once; `/readyz` tells when it is ready). `config` defaults to the environment
     and `GLIDE_API_CONFIG` file."""
     config = config or ServiceConfig.load()
+    # static_folder=None: the UI blueprint serves /static itself (with its own caching headers).
     app = APIFlask("glide_api.server", title="glide-api", version=__version__, docs_path="/docs",
-                   spec_path="/openapi.json", docs_ui="swagger-ui")
+                   spec_path="/openapi.json", docs_ui="swagger-ui", static_folder=None)
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400,
         DESCRIPTION="Self-hosted GLIDE text-to-image: the original Glide-Api routes, a jobs API with "

@@ -8,6 +8,9 @@
 
 const PAINT = "rgb(255, 45, 120)";
 const UNDO_DEPTH = 20;
+// Larger pictures are scaled down on load: the models work at 256 px at most, and a photo's PNG
+// would exceed the upload limit.
+const MAX_SIDE = 1024;
 
 function toBlob(canvas) {
   return new Promise((resolve, reject) => {
@@ -71,13 +74,14 @@ export class MaskEditor {
       this.onError(`${file.name || "This file"} is not a picture this browser can read.`);
       return;
     }
-    const { width, height } = bitmap;
+    const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+    const width = Math.max(1, Math.round(bitmap.width * scale));
+    const height = Math.max(1, Math.round(bitmap.height * scale));
     for (const canvas of [this.imageCanvas, this.maskCanvas]) {
       canvas.width = width;
       canvas.height = height;
     }
-    this.image.drawImage(bitmap, 0, 0);
-    bitmap.close?.();
+    this.image.drawImage(bitmap, 0, 0, width, height);
     this.mask.clearRect(0, 0, width, height);
     this.undoStack = [];
     this.loaded = true;
@@ -90,7 +94,19 @@ export class MaskEditor {
     this.brush.max = String(Math.max(8, Math.round(side / 2)));
     this.brush.value = String(Math.max(1, Math.round(side / 8)));
     this.brushValue.textContent = this.brush.value;
-    this.info.textContent = `${this.fileName}: ${width} × ${height} px.`;
+    // The rectangle form starts as the middle quarter of the picture.
+    const rect = [["inp-rx", Math.floor(width / 4), width - 1], ["inp-ry", Math.floor(height / 4), height - 1],
+      ["inp-rw", Math.max(1, Math.round(width / 2)), width], ["inp-rh", Math.max(1, Math.round(height / 2)), height]];
+    for (const [id, value, max] of rect) {
+      const input = document.getElementById(id);
+      input.value = String(value);
+      input.max = String(max);
+    }
+    const notes = [`${this.fileName}: ${width} × ${height} px`];
+    if (scale < 1) notes.push(`scaled down from ${bitmap.width} × ${bitmap.height}`);
+    if (width !== height) notes.push("the model sees its centre square");
+    this.info.textContent = `${notes.join("; ")}.`;
+    bitmap.close?.();
     this.onChange({ loaded: true, width, height });
   }
 
@@ -241,7 +257,7 @@ export class MaskEditor {
   }
 
   changed() {
-    this.onChange({ loaded: this.loaded, painted: this.paintedFraction() });
+    this.onChange({ loaded: this.loaded });
   }
 
   /** Share of the picture's pixels marked for painting (0 to 1). */

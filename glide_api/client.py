@@ -1,0 +1,634 @@
+"""A small typed client for a glide-api server: the v1 jobs API and the original Glide-Api routes.
+
+    from glide_api.client import GlideClient
+
+    with GlideClient("http://127.0.0.1:5000") as client:
+        job = client.generate("a corgi in a field", size=64, n=2, seed=1)   # waits for the images
+        paths = client.save_images(job, "out")
+
+        job = client.generate("a lighthouse at dusk", wait=False)           # queued, answers at once
+        for event in client.events(job.id):                                 # live progress (SSE)
+            if event.type == "progress":
+                print(f"{event.stage}: {event.step}/{event.total}")
+        job = client.wait(job.id, timeout=600)                              # the finished job
+
+This module needs only `requests`. Every call has a timeout. An HTTP error raises the
+`GlideAPIError` subclass for its status, built from the server's error body
+`{"error": {"message", "type", "param", "code"}}`. Nothing is retried unless the client is made
+with `retries=N`, and then only 429 and 503 answers (nothing was queued), after their `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+import requests
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequest",
+    "Event",
+    "GlideAPIError",
+    "GlideClient",
+    "Job",
+    "JobFailedError",
+    "JobImage",
+    "NotFound",
+    "NotReady",
+    "RateLimited",
+    "ServerError",
+    "Timeout",
+    "TransportError",
+]
+
+DEFAULT_URL = "http://127.0.0.1:5000"
+DEFAULT_WAIT = 960.0  # seconds a synchronous call waits: a little over the server's sync_timeout (900)
+STREAM_READ_TIMEOUT = 35.0  # the server sends an SSE comment every 15 s, so a silent stream is dead
+EVENT_RECONNECTS = 3  # reconnections in a row (with Last-Event-ID) before an event stream gives up
+MAX_RETRY_SLEEP = 60.0  # `retries=`: the longest Retry-After the client sleeps for
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+TERMINAL_EVENTS = FINAL_STATUSES
+FileInput = str | os.PathLike[str] | bytes | BinaryIO
+
+
+# ---- errors ----------------------------------------------------------------------------------------
+
+
+class GlideAPIError(Exception):
+    """Base of every error this client raises.
+
+    `status` is the HTTP status (None when no answer came). `message`, `param` (the request field at
+    fault), `code` and `error_type` come from the server's error body when it sent one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
+                 code: str | None = None, error_type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.param = param
+        self.code = code
+        self.error_type = error_type
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+class BadRequest(GlideAPIError):
+    """400 (and 405, 409, 413, 415, 422): the request is wrong; `param` names the field when known."""
+
+
+class AuthenticationError(GlideAPIError):
+    """401 or 403: the API key is missing or not valid (`GlideClient(api_key=...)`)."""
+
+
+class NotFound(GlideAPIError):
+    """404: no such job (never existed, or finished long enough ago to be forgotten) or route."""
+
+
+class RateLimited(GlideAPIError):
+    """429: too many requests for this key, or the server's queue is full (`code` "queue_full").
+    Nothing was queued. `retry_after`: seconds the server asks to wait (None if it did not say)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class NotReady(GlideAPIError):
+    """503: the models are loading or missing, or the server is shutting down. Nothing was queued."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServerError(GlideAPIError):
+    """Any other 5xx: the server failed; its log has the details."""
+
+
+class JobFailedError(GlideAPIError):
+    """A job that was waited for ended `failed` or `cancelled` (or a synchronous call's job did, or
+    outlasted the server's wait). `job` is the job when known, `job_id` its id when known."""
+
+    def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.job = job
+        self.job_id = job.id if job is not None else job_id
+
+
+class TransportError(GlideAPIError):
+    """No answer: the server could not be reached, or the connection broke."""
+
+
+class Timeout(TransportError, TimeoutError):
+    """A request or a wait took longer than its timeout. A job on the server keeps running."""
+
+
+# ---- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """One image of a finished job; `client.image(job, index)` fetches the PNG."""
+
+    index: int
+    seed: int
+    url: str
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A v1 job as the server described it. `raw` keeps the whole JSON (fields added later too)."""
+
+    id: str
+    status: str  # queued, running, succeeded, failed or cancelled
+    prompt: str
+    task: str
+    size: int | None
+    n: int
+    seeds: tuple[int, ...]
+    images: tuple[JobImage, ...]
+    progress: dict[str, Any] | None
+    error: str | None
+    chain: tuple[str, ...]
+    created_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    total_seconds: float | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """The job will not change any more (succeeded, failed or cancelled)."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The generation settings the server used (guidance, steps, samplers, ...)."""
+        return dict(self.raw.get("request", {}).get("settings", {}))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        request = data.get("request") or {}
+        return cls(
+            id=str(data["id"]), status=str(data["status"]), prompt=request.get("prompt", ""),
+            task=request.get("task", "text2im"), size=request.get("size"),
+            n=request.get("batch_size", len(data.get("images") or ()) or 1),
+            seeds=tuple(request.get("seeds") or ()),
+            images=tuple(JobImage(index=im["index"], seed=im["seed"], url=im["url"],
+                                  metadata=dict(im.get("metadata") or {}))
+                         for im in data.get("images") or ()),
+            progress=data.get("progress"), error=data.get("error"), chain=tuple(data.get("chain") or ()),
+            created_at=data.get("created_at"), started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"), total_seconds=data.get("total_seconds"), raw=dict(data))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event of a job: `queued` (position), `started`, `progress` (stage, step,
+    total, ...; `preview` when asked for), then one of `succeeded` (job), `failed` (message) or
+    `cancelled`. Fields an event type does not carry are None; `raw` is the event's whole JSON."""
+
+    type: str
+    seq: int
+    job_id: str
+    position: int | None = None
+    stage: str | None = None
+    stage_index: int | None = None
+    stages: int | None = None
+    step: int | None = None
+    total: int | None = None
+    elapsed: float | None = None
+    preview: str | None = field(default=None, repr=False)  # base64 PNG
+    message: str | None = None
+    job: Job | None = field(default=None, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        """The job's last event: the stream ends after it."""
+        return self.type in TERMINAL_EVENTS
+
+    @property
+    def preview_png(self) -> bytes | None:
+        return base64.b64decode(self.preview) if self.preview else None
+
+    @classmethod
+    def from_json(cls, event_type: str, data: Mapping[str, Any], *, seq: int = -1) -> Event:
+        known = ("position", "stage", "stage_index", "stages", "step", "total", "elapsed", "preview",
+                 "message")
+        job = data.get("job")
+        return cls(type=str(data.get("type", event_type)), seq=int(data.get("seq", seq)),
+                   job_id=str(data.get("job_id", "")), **{k: data.get(k) for k in known},
+                   job=Job.from_json(job) if isinstance(job, Mapping) and "id" in job else None,
+                   raw=dict(data))
+
+
+# ---- the client ------------------------------------------------------------------------------------
+
+
+class GlideClient:
+    """A connection to one glide-api server.
+
+    base_url: the server's address. api_key: sent as `Authorization: Bearer KEY`. timeout: seconds
+    each ordinary request may take (synchronous generation has its own, longer, wait). session: a
+    `requests.Session` to use (it is not closed by `close()`). retries: how many times a 429 or 503
+    answer is retried after its Retry-After (at most 60 s each); 0, the default, never retries.
+    """
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
+                 session: requests.Session | None = None, retries: int = 0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url: must start with http:// or https:// (got {base_url!r})")
+        if timeout <= 0:
+            raise ValueError(f"timeout: must be a positive number of seconds (got {timeout!r})")
+        if retries < 0:
+            raise ValueError(f"retries: must be 0 or more (got {retries!r})")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.retries = retries
+        self._headers = {"User-Agent": f"glide-api-client python-requests/{requests.__version__}"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._own_session = session is None
+        self._session = session or requests.Session()
+
+    def close(self) -> None:
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> GlideClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    # ---- v1: jobs ---------------------------------------------------------------------------------
+
+    def generate(self, prompt: str, *, size: int | None = None, n: int = 1, seed: int | None = None,
+                 guidance_scale: float | None = None, steps: int | str | None = None,
+                 upsample_steps: int | str | None = None, sampler: str | None = None,
+                 upsample_sampler: str | None = None, eta: float | None = None,
+                 upsample_temp: float | None = None, wait: bool = True, timeout: float | None = None) -> Job:
+        """Generate `n` images of `prompt` (`POST /v1/generations`); options left None take the
+        server's defaults (see `settings()`); `steps` is a count or a respacing string ("fast27").
+
+        wait=True: returns the finished job, waiting up to `timeout` seconds (default 960);
+        `JobFailedError` if it failed or was cancelled. wait=False: returns the queued job at once
+        (`timeout`: the request's, default the client's); follow it with `events()` or `wait()`.
+        """
+        body = _options(prompt=prompt, size=size, n=n, seed=seed, guidance_scale=guidance_scale, steps=steps,
+                        upsample_steps=upsample_steps, sampler=sampler, upsample_sampler=upsample_sampler,
+                        eta=eta, upsample_temp=upsample_temp)
+        return self._submit("/v1/generations", wait=wait, timeout=timeout, json=body)
+
+    def inpaint(self, image: FileInput, prompt: str, *, mask: FileInput | None = None,
+                size: int | None = None, n: int = 1, seed: int | None = None,
+                guidance_scale: float | None = None, steps: int | str | None = None,
+                upsample_steps: int | str | None = None, sampler: str | None = None,
+                upsample_sampler: str | None = None, eta: float | None = None,
+                upsample_temp: float | None = None, wait: bool = True, timeout: float | None = None) -> Job:
+        """Repaint part of `image` (`POST /v1/inpaint`). `image` and `mask` are a path, bytes or a
+        binary file object. The mask is white (or opaque) where the image is kept and black (or
+        transparent) where it is painted; without it, the image's own transparency is the mask.
+        Other options, `wait` and `timeout` as in `generate()`."""
+        form = _options(prompt=prompt, size=size, n=n, seed=seed, guidance_scale=guidance_scale, steps=steps,
+                        upsample_steps=upsample_steps, sampler=sampler, upsample_sampler=upsample_sampler,
+                        eta=eta, upsample_temp=upsample_temp)
+        files = {"image": _file_field(image, "image.png")}
+        if mask is not None:
+            files["mask"] = _file_field(mask, "mask.png")
+        return self._submit("/v1/inpaint", wait=wait, timeout=timeout,
+                            data={k: str(v) for k, v in form.items()}, files=files)
+
+    def job(self, job_id: str) -> Job:
+        """The job's current state (`GET /v1/jobs/{id}`); `NotFound` for an unknown id."""
+        return Job.from_json(self._request("GET", _job_path(job_id)).json())
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job: a waiting one at once, a running one within a sampling step. Returns its
+        state as the server answered (a running job may still read `running` for a moment)."""
+        return Job.from_json(self._request("POST", _job_path(job_id, "cancel")).json())
+
+    def events(self, job_id: str, *, previews: bool = False, last_event_id: int | None = None,
+               timeout: float | None = None) -> Iterator[Event]:
+        """The job's events, in order, from `GET /v1/jobs/{id}/events`: its history, then live ones,
+        ending after the final one (`succeeded`, `failed` or `cancelled`). A finished job's history
+        is replayed. This is the progress iterator:
+
+            for event in client.events(job.id):
+                if event.type == "progress":
+                    print(event.stage, event.step, event.total)
+
+        previews: progress events carry a base64 PNG (`event.preview_png`) every few steps.
+        last_event_id: start after this `seq`. A dropped connection is resumed with `Last-Event-ID`
+        (up to 3 times in a row). timeout: seconds the whole iteration may take before `Timeout`
+        (None: until the final event); it is checked as data arrives, at least every 15 s.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last, drops = last_event_id, 0
+        while True:
+            try:
+                for event in self._event_stream(job_id, previews=previews, after=last, deadline=deadline):
+                    last, drops = event.seq, 0
+                    yield event
+                    if event.terminal:
+                        return
+                lost: GlideAPIError = TransportError("the event stream ended before the job's final event")
+            except Timeout:
+                raise
+            except TransportError as e:
+                lost = e
+            drops += 1
+            if drops > EVENT_RECONNECTS:
+                raise lost
+            pause = 0.25 * 2**drops
+            if deadline is not None and time.monotonic() + pause >= deadline:
+                raise Timeout(f"job {job_id}: no final event within {timeout:g} s")
+            time.sleep(pause)
+
+    def wait(self, job_id: str, *, timeout: float) -> Job:
+        """Wait for the job to finish (following its events) and return it; `JobFailedError` if it
+        failed or was cancelled, `Timeout` after `timeout` seconds (the job keeps running)."""
+        final: Event | None = None
+        for event in self.events(job_id, timeout=timeout):
+            final = event if event.terminal else None
+        job = final.job if final is not None and final.job is not None else self.job(job_id)
+        if job.status == "succeeded":
+            return job
+        if job.status == "failed":
+            raise JobFailedError(f"job {job.id} failed: {job.error}", job=job)
+        raise JobFailedError(f"job {job.id} was {job.status}", job=job)
+
+    def image(self, job: Job | str, index: int = 0) -> bytes:
+        """The PNG bytes of image `index` of a finished job (its text chunk holds the parameters)."""
+        job_id = job.id if isinstance(job, Job) else job
+        return self._request("GET", _job_path(job_id, f"images/{int(index)}.png")).content
+
+    def save_images(self, job: Job | str, folder: str | os.PathLike[str], *,
+                    prefix: str | None = None) -> list[Path]:
+        """Write a finished job's images into `folder` (created if missing) and return their paths.
+
+        Names are the server's (`glide-<id>-<index>.png`), or `<prefix>-<index>.png` when `prefix`
+        is given; either way reduced to a plain file name of letters, digits, `.`, `_` and `-`, so
+        nothing is written outside `folder`. An existing file of that name is replaced (a link is
+        replaced, never followed).
+        """
+        if not isinstance(job, Job):
+            job = self.job(job)
+        root = Path(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        root = root.resolve()
+        paths = []
+        for image in job.images:
+            response = self._request("GET", _job_path(job.id, f"images/{image.index}.png"))
+            fallback = f"glide-{job.id}-{image.index}.png"
+            if prefix is not None:
+                name = _safe_name(f"{prefix}-{image.index}.png", fallback)
+            else:
+                name = _safe_name(_disposition_name(response.headers.get("Content-Disposition")), fallback)
+            path = root / name
+            if path.parent != root:  # cannot happen after _safe_name; kept as the guarantee's last line
+                raise ValueError(f"image name {name!r} would leave {root}")
+            _replace_file(path, response.content)
+            paths.append(path)
+        return paths
+
+    # ---- v1: the service --------------------------------------------------------------------------
+
+    def models(self) -> dict[str, Any]:
+        """`GET /v1/models`: whether the models are loaded, the device, precision and each model."""
+        return self._request("GET", "/v1/models").json()
+
+    def settings(self) -> dict[str, Any]:
+        """`GET /v1/settings`: defaults, limits, sizes and samplers of this server."""
+        return self._request("GET", "/v1/settings").json()
+
+    def ready(self) -> bool:
+        """`GET /readyz`: True once the models are loaded, False while they load or are missing.
+        `TransportError` when the server does not answer at all."""
+        response = self._request("GET", "/readyz", ok=(200, 503))
+        return response.status_code == 200
+
+    # ---- the original Glide-Api routes ------------------------------------------------------------
+
+    def legacy_image(self, prompt: str, *, size: int, batch_size: int = 1, guidance_scale: float = 3.0,
+                     upsample_temp: float = 0.997, seed: int | None = None,
+                     timeout: float | None = None) -> dict[str, Any]:
+        """`GET /image` (the original route), waiting up to `timeout` seconds (default 960).
+
+        Returns the server's JSON with the images decoded: `image` is the PNG bytes of the batch as
+        one strip, `images` a list of each image's PNG bytes; `seeds`, `job_id`, `image_size`,
+        `processing_seconds` and the original text fields as sent.
+        """
+        params = _options(prompt=prompt, size=size, batch_size=batch_size, guidance_scale=guidance_scale,
+                          upsample_temp=upsample_temp, seed=seed)
+        data = self._request("GET", "/image", params=params,
+                             timeout=DEFAULT_WAIT if timeout is None else timeout).json()
+        data["image"] = base64.b64decode(data["image"])
+        data["images"] = [base64.b64decode(png) for png in data.get("images", ())]
+        return data
+
+    def set_base_steps(self, steps: int) -> int:
+        """`POST /basemodel`: the base model's steps for jobs submitted from now on (server-wide).
+        Returns the base model's parameter count, as the original route did."""
+        return int(self._request("POST", "/basemodel", params={"diffusion_steps": steps})
+                   .json()["base_model_total_parameters"])
+
+    def set_upsample_steps(self, steps: int) -> int:
+        """`POST /upmodel`: the upsampler's steps from now on; returns its parameter count."""
+        return int(self._request("POST", "/upmodel", params={"diffusion_steps": steps})
+                   .json()["upsample_model_total_parameters"])
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+
+    def _submit(self, path: str, *, wait: bool, timeout: float | None, **kw: Any) -> Job:
+        if wait:
+            response = self._request("POST", path, timeout=DEFAULT_WAIT if timeout is None else timeout, **kw)
+        else:
+            response = self._request("POST", path, timeout=timeout, headers={"Prefer": "respond-async"}, **kw)
+        return Job.from_json(response.json())
+
+    def _request(self, method: str, path: str, *, timeout: float | None = None,
+                 headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (),
+                 **kw: Any) -> requests.Response:
+        """One request (retried on 429/503 if `retries` says so); an error status raises its class.
+        `timeout` bounds the wait for the answer (default: the client's)."""
+        read = self.timeout if timeout is None else timeout
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._session.request(method, self.base_url + path,
+                                                 headers={**self._headers, **(headers or {})},
+                                                 timeout=(min(self.timeout, read), read), **kw)
+            except requests.Timeout as e:
+                raise Timeout(f"{method} {path}: no answer within {read:g} s") from e
+            except requests.RequestException as e:
+                raise TransportError(f"{method} {path}: {e}") from e
+            if response.status_code < 400 or response.status_code in ok:
+                return response
+            error = _error_from(response)
+            response.close()
+            if not isinstance(error, (RateLimited, NotReady)) or attempt == self.retries:
+                raise error
+            time.sleep(min(MAX_RETRY_SLEEP, error.retry_after if error.retry_after is not None else 1.0))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _event_stream(self, job_id: str, *, previews: bool, after: int | None,
+                      deadline: float | None) -> Iterator[Event]:
+        """One connection's events (parsed SSE). Ends when the server closes the stream; a broken
+        connection raises `TransportError`, passing `deadline` raises `Timeout`."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        read = max(self.timeout, STREAM_READ_TIMEOUT)
+        if deadline is not None:
+            read = max(0.01, min(read, deadline - time.monotonic()))
+        response = self._request("GET", _job_path(job_id, "events"), timeout=read, headers=headers,
+                                 params={"previews": "true"} if previews else None, stream=True)
+        with response:
+            name, data, seq = "message", [], -1
+            try:
+                for raw_line in response.iter_lines(chunk_size=None):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise Timeout(f"job {job_id}: no final event in time")
+                    line = raw_line.decode("utf-8")
+                    if not line:  # a blank line dispatches the event
+                        if data:
+                            yield Event.from_json(name, _json("\n".join(data)), seq=seq)
+                        name, data = "message", []
+                        continue
+                    key, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if key == "event":
+                        name = value
+                    elif key == "data":
+                        data.append(value)
+                    elif key == "id" and value.isdigit():
+                        seq = int(value)
+                    # a line starting with ":" is a comment (the server's keep-alive)
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"job {job_id}: no final event in time") from e
+                raise TransportError(f"event stream of job {job_id}: {e}") from e
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+
+def _options(**values: Any) -> dict[str, Any]:
+    """The fields that were given (None means "the server's default")."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _job_path(job_id: str, rest: str = "") -> str:
+    path = f"/v1/jobs/{quote(str(job_id), safe='')}"
+    return f"{path}/{rest}" if rest else path
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise TransportError(f"event stream: data is not JSON ({e})") from e
+    return value if isinstance(value, dict) else {"data": value}
+
+
+def _file_field(source: FileInput, default_name: str) -> tuple[str, bytes]:
+    """(file name, bytes) for a multipart field, from a path, bytes or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return default_name, bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        return path.name, path.read_bytes()
+    data = source.read()
+    if not isinstance(data, bytes):
+        raise TypeError(f"{default_name.split('.')[0]}: open the file in binary mode ('rb')")
+    return Path(str(getattr(source, "name", default_name))).name, data
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_name(name: str | None, fallback: str) -> str:
+    """A plain file name: only [A-Za-z0-9._-] (path separators too become "_"), not starting with
+    "." or "-", at most 120 characters, ending ".png"; `fallback` when nothing is left."""
+    base = _UNSAFE.sub("_", name or "").lstrip(".-")[:120]
+    if not base.strip("._-"):
+        base = _UNSAFE.sub("_", fallback).lstrip(".-")
+    return base if base.lower().endswith(".png") else base + ".png"
+
+
+def _disposition_name(header: str | None) -> str | None:
+    """The file name of a Content-Disposition header, without any directory part."""
+    match = re.search(r'filename="([^"]*)"|filename=([^;\s]+)', header or "")
+    name = (match.group(1) or match.group(2)) if match else None
+    return re.split(r"[/\\]", name)[-1] if name else None
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file next to `path`, then rename it over `path` (atomic; an
+    existing link at `path` is replaced, not followed)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".glide-", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (delta-seconds form; an HTTP date is read as "soon": 1 s)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
+def _error_from(response: requests.Response) -> GlideAPIError:
+    """The exception for an error answer, from its `{"error": {...}}` body (or its text)."""
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = str(error.get("message") or f"HTTP {status}")
+        fields = {"param": error.get("param"), "code": error.get("code"), "error_type": error.get("type")}
+    else:
+        reason = body.get("reason") if isinstance(body, dict) else None
+        message = str(reason or response.text.strip()[:300] or response.reason or f"HTTP {status}")
+        fields = {"param": None, "code": None, "error_type": None}
+    retry_after = _retry_after(response.headers.get("Retry-After"))
+    if fields["code"] == "job_failed":
+        found = re.search(r"\bjob ([0-9a-f]{8,})\b", message)
+        return JobFailedError(message, job_id=found.group(1) if found else None, status=status, **fields)
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, status=status, **fields)
+    if status == 503:
+        return NotReady(message, retry_after=retry_after, status=status, **fields)
+    cls: type[GlideAPIError] = {400: BadRequest, 401: AuthenticationError, 403: AuthenticationError,
+                                404: NotFound, 405: BadRequest, 409: BadRequest, 413: BadRequest,
+                                415: BadRequest, 422: BadRequest}.get(status, GlideAPIError)
+    if status >= 500:
+        cls = ServerError
+    return cls(message, status=status, **fields)
