@@ -17,7 +17,10 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -246,18 +249,51 @@ def _transfer(url: str, dest: Path, *, progress: bool, timeout: float) -> str:
     raise DownloadError(f"{url}: the server keeps refusing to resume; delete {part} and retry")
 
 
+ProgressHook = Callable[[str, int, int | None], None]
+_progress_hook: ContextVar[ProgressHook | None] = ContextVar("glide_api_download_progress", default=None)
+
+
+@contextmanager
+def progress_hook(hook: ProgressHook) -> Iterator[None]:
+    """Within the block (in this thread or task), downloads report `hook(file name, bytes, total)`
+    about once a second: for status displays such as the server's readiness."""
+    token = _progress_hook.set(hook)
+    try:
+        yield
+    finally:
+        _progress_hook.reset(token)
+
+
 def _stream(response: requests.Response, part: Path, *, offset: int, total: int | None,
             url: str, progress: bool) -> str:
-    """Append the response body to `part` from `offset`; return the sha256 of the whole file."""
+    """Append the response body to `part` from `offset`; return the sha256 of the whole file.
+
+    Progress goes to a terminal bar, to the log every 10% (servers have no terminal), and to the
+    `progress_hook` in effect."""
     h = hashlib.sha256()
     if offset:  # fold in the bytes already on disk, so no second pass over the file is needed
         with open(part, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
     received = offset
+    name = part.name.removesuffix(".part")
     bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=part.name.removesuffix(".part"), disable=None if progress else True,
-               leave=False)
+               desc=name, disable=None if progress else True, leave=False)
+    hook = _progress_hook.get()
+    last_report, last_decile = 0.0, -1
+
+    def report(final: bool = False) -> None:
+        nonlocal last_report, last_decile
+        now = time.monotonic()
+        if hook is not None and (final or now - last_report >= 1.0):
+            hook(name, received, total)
+            last_report = now
+        decile = received * 10 // total if total else -1
+        if total and decile > last_decile:
+            logger.info("downloading %s: %s of %s (%d%%)", name, human_size(received), human_size(total),
+                        received * 100 // total)
+            last_decile = decile
+
     try:
         with open(part, "ab" if offset else "wb") as f:
             try:
@@ -266,12 +302,14 @@ def _stream(response: requests.Response, part: Path, *, offset: int, total: int 
                     h.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    report()
             except requests.RequestException as e:
                 raise DownloadError(
                     f"download of {url} broke off after {received} of {total or '?'} bytes "
                     f"({_reason(e)}); {part} is kept: run again to resume") from e
             f.flush()
             os.fsync(f.fileno())  # the rename that follows must not publish unwritten blocks
+        report(final=True)
     finally:
         bar.close()
     if total is not None and received != total:

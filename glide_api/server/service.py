@@ -17,6 +17,7 @@ from ..config import ServiceConfig
 from ..engine import Engine, EngineConfig, JobResult
 from ..errors import ModelNotReady, WeightsNotFound
 from ..models import hub
+from ..models.download import human_size, progress_hook
 from ..pipeline.text2im import GlidePipeline
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,18 @@ class Service:
             return
 
         def on_load(role: str, spec: str) -> None:
-            self._set_status(stage=f"loading {role}", reason=f"loading the {role} model ({spec}); "
-                                                             "first start downloads it")
+            self._set_status(stage=f"loading {role}", reason=f"loading the {role} model ({spec})")
+
+        def on_download(name: str, done: int, total: int | None) -> None:
+            with self._lock:
+                self._status["reason"] = (f"downloading {name}: {human_size(done)}"
+                                          + (f" of {human_size(total)}" if total else ""))
+                self._status["progress"] = done / total if total else None
         try:
-            pipeline = GlidePipeline.load(
-                **{role: c.model_spec(role) for role in ROLES}, device=c.device, precision=c.precision,
-                offline=offline, batch_invariant=c.batch_invariant, cache=c.cache_dir, on_load=on_load)
+            with progress_hook(on_download):
+                pipeline = GlidePipeline.load(
+                    **{role: c.model_spec(role) for role in ROLES}, device=c.device, precision=c.precision,
+                    offline=offline, batch_invariant=c.batch_invariant, cache=c.cache_dir, on_load=on_load)
         except WeightsNotFound as e:
             self._set_status(stage="missing", failed=True, reason=str(e), missing=self._missing_files(),
                              command=f"glide-api download {' '.join(self._official_specs())}")
@@ -140,7 +147,7 @@ class Service:
             return {"ready": True}
         return {"ready": False, "reason": status["reason"], "missing": status["missing"],
                 "command": status["command"], "failed": status["failed"],
-                "loading": {"stage": status["stage"], "progress": None}}
+                "loading": {"stage": status["stage"], "progress": status.get("progress")}}
 
     def _save_images(self, job_id: str, result: JobResult) -> None:
         """Write a finished job's images to `image_dir` under server-chosen names (never user text)."""
