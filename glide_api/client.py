@@ -21,6 +21,7 @@ with `retries=N`, and then only 429 and 503 answers (nothing was queued), after 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -36,20 +37,8 @@ from urllib.parse import quote
 import requests
 
 __all__ = [
-    "AuthenticationError",
-    "BadRequest",
-    "Event",
-    "GlideAPIError",
-    "GlideClient",
-    "Job",
-    "JobFailedError",
-    "JobImage",
-    "NotFound",
-    "NotReady",
-    "RateLimited",
-    "ServerError",
-    "Timeout",
-    "TransportError",
+    "AuthenticationError", "BadRequest", "Event", "GlideAPIError", "GlideClient", "Job", "JobFailedError",
+    "JobImage", "NotFound", "NotReady", "RateLimited", "ServerError", "Timeout", "TransportError",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -57,8 +46,7 @@ DEFAULT_WAIT = 960.0  # seconds a synchronous call waits: a little over the serv
 STREAM_READ_TIMEOUT = 35.0  # the server sends an SSE comment every 15 s, so a silent stream is dead
 EVENT_RECONNECTS = 3  # reconnections in a row (with Last-Event-ID) before an event stream gives up
 MAX_RETRY_SLEEP = 60.0  # `retries=`: the longest Retry-After the client sleeps for
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-TERMINAL_EVENTS = FINAL_STATUSES
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")  # also the names of a job's final events
 FileInput = str | os.PathLike[str] | bytes | BinaryIO
 
 
@@ -70,16 +58,19 @@ class GlideAPIError(Exception):
 
     `status` is the HTTP status (None when no answer came). `message`, `param` (the request field at
     fault), `code` and `error_type` come from the server's error body when it sent one.
+    `retry_after`: the seconds a 429 or 503 answer asked the client to wait (Retry-After), else None.
     """
 
     def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
-                 code: str | None = None, error_type: str | None = None) -> None:
+                 code: str | None = None, error_type: str | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.param = param
         self.code = code
         self.error_type = error_type
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
@@ -98,20 +89,13 @@ class NotFound(GlideAPIError):
 
 
 class RateLimited(GlideAPIError):
-    """429: too many requests for this key, or the server's queue is full (`code` "queue_full").
-    Nothing was queued. `retry_after`: seconds the server asks to wait (None if it did not say)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
+    """429: too many requests for this key (`code` "rate_limit_exceeded") or the server's queue is
+    full ("queue_full"). Nothing was queued. `retry_after`: seconds to wait, from the header."""
 
 
 class NotReady(GlideAPIError):
-    """503: the models are loading or missing, or the server is shutting down. Nothing was queued."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
+    """503: the models are loading or missing, or the server is shutting down. Nothing was queued;
+    `retry_after` says when to ask again."""
 
 
 class ServerError(GlideAPIError):
@@ -119,8 +103,9 @@ class ServerError(GlideAPIError):
 
 
 class JobFailedError(GlideAPIError):
-    """A job that was waited for ended `failed` or `cancelled` (or a synchronous call's job did, or
-    outlasted the server's wait). `job` is the job when known, `job_id` its id when known."""
+    """A job that was waited for ended `failed` or `cancelled`. From `wait()`: `status` None. From a
+    synchronous call: `status` 500 (failed), 409 (cancelled) or 504 (it outlasted the server's wait,
+    which cancelled it). `job` is the job when it could be fetched, `job_id` its id when known."""
 
     def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None,
                  **kw: Any) -> None:
@@ -161,6 +146,7 @@ class Job:
     size: int | None
     n: int
     seeds: tuple[int, ...]
+    guidance_scale: float | None
     images: tuple[JobImage, ...]
     progress: dict[str, Any] | None
     error: str | None
@@ -188,7 +174,7 @@ class Job:
             id=str(data["id"]), status=str(data["status"]), prompt=request.get("prompt", ""),
             task=request.get("task", "text2im"), size=request.get("size"),
             n=request.get("batch_size", len(data.get("images") or ()) or 1),
-            seeds=tuple(request.get("seeds") or ()),
+            seeds=tuple(request.get("seeds") or ()), guidance_scale=request.get("guidance_scale"),
             images=tuple(JobImage(index=im["index"], seed=im["seed"], url=im["url"],
                                   metadata=dict(im.get("metadata") or {}))
                          for im in data.get("images") or ()),
@@ -221,7 +207,7 @@ class Event:
     @property
     def terminal(self) -> bool:
         """The job's last event: the stream ends after it."""
-        return self.type in TERMINAL_EVENTS
+        return self.type in FINAL_STATUSES
 
     @property
     def preview_png(self) -> bytes | None:
@@ -458,11 +444,17 @@ class GlideClient:
     # ---- HTTP -------------------------------------------------------------------------------------
 
     def _submit(self, path: str, *, wait: bool, timeout: float | None, **kw: Any) -> Job:
-        if wait:
-            response = self._request("POST", path, timeout=DEFAULT_WAIT if timeout is None else timeout, **kw)
-        else:
-            response = self._request("POST", path, timeout=timeout, headers={"Prefer": "respond-async"}, **kw)
-        return Job.from_json(response.json())
+        if not wait:
+            return Job.from_json(self._request("POST", path, timeout=timeout,
+                                               headers={"Prefer": "respond-async"}, **kw).json())
+        patience = DEFAULT_WAIT if timeout is None else timeout
+        try:
+            return Job.from_json(self._request("POST", path, timeout=patience, **kw).json())
+        except JobFailedError as error:  # attach the job the server's message names
+            if error.job is None and error.job_id:
+                with contextlib.suppress(GlideAPIError):
+                    error.job = self.job(error.job_id)
+            raise
 
     def _request(self, method: str, path: str, *, timeout: float | None = None,
                  headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (),
@@ -506,10 +498,10 @@ class GlideClient:
                 for raw_line in response.iter_lines(chunk_size=None):
                     if deadline is not None and time.monotonic() > deadline:
                         raise Timeout(f"job {job_id}: no final event in time")
-                    line = raw_line.decode("utf-8")
+                    line = raw_line.decode("utf-8", errors="replace")
                     if not line:  # a blank line dispatches the event
                         if data:
-                            yield Event.from_json(name, _json("\n".join(data)), seq=seq)
+                            yield Event.from_json(name, _event_data("\n".join(data)), seq=seq)
                         name, data = "message", []
                         continue
                     key, _, value = line.partition(":")
@@ -540,11 +532,11 @@ def _job_path(job_id: str, rest: str = "") -> str:
     return f"{path}/{rest}" if rest else path
 
 
-def _json(text: str) -> dict[str, Any]:
+def _event_data(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as e:
-        raise TransportError(f"event stream: data is not JSON ({e})") from e
+        raise GlideAPIError(f"event stream: data is not JSON ({e})") from e
     return value if isinstance(value, dict) else {"data": value}
 
 
@@ -613,22 +605,20 @@ def _error_from(response: requests.Response) -> GlideAPIError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = str(error.get("message") or f"HTTP {status}")
-        fields = {"param": error.get("param"), "code": error.get("code"), "error_type": error.get("type")}
+        fields: dict[str, Any] = {"param": error.get("param"), "code": error.get("code"),
+                                  "error_type": error.get("type")}
     else:
         reason = body.get("reason") if isinstance(body, dict) else None
         message = str(reason or response.text.strip()[:300] or response.reason or f"HTTP {status}")
         fields = {"param": None, "code": None, "error_type": None}
-    retry_after = _retry_after(response.headers.get("Retry-After"))
+    fields["retry_after"] = _retry_after(response.headers.get("Retry-After"))
     if fields["code"] == "job_failed":
         found = re.search(r"\bjob ([0-9a-f]{8,})\b", message)
         return JobFailedError(message, job_id=found.group(1) if found else None, status=status, **fields)
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after, status=status, **fields)
-    if status == 503:
-        return NotReady(message, retry_after=retry_after, status=status, **fields)
-    cls: type[GlideAPIError] = {400: BadRequest, 401: AuthenticationError, 403: AuthenticationError,
-                                404: NotFound, 405: BadRequest, 409: BadRequest, 413: BadRequest,
-                                415: BadRequest, 422: BadRequest}.get(status, GlideAPIError)
-    if status >= 500:
-        cls = ServerError
+    cls = _ERRORS.get(status, ServerError if status >= 500 else GlideAPIError)
     return cls(message, status=status, **fields)
+
+
+_ERRORS: dict[int, type[GlideAPIError]] = {
+    400: BadRequest, 405: BadRequest, 409: BadRequest, 413: BadRequest, 415: BadRequest, 422: BadRequest,
+    401: AuthenticationError, 403: AuthenticationError, 404: NotFound, 429: RateLimited, 503: NotReady}
