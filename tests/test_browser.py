@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import running
 from PIL import Image
 
 from glide_api.config import ServiceConfig
@@ -43,22 +42,6 @@ RECORD_PROGRESS = """(id) => {
 }"""
 
 
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """`app` over real HTTP on a free port of 127.0.0.1, in a thread; yields its base URL."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="browser-test-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        app.extensions["glide_api"].close()
-
-
 def make_app(config: ServiceConfig, pipeline=None):
     from glide_api.server import create_app
 
@@ -68,7 +51,7 @@ def make_app(config: ServiceConfig, pipeline=None):
 @pytest.fixture(scope="module")
 def ui_url(small_pipeline) -> Iterator[str]:
     # A preview with every step, so the preview image is sure to change during a short job.
-    with serving(make_app(ServiceConfig(preview_every=1, max_queue=8), small_pipeline)) as url:
+    with running(make_app(ServiceConfig(preview_every=1, max_queue=8), small_pipeline)) as url:
         yield url
 
 
@@ -267,7 +250,7 @@ def test_the_phone_layout_is_one_column_without_sideways_scrolling(browser, ui_u
 
 def test_a_server_with_api_keys_gets_one_from_the_dialog(page, small_pipeline) -> None:
     config = ServiceConfig(api_keys=("test-key-1",), max_queue=2)
-    with serving(make_app(config, small_pipeline)) as url:
+    with running(make_app(config, small_pipeline)) as url:
         page.goto(url + "/")
         dialog = page.locator("#key-dialog")
         expect(dialog).to_be_visible()
@@ -285,7 +268,7 @@ def test_a_server_with_api_keys_gets_one_from_the_dialog(page, small_pipeline) -
 def test_missing_models_show_the_files_and_the_command_and_block_generate(page, tmp_path) -> None:
     config = ServiceConfig(base=str(tmp_path / "no-such-model"), upsample="upsample", base_inpaint="none",
                            upsample_inpaint="none", offline=True, cache_dir=str(tmp_path / "cache"))
-    with serving(make_app(config)) as url:
+    with running(make_app(config)) as url:
         page.goto(url + "/")
         banner = page.locator("#ready-banner")
         expect(banner).to_be_visible()

@@ -71,26 +71,28 @@ def _unquoted(prompt: str) -> str:
     return prompt
 
 
-def _parameters(role: str) -> int:
-    described = service().engine.pipeline.describe()["models"]
+STEPS_DOC = "Applies to jobs submitted afterwards; running jobs and weights are untouched."
+
+
+def _set_default_steps(role: str, steps: int) -> int:
+    """Make `steps` the role's default respacing; the role's parameter count (the original answer)."""
+    engine = service().engine
+    engine.update_defaults(**{f"{role}_respacing": str(steps)})
+    described = engine.pipeline.describe()["models"]
     return int(described[role]["parameters"]) if role in described else 0
 
 
 @bp.post("/basemodel")
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(BaseModelOut)
-@bp.doc(summary="Set the base model's default steps",
-        description="Applies to jobs submitted afterwards; running jobs and weights are untouched.")
+@bp.doc(summary="Set the base model's default steps", description=STEPS_DOC)
 def basemodel(query: DiffusionStepsQuery) -> dict[str, int]:
-    service().engine.update_defaults(base_respacing=str(query.diffusion_steps))
-    return {"base_model_total_parameters": _parameters("base")}
+    return {"base_model_total_parameters": _set_default_steps("base", query.diffusion_steps)}
 
 
 @bp.post("/upmodel")
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(UpModelOut)
-@bp.doc(summary="Set the upsampler's default steps",
-        description="Applies to jobs submitted afterwards; running jobs and weights are untouched.")
+@bp.doc(summary="Set the upsampler's default steps", description=STEPS_DOC)
 def upmodel(query: DiffusionStepsQuery) -> dict[str, int]:
-    service().engine.update_defaults(upsample_respacing=str(query.diffusion_steps))
-    return {"upsample_model_total_parameters": _parameters("upsample")}
+    return {"upsample_model_total_parameters": _set_default_steps("upsample", query.diffusion_steps)}
