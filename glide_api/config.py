@@ -17,6 +17,25 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 ENV_PREFIX = "GLIDE_API_"
+MODEL_CHOICES = ("official", "demo")
+MODEL_ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
+_OFFICIAL_SPECS = {"base": "base", "upsample": "upsample", "base_inpaint": "base-inpaint",
+                   "upsample_inpaint": "upsample-inpaint"}
+
+
+def model_choice(model: str, specs: Mapping[str, str | None]) -> dict[str, str | None]:
+    """The model settings after choosing `model`: "demo" replaces every role still at its official
+    default with the shipped demo folder ("none" for the inpainting roles, which it lacks)."""
+    if model == "official":
+        return dict(specs)
+    from .demo import DEMO_MODELS
+
+    if not all((folder / "config.json").is_file() for folder in DEMO_MODELS.values()):
+        raise ValueError("model: the demo models are not part of this installation yet; train a model "
+                         "with `glide-api train` (docs/training.md) and pass its folder as --base")
+    demo = {"base": str(DEMO_MODELS["demo-base"]), "upsample": str(DEMO_MODELS["demo-upsample"]),
+            "base_inpaint": "none", "upsample_inpaint": "none"}
+    return {role: demo[role] if spec == _OFFICIAL_SPECS[role] else spec for role, spec in specs.items()}
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,10 @@ class ServiceConfig:
     port: int = field(default=5000, metadata={"help": "TCP port"})
     threads: int = field(default=32, metadata={"help": "threads for waiting clients and event streams"})
     # Which models, where.
+    model: str = field(default="official", metadata={"help": "official (the GLIDE checkpoints) or demo (the "
+                                                             "small shipped shapes models: offline, no "
+                                                             "inpainting); demo replaces the model "
+                                                             "settings left at their defaults"})
     base: str = field(default="base", metadata={"help": "base model: official name or model folder"})
     upsample: str = field(default="upsample", metadata={"help": "upsampler: official name or model folder; "
                                                                 "'none' for 64 px only"})
@@ -71,6 +94,10 @@ class ServiceConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
     def __post_init__(self) -> None:
+        if self.model not in MODEL_CHOICES:
+            raise ValueError(f"model: must be one of {', '.join(MODEL_CHOICES)} (got {self.model!r})")
+        for role, spec in model_choice(self.model, {r: getattr(self, r) for r in MODEL_ROLES}).items():
+            object.__setattr__(self, role, spec)
         for name in ("port", "threads", "max_batch_size", "max_prompt_chars", "max_steps", "max_queue",
                      "max_batch_images", "keep_finished", "max_body_bytes", "max_upload_bytes"):
             value = getattr(self, name)
@@ -117,9 +144,16 @@ class ServiceConfig:
         return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()})
 
     def model_spec(self, role: str) -> str | None:
-        """The model for a role ('base', 'upsample', …), None where configured as 'none'."""
+        """The model for a role ('base', 'upsample', …), None where configured as 'none'.
+
+        The demo models' names (demo-base, demo-upsample) are given as their shipped folders.
+        """
+        from .demo import DEMO_MODELS
+
         spec = getattr(self, role)
-        return None if spec.lower() == "none" else spec
+        if spec.lower() == "none":
+            return None
+        return str(DEMO_MODELS[spec]) if spec in DEMO_MODELS else spec
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with secrets removed (for logs and /v1/settings)."""

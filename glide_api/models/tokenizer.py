@@ -1,13 +1,21 @@
-"""GLIDE's text tokenizer: GPT-2 byte-level BPE through tiktoken, from local files (SPEC §7).
+"""Text tokenizers for GLIDE text encoders: GPT-2 BPE (the official models) and UTF-8 bytes (small models).
 
 The reference lower-cases the prompt, adds no special tokens, truncates to `text_ctx` and pads with
-the end token (50256); the mask marks the real tokens. tiktoken with the same merges and the GPT-2
-split pattern gives identical ids, provided we lower-case ourselves and never treat
+the end token (50256); the mask marks the real tokens (SPEC §7). tiktoken with the same merges and
+the GPT-2 split pattern gives identical ids, provided we lower-case ourselves and never treat
 "<|endoftext|>" in a prompt as special.
+
+A model folder may carry its own tokenizer: ``tokenizer.json`` holding ``{"type": "bytes"}`` (the
+UTF-8 bytes of the lower-cased prompt, ids 0-255, end/pad id 256: 257 entries, so a small model
+needs neither the 50,257-entry vocabulary nor the network) or ``{"type": "gpt2"}``; or the GPT-2
+files ``encoder.json`` + ``vocab.bpe`` themselves. A folder with none of these uses the GPT-2 files
+from the cache. The model's token embedding is sized by ``n_vocab`` in its ``config.json``.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,42 +28,23 @@ GPT2_SPLIT_PATTERN = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 )
 GPT2_END_TOKEN = 50256
+BYTE_END_TOKEN = 256
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_TYPES = ("gpt2", "bytes")
 
 
-class GlideTokenizer:
-    """Prompt text -> padded token ids and mask for a GLIDE text encoder."""
+class Tokenizer:
+    """Prompt text -> padded token ids and mask. Subclasses define `encode`, `n_vocab` and `kind`."""
 
-    def __init__(self, encoding: object, *, end_token: int = GPT2_END_TOKEN) -> None:
-        self._encoding = encoding
-        self.end_token = end_token
-
-    @classmethod
-    def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> GlideTokenizer:
-        """Build the GPT-2 BPE from `encoder.json` and `vocab.bpe` (no network access)."""
-        import tiktoken
-        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-        for path in (encoder_json, vocab_bpe):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"tokenizer file not found: {path}")
-        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
-        encoding = tiktoken.Encoding(
-            name="glide-gpt2",
-            pat_str=GPT2_SPLIT_PATTERN,
-            mergeable_ranks=ranks,
-            special_tokens={"<|endoftext|>": GPT2_END_TOKEN},
-        )
-        return cls(encoding)
+    kind: str
+    end_token: int
 
     @property
     def n_vocab(self) -> int:
-        return self._encoding.n_vocab
+        raise NotImplementedError
 
     def encode(self, prompt: str) -> list[int]:
-        """Token ids of the lower-cased prompt; no special tokens, no end token appended."""
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be text (str), got {type(prompt).__name__}")
-        return self._encoding.encode_ordinary(prompt.lower())
+        raise NotImplementedError
 
     def padded_tokens_and_mask(self, ids: Sequence[int], text_ctx: int) -> tuple[list[int], list[bool]]:
         """Truncate to `text_ctx`, pad with the end token; mask is True for real tokens."""
@@ -76,11 +65,107 @@ class GlideTokenizer:
         """How many tokens a prompt has before truncation (to warn about long prompts)."""
         return len(self.encode(prompt))
 
+    def save(self, folder: str | Path) -> None:
+        """Write the files that make `load_tokenizer(folder=folder)` return this tokenizer."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _check_prompt(prompt: object) -> str:
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be text (str), got {type(prompt).__name__}")
+        return prompt
+
+
+class GlideTokenizer(Tokenizer):
+    """GPT-2 byte-level BPE, as the official GLIDE models were trained with."""
+
+    kind = "gpt2"
+
+    def __init__(self, encoding: object, *, end_token: int = GPT2_END_TOKEN,
+                 files: tuple[Path, Path] | None = None) -> None:
+        self._encoding = encoding
+        self.end_token = end_token
+        self.files = files  # (encoder.json, vocab.bpe) it was built from, if known
+
+    @classmethod
+    def from_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> GlideTokenizer:
+        """Build the GPT-2 BPE from `encoder.json` and `vocab.bpe` (no network access)."""
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+        for path in (encoder_json, vocab_bpe):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"tokenizer file not found: {path}")
+        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
+        encoding = tiktoken.Encoding(
+            name="glide-gpt2",
+            pat_str=GPT2_SPLIT_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens={"<|endoftext|>": GPT2_END_TOKEN},
+        )
+        return cls(encoding, files=(Path(encoder_json), Path(vocab_bpe)))
+
+    @property
+    def n_vocab(self) -> int:
+        return self._encoding.n_vocab
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of the lower-cased prompt; no special tokens, no end token appended."""
+        return self._encoding.encode_ordinary(self._check_prompt(prompt).lower())
+
+    def save(self, folder: str | Path) -> None:
+        """Copy encoder.json and vocab.bpe into `folder` (a folder with both uses them)."""
+        if self.files is None:
+            raise ValueError("this GPT-2 tokenizer was not built from files; it cannot be saved")
+        for source in self.files:
+            target = Path(folder) / source.name
+            if source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes of the lower-cased prompt: ids 0-255, end/pad id 256 (n_vocab 257)."""
+
+    kind = "bytes"
+    end_token = BYTE_END_TOKEN
+
+    @property
+    def n_vocab(self) -> int:
+        return BYTE_END_TOKEN + 1
+
+    def encode(self, prompt: str) -> list[int]:
+        return list(self._check_prompt(prompt).lower().encode("utf-8"))
+
+    def save(self, folder: str | Path) -> None:
+        text = json.dumps({"type": self.kind}, indent=2) + "\n"
+        (Path(folder) / TOKENIZER_JSON).write_text(text, encoding="utf-8")
+
+
+def tokenizer_type(folder: str | Path) -> str | None:
+    """The `type` a folder's tokenizer.json names ("gpt2" or "bytes"), None without one."""
+    path = Path(folder) / TOKENIZER_JSON
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind not in TOKENIZER_TYPES:
+        raise ValueError(f"{path}: \"type\" must be one of {', '.join(TOKENIZER_TYPES)} (got {kind!r})")
+    return kind
+
 
 def load_tokenizer(*, folder: str | Path | None = None, offline: bool = False,
-                   cache: str | Path | None = None) -> GlideTokenizer:
-    """The GPT-2 tokenizer from `folder` when it holds the files, else from the cache (downloaded once)."""
+                   cache: str | Path | None = None) -> Tokenizer:
+    """The tokenizer a model folder names (see the module docstring), else GPT-2 from the cache.
+
+    GPT-2 comes from `folder` when it holds encoder.json and vocab.bpe, else from the cache
+    (downloaded once unless `offline`). A byte tokenizer needs no files and no network.
+    """
     from .hub import tokenizer_files
 
+    if folder is not None and tokenizer_type(folder) == "bytes":
+        return ByteTokenizer()
     encoder_json, vocab_bpe = tokenizer_files(folder=folder, offline=offline, cache=cache)
     return GlideTokenizer.from_files(encoder_json, vocab_bpe)

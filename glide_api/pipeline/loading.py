@@ -13,7 +13,7 @@ import torch
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, create_model
 from ..models.hub import resolve_model
-from ..models.tokenizer import GlideTokenizer, load_tokenizer
+from ..models.tokenizer import Tokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class LoadedModel:
 
     name: str  # an official name, or the model folder it came from
     network: GlideUNet
-    tokenizer: GlideTokenizer
+    tokenizer: Tokenizer
 
     @property
     def config(self) -> ModelConfig:
@@ -38,6 +38,7 @@ class LoadedModel:
         return {"name": self.name, "kind": c.kind, "image_size": c.image_size,
                 "parameters": sum(p.numel() for p in self.network.parameters()),
                 "text_ctx": c.text_ctx, "noise_schedule": c.noise_schedule,
+                "tokenizer": self.tokenizer.kind, "n_vocab": c.n_vocab,
                 "dtype": str(self.network.dtype).removeprefix("torch.")}
 
 
@@ -70,13 +71,24 @@ def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideU
 
 def load_model(spec: str, *, device: torch.device, precision: str, offline: bool = False,
                cache: str | Path | None = None) -> LoadedModel:
-    """Load an official checkpoint by name, or a model folder by path, ready for sampling."""
+    """Load an official checkpoint by name, or a model folder by path, ready for sampling.
+
+    The shipped demo models load by name too (``demo-base``, ``demo-upsample``) and keep that name
+    when given as their folder. A folder's own tokenizer (tokenizer.json, or the GPT-2 files) is
+    used when it has one; its vocabulary must match the config's ``n_vocab``.
+    """
+    from .. import demo
+
     start = time.perf_counter()
-    config, state_dict = resolve_model(spec, offline=offline, cache=cache)
+    path = demo.DEMO_MODELS.get(spec, spec)
+    config, state_dict = resolve_model(str(path), offline=offline, cache=cache)
     network = prepare(create_model(config, state_dict), device=device, precision=precision)
-    folder = Path(spec) if Path(spec).is_dir() else None
-    has_own_tokenizer = folder is not None and (folder / "encoder.json").is_file()
-    tokenizer = load_tokenizer(folder=folder if has_own_tokenizer else None, offline=offline, cache=cache)
-    logger.info("loaded model %s (%s, %d px) on %s in %s in %.1f s", spec, config.kind,
+    folder = Path(path) if Path(path).is_dir() else None
+    tokenizer = load_tokenizer(folder=folder, offline=offline, cache=cache)
+    if tokenizer.n_vocab != config.n_vocab:
+        raise ValueError(f"{spec}: its {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but "
+                         f"config.json says n_vocab={config.n_vocab}")
+    name = demo.demo_name(path) or spec
+    logger.info("loaded model %s (%s, %d px) on %s in %s in %.1f s", name, config.kind,
                 config.image_size, device, precision, time.perf_counter() - start)
-    return LoadedModel(name=spec, network=network, tokenizer=tokenizer)
+    return LoadedModel(name=name, network=network, tokenizer=tokenizer)

@@ -1,0 +1,27 @@
+"""The shipped demo models: a 64 px base and a 256 px upsampler trained on synthetic shapes.
+
+They are ordinary model folders (config.json, model.safetensors, tokenizer.json) inside the
+package, so they load with no network. See README.md beside this file for the model card.
+This module only names the folders; it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEMO_DIR", "DEMO_MODELS", "demo_name"]
+
+DEMO_DIR = Path(__file__).resolve().parent
+DEMO_MODELS: dict[str, Path] = {
+    "demo-base": DEMO_DIR / "base",
+    "demo-upsample": DEMO_DIR / "upsample",
+}
+
+
+def demo_name(path: str | Path) -> str | None:
+    """"demo-base" or "demo-upsample" when `path` is that shipped folder, else None."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None
+    return next((name for name, folder in DEMO_MODELS.items() if folder == resolved), None)

@@ -1,0 +1,51 @@
+"""Training settings: one frozen dataclass, its defaults in one place (no torch import: the CLI reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SAVE_DTYPES = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults suit fine-tuning; the demo's settings are in glide_api/demo/README.md."""
+
+    steps: int = 1000  # total optimiser steps of the run (a resumed run continues to this)
+    batch_size: int = 8
+    lr: float = 1e-4
+    warmup_steps: int = 0  # linear warm-up of the learning rate
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    ema_rate: float = 0.9999  # reached gradually: decay_n = min(rate, (1 + n) / (10 + n))
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    caption_dropout: float = 0.2  # share of captions replaced by "" (classifier-free guidance)
+    vb_lambda: float = 0.001  # improved DDPM's λ
+    offset_noise: float = 0.0  # std of a per-image, per-channel constant added to the noise (0: off)
+    crop_min: float = 0.9  # random square crops of crop_min..1 of the short side
+    flip: bool = False  # horizontal flips (off: captions may say left or right)
+    patch_size: int | None = None  # upsamplers: train on random patches of this size
+    seed: int = 0
+    save_every: int = 500
+    sample_every: int = 500  # 0: no preview grids
+    sample_count: int = 8
+    sample_steps: str = "50"  # respacing of the preview sampler
+    guidance_scale: float = 3.0  # of the base previews
+    save_dtype: str = "fp32"  # of model.safetensors (training-state.pt is always float32)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "sample_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer (got {value!r})")
+        for name in ("warmup_steps", "save_every", "sample_every", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: must be a non-negative integer (got {value!r})")
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be positive (got {self.lr})")
+        if not 0.0 <= self.ema_rate < 1.0:
+            raise ValueError(f"ema_rate: must be in [0, 1) (got {self.ema_rate})")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.vb_lambda < 0 or self.offset_noise < 0:
+            raise ValueError("weight_decay, grad_clip, vb_lambda and offset_noise must be non-negative")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise ValueError(f"save_dtype: must be one of {', '.join(SAVE_DTYPES)} (got {self.save_dtype!r})")

@@ -1,0 +1,389 @@
+"""Training and fine-tuning GLIDE models: the step, EMA, checkpoints with exact resume, previews.
+
+A run lives in one output folder, which is at every checkpoint a loadable model folder:
+
+    config.json, model.safetensors   the EMA weights (what samples best), in `save_dtype`
+    tokenizer.json | encoder.json…   the model's tokenizer (bytes, or the GPT-2 files)
+    training-state.pt                raw weights, EMA (float32), AdamW state, step, history, settings
+    loss.csv, loss.png               the loss per step and its curve
+    samples/step-NNNNNNN.png         preview grids sampled from the EMA weights
+
+Randomness never comes from global state: batch `step`'s data (see `data`), its timesteps and noise
+come from generators seeded by (seed, step), and dropout runs under a forked RNG seeded the same
+way. So the step number *is* the random state, and resuming from a checkpoint continues exactly as
+the uninterrupted run would have (on CPU, bit for bit).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..diffusion.samplers import SeededNoise, sample, sample_to_end
+from ..diffusion.schedule import Schedule, q_sample
+from ..models.glide import GlideUNet, autocast, create_model
+from ..models.hub import resolve_model, save_model_folder
+from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
+from ..pipeline import images
+from ..pipeline.loading import LoadedModel, resolve_device
+from .data import Batch, ImageCaptionData, find_examples
+from .losses import hybrid_loss
+from .plots import grid, loss_curve
+from .presets import model_config
+from .settings import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "training-state.pt"
+STATE_FORMAT = 1
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimiser step reports; `saved`/`samples` say what was written after it."""
+
+    step: int  # steps done, 1-based
+    total: int
+    loss: float
+    mse: float
+    vb: float
+    lr: float
+    grad_norm: float
+    seconds: float
+    saved: Path | None = None
+    samples: Path | None = None
+
+
+@dataclass
+class History:
+    """The per-step losses of a run (kept across resumes)."""
+
+    rows: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, loss, mse, vb
+
+    def write(self, folder: Path) -> None:
+        with open(folder / "loss.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "loss", "mse", "vb"])
+            writer.writerows((s, f"{a:.6g}", f"{b:.6g}", f"{c:.6g}") for s, a, b, c in self.rows)
+        if len(self.rows) >= 2:
+            loss_curve([r[0] for r in self.rows], [r[1] for r in self.rows]).save(folder / "loss.png")
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed for everything random in one step."""
+    state = np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> 1)
+
+
+class Trainer:
+    """Trains one GLIDE network (base or upsampler) on an `ImageCaptionData`.
+
+    Build it with `Trainer.create` (a new run) or `Trainer.resume` (continue a run's folder), then
+    iterate `fit()`, which yields a `StepResult` after every step and saves/samples on schedule.
+    """
+
+    def __init__(self, *, model: GlideUNet, tokenizer: Tokenizer, data: ImageCaptionData,
+                 config: TrainConfig, out: str | Path, device: str | torch.device = "auto",
+                 precision: str = "auto", data_dir: str | Path | None = None,
+                 init: str | None = None) -> None:
+        if tokenizer.n_vocab != model.config.n_vocab:
+            raise ValueError(f"the {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but the "
+                             f"model's n_vocab is {model.config.n_vocab}")
+        if precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision: must be one of {', '.join(TRAIN_PRECISIONS)} (got {precision!r})")
+        self.device = resolve_device(device)
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.config, self.out, self.data, self.tokenizer = config, Path(out), data, tokenizer
+        self.data_dir, self.init = (str(data_dir) if data_dir is not None else None), init
+        self.model = model.float().to(self.device).train()
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        c = model.config
+        self.schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
+        self.step = 0
+        self.history = History()
+
+    # ---- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, *, data_dir: str | Path, out: str | Path, config: TrainConfig,
+               init: str | None = None, model: str | None = None, tokenizer: str | None = None,
+               device: str | torch.device = "auto", precision: str = "auto", offline: bool = False,
+               cache: str | Path | None = None) -> Trainer:
+        """A new run: fine-tune `init` (an official name or a model folder) or train `model` from
+        scratch (a preset such as demo-base, or a JSON file of model options).
+
+        The tokenizer is the initial model's own; from scratch it is `tokenizer` ("bytes" or
+        "gpt2"; default: bytes when the config's n_vocab is 257, else gpt2).
+        """
+        if (init is None) == (model is None):
+            raise ValueError("give exactly one of init (a model to fine-tune) and model (a config to "
+                             "train from scratch)")
+        if init is not None:
+            from .. import demo
+
+            path = str(demo.DEMO_MODELS.get(init, init))
+            options, state_dict = resolve_model(path, offline=offline, cache=cache)
+            network = create_model(options, state_dict)
+            folder = Path(path) if Path(path).is_dir() else None
+            tok = load_tokenizer(folder=folder, offline=offline, cache=cache)
+        else:
+            options = model_config(model)
+            with torch.random.fork_rng(devices=[]):  # the initial weights follow from the seed too
+                torch.manual_seed(config.seed)
+                network = create_model(options)
+            quiet_text_projection(network)
+            kind = tokenizer or ("bytes" if options.n_vocab == ByteTokenizer().n_vocab else "gpt2")
+            tok = ByteTokenizer() if kind == "bytes" else load_tokenizer(offline=offline, cache=cache)
+        data = cls._data(data_dir, network, config)
+        return cls(model=network, tokenizer=tok, data=data, config=config, out=out, device=device,
+                   precision=precision, data_dir=data_dir, init=init or model)
+
+    @classmethod
+    def resume(cls, out: str | Path, *, steps: int | None = None, data_dir: str | Path | None = None,
+               device: str | torch.device = "auto", precision: str = "auto",
+               **changes: Any) -> Trainer:
+        """Continue the run saved in `out` (to `steps` total, if given) exactly where it stopped.
+
+        `changes` may alter settings that do not affect the maths (save_every, sample_every, …).
+        """
+        out = Path(out)
+        path = out / STATE_FILE
+        if not path.is_file():
+            raise ValueError(f"resume: {path} not found; nothing to resume")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"resume: {path} has an unknown format {state.get('format')!r}")
+        config = TrainConfig(**{**state["train_config"], **changes,
+                                **({"steps": steps} if steps is not None else {})})
+        network = create_model(state["model_config"], state["model"])
+        tokenizer = load_tokenizer(folder=out, offline=True)
+        data_dir = data_dir or state["data_dir"]
+        data = cls._data(data_dir, network, config)
+        if len(data) != state["examples"]:
+            logger.warning("the data folder now has %d examples (the run started with %d): the data "
+                           "order differs from an uninterrupted run", len(data), state["examples"])
+        trainer = cls(model=network, tokenizer=tokenizer, data=data, config=config, out=out, device=device,
+                      precision=precision, data_dir=data_dir, init=state.get("init"))
+        trainer.ema.load_state_dict(state["ema"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.step = int(state["step"])
+        trainer.history = History([tuple(r) for r in state["history"]])
+        return trainer
+
+    @staticmethod
+    def _data(data_dir: str | Path, network: GlideUNet, config: TrainConfig) -> ImageCaptionData:
+        c = network.config
+        return ImageCaptionData(find_examples(data_dir), image_size=c.image_size, super_res=c.super_res,
+                                patch_size=config.patch_size, crop_min=config.crop_min, flip=config.flip,
+                                caption_dropout=config.caption_dropout, seed=config.seed)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """The rate for 0-based step `step`: linear warm-up, then constant."""
+        warmup = self.config.warmup_steps
+        return self.config.lr * (min(1.0, (step + 1) / warmup) if warmup else 1.0)
+
+    def train_step(self) -> StepResult:
+        """One optimiser step on batch `self.step`; updates the EMA."""
+        start = time.perf_counter()
+        cfg, c, dev = self.config, self.model.config, self.device
+        batch = self.data.batch(self.step, cfg.batch_size)
+        seed = step_seed(cfg.seed, self.step)
+        generator = torch.Generator().manual_seed(seed)
+        t = torch.randint(0, c.diffusion_steps, (cfg.batch_size,), generator=generator)
+        noise = torch.randn(batch.images.shape, generator=generator)
+        if cfg.offset_noise:
+            # "Offset noise": a flat per-channel shift is part of the noise too, so the model learns to
+            # take an image's overall colour from its conditioning rather than trust x_t's mean.
+            b, ch = noise.shape[:2]
+            noise = noise + cfg.offset_noise * torch.randn(b, ch, 1, 1, generator=generator)
+        tokens, mask = self.tokenizer.batch(batch.captions, c.text_ctx)
+        x0, t, noise = batch.images.to(dev), t.to(dev), noise.to(dev)
+        x_t = q_sample(self.schedule, x0, t, noise)
+        extra = {"low_res": batch.low_res.to(dev)} if batch.low_res is not None else {}
+
+        lr = self.learning_rate(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        devices = []
+        if dev.type == "cuda":
+            devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+        with torch.random.fork_rng(devices=devices):  # dropout, seeded per step
+            torch.manual_seed(seed)
+            with autocast(self.precision, dev):
+                out = self.model(x_t, t, tokens.to(dev), mask.to(dev), **extra)
+            terms = hybrid_loss(self.schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
+                                vb_lambda=cfg.vb_lambda)
+            loss = terms.loss.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if cfg.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.model.parameters()
+                                                         if p.grad is not None]))
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+        result = StepResult(step=self.step, total=cfg.steps, loss=loss.item(), mse=terms.mse.mean().item(),
+                            vb=terms.vb.mean().item(), lr=lr, grad_norm=float(norm),
+                            seconds=time.perf_counter() - start)
+        self.history.rows.append((result.step, result.loss, result.mse, result.vb))
+        return result
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.ema_rate, (1 + self.step) / (10 + self.step))
+        for target, source in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            target.lerp_(source, 1.0 - decay)
+        for target, source in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            target.copy_(source)
+
+    def fit(self) -> Iterator[StepResult]:
+        """Train to `config.steps`, yielding after every step; checkpoints every `save_every` steps
+        and at the end, preview grids every `sample_every` steps and at the end."""
+        cfg = self.config
+        while self.step < cfg.steps:
+            result = self.train_step()
+            last = self.step == cfg.steps
+            saved = samples = None
+            if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
+                samples = self.write_samples()
+            if last or (cfg.save_every and self.step % cfg.save_every == 0):
+                saved = self.save()
+            yield dataclasses.replace(result, saved=saved, samples=samples)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write the output folder: the EMA model folder, the training state, the loss curve."""
+        out = self.out
+        out.mkdir(parents=True, exist_ok=True)
+        dtype = TORCH_DTYPES[self.config.save_dtype]
+        ema = {k: v.detach().to("cpu", dtype) for k, v in self.ema.state_dict().items()}
+        save_model_folder(out, config=self.model.config, state_dict=ema)
+        self.tokenizer.save(out)
+        state = {
+            "format": STATE_FORMAT,
+            "step": self.step,
+            "model": _cpu(self.model.state_dict()),
+            "ema": _cpu(self.ema.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+            "model_config": self.model.config.to_options(),
+            "train_config": dataclasses.asdict(self.config),
+            "data_dir": self.data_dir,
+            "examples": len(self.data),
+            "init": self.init,
+            "history": [list(r) for r in self.history.rows],
+            # All randomness derives from (seed, step): these two are the whole RNG state.
+            "rng": {"seed": self.config.seed, "step": self.step},
+        }
+        tmp = out / f".{STATE_FILE}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, out / STATE_FILE)
+        self.history.write(out)
+        logger.info("saved step %d to %s", self.step, out)
+        return out
+
+    # ---- previews -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def write_samples(self) -> Path:
+        """Sample the EMA model and write samples/step-NNNNNNN.png (and its prompts as .txt)."""
+        folder = self.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        fixed = self.data.fixed(min(self.config.sample_count, len(self.data)))
+        if self.model.config.super_res:
+            rows = self._upsampler_rows(fixed)
+        else:
+            rows = [self._base_samples(fixed.captions)]
+        path = folder / f"step-{self.step:07d}.png"
+        grid(rows).save(path)
+        path.with_suffix(".txt").write_text("\n".join(fixed.captions) + "\n", encoding="utf-8")
+        return path
+
+    def _base_samples(self, prompts: list[str]) -> list[Image.Image]:
+        from ..pipeline.outputs import PipelineOutput
+        from ..pipeline.params import BatchSettings, Sample
+        from ..pipeline.text2im import GlidePipeline
+
+        c = self.ema.config
+        loaded = LoadedModel(name="ema", network=self.ema, tokenizer=self.tokenizer)
+        pipeline = GlidePipeline(base=loaded, device=self.device, precision=self.precision,
+                                 batch_invariant=False)
+        settings = BatchSettings(size=c.image_size, base_respacing=self.config.sample_steps,
+                                 diffusion_steps=c.diffusion_steps)
+        samples = [Sample(prompt=p, seed=i, guidance_scale=self.config.guidance_scale)
+                   for i, p in enumerate(prompts)]
+        output = next(e for e in pipeline.stream(settings, samples) if isinstance(e, PipelineOutput))
+        return [g.image for g in output.images]
+
+    def _upsampler_rows(self, fixed: Batch) -> list[list[Image.Image]]:
+        """Rows: the low-res input (nearest-neighbour enlarged), the sample, the original."""
+        c = self.ema.config
+        assert fixed.low_res is not None
+        tokens, mask = self.tokenizer.batch(fixed.captions, c.text_ctx)
+        low = fixed.low_res.to(self.device)
+        with autocast(self.precision, self.device):
+            text = self.ema.encode_text(tokens.to(self.device), mask.to(self.device))
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with autocast(self.precision, self.device):
+                return self.ema(x, t, text=text, low_res=low)
+
+        schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps,
+                            respacing=self.config.sample_steps)
+        noise = SeededNoise(range(len(fixed.captions)), device=self.device)
+        x = sample_to_end(sample(model_fn, schedule, noise(torch.Size([len(low), 3, c.image_size,
+                                                                      c.image_size])),
+                                 noise=noise, sampler="ddim"))
+        size = (c.image_size, c.image_size)
+        inputs = [im.resize(size, Image.Resampling.NEAREST) for im in images.to_pil(fixed.low_res)]
+        return [inputs, images.to_pil(x), images.to_pil(fixed.images)]
+
+
+def quiet_text_projection(network: GlideUNet) -> None:
+    """Zero `transformer_proj`, the text's entry into the timestep embedding, for training from scratch.
+
+    With GLIDE's default initialisation the untrained text encoder adds a random, prompt-dependent
+    vector to every ResBlock's embedding. Early on that only disturbs denoising, so training learns
+    to make the pooled text vector the same for every prompt (measured: prompts differ by 19% at
+    initialisation and by 1% after 200 steps), and the text pathway then takes far longer to
+    become useful. Starting the projection at zero (as GLIDE starts its residual branches) adds
+    nothing at first, and its gradient grows it only along directions that help.
+    """
+    with torch.no_grad():
+        network.transformer_proj.weight.zero_()
+        network.transformer_proj.bias.zero_()
+
+
+def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+
+
+def describe_run(trainer: Trainer) -> str:
+    """One line about a run, for the command line."""
+    c = trainer.model.config
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return (f"{c.kind} {c.image_size} px, {params / 1e6:.2f}M parameters, {trainer.tokenizer.kind} tokens, "
+            f"{len(trainer.data)} examples, batch {trainer.config.batch_size}, on {trainer.device} "
+            f"({trainer.precision}), step {trainer.step} of {trainer.config.steps}")
