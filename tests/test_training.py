@@ -163,6 +163,29 @@ def test_from_scratch_the_text_enters_the_embedding_through_a_zeroed_projection(
     torch.testing.assert_close(tuned.model.token_embedding.weight, trainer.ema.token_embedding.weight)
 
 
+def test_a_frozen_text_encoder_stays_put_while_the_rest_learns(shapes, configs, tmp_path) -> None:
+    trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]), device="cpu",
+                             config=settings(steps=4, text_lr_scale=0.0))  # zero-init layers wake in turn
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    list(trainer.fit())
+    after = trainer.model.state_dict()
+    assert torch.equal(before["token_embedding.weight"], after["token_embedding.weight"])
+    assert torch.equal(before["transformer.resblocks.0.mlp.c_fc.weight"],
+                       after["transformer.resblocks.0.mlp.c_fc.weight"])
+    assert not torch.equal(before["transformer_proj.weight"], after["transformer_proj.weight"])
+    assert not torch.equal(before["out.2.weight"], after["out.2.weight"])
+
+
+def test_a_base_model_can_train_at_a_lower_resolution_first(shapes, configs, tmp_path) -> None:
+    trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]), device="cpu",
+                             config=settings(steps=1, train_size=16))
+    assert trainer.data.batch(0, 2).images.shape == (2, 3, 16, 16)
+    list(trainer.fit())
+    with pytest.raises(ValueError, match="train_size"):
+        Trainer.create(data_dir=shapes, out=tmp_path / "up", model=str(configs["upsample"]), device="cpu",
+                       config=settings(steps=1, train_size=16))
+
+
 def test_loss_goes_down_over_a_few_dozen_steps(shapes, configs, tmp_path) -> None:
     trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]),
                              config=settings(steps=40, batch_size=8, crop_min=1.0, flip=False),
@@ -196,6 +219,28 @@ def test_resuming_reproduces_an_uninterrupted_run_bit_for_bit(shapes, configs, t
     sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert all(torch.equal(sa[k]["exp_avg_sq"], sb[k]["exp_avg_sq"]) for k in sa)
     assert [r[1] for r in straight.history.rows] == [r[1] for r in resumed.history.rows]
+
+
+def test_a_run_saved_with_a_single_optimizer_group_resumes_bit_for_bit(shapes, configs, tmp_path) -> None:
+    straight = _train(shapes, configs, tmp_path / "straight", steps=4)
+    split = _train(shapes, configs, tmp_path / "split", steps=2)
+    # Rewrite the saved AdamW state as trainers before the text encoder's own group saved it: one
+    # group, its parameters indexed in model order.
+    path = tmp_path / "split" / "training-state.pt"
+    state = torch.load(path, weights_only=True)
+    grouped = [p for group in split.optimizer.param_groups for p in group["params"]]
+    index = {id(p): i for i, p in enumerate(grouped)}
+    saved = state["optimizer"]
+    hyper = {k: v for k, v in saved["param_groups"][0].items() if k not in ("params", "lr_scale")}
+    order = [index[id(p)] for p in split.model.parameters()]
+    state["optimizer"] = {"state": {old: saved["state"][new] for old, new in enumerate(order)},
+                          "param_groups": [{**hyper, "params": list(range(len(order)))}]}
+    torch.save(state, path)
+
+    resumed = _train(shapes, configs, tmp_path / "split", steps=4, resume=True)
+    for (name, x), y in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(x, y), name
 
 
 def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_path) -> None:

@@ -16,6 +16,7 @@ class TrainConfig:
     lr: float = 1e-4
     warmup_steps: int = 0  # linear warm-up of the learning rate
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    text_lr_scale: float = 1.0  # the text encoder's learning rate, as a multiple of lr
     ema_rate: float = 0.9999  # reached gradually: decay_n = min(rate, (1 + n) / (10 + n))
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     caption_dropout: float = 0.2  # share of captions replaced by "" (classifier-free guidance)
@@ -24,6 +25,7 @@ class TrainConfig:
     crop_min: float = 0.9  # random square crops of crop_min..1 of the short side
     flip: bool = False  # horizontal flips (off: captions may say left or right)
     patch_size: int | None = None  # upsamplers: train on random patches of this size
+    train_size: int | None = None  # base models: train on images of this size (default: the model's)
     seed: int = 0
     save_every: int = 500
     sample_every: int = 500  # 0: no preview grids
@@ -33,7 +35,7 @@ class TrainConfig:
     save_dtype: str = "fp32"  # of model.safetensors (training-state.pt is always float32)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "sample_count"):
+        for name in ("steps", "batch_size", "sample_count", *(("train_size",) if self.train_size else ())):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer (got {value!r})")
@@ -41,6 +43,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}: must be a non-negative integer (got {value!r})")
+        if not self.text_lr_scale >= 0:
+            raise ValueError(f"text_lr_scale: must be non-negative (got {self.text_lr_scale})")
         if not self.lr > 0:
             raise ValueError(f"lr: must be positive (got {self.lr})")
         if not 0.0 <= self.ema_rate < 1.0:

@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "training-state.pt"
 STATE_FORMAT = 1
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+# The text encoder's parameters (top-level names); transformer_proj, its link to the U-Net, is not one.
+TEXT_ENCODER = ("token_embedding", "positional_embedding", "padding_embedding", "transformer", "final_ln")
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
@@ -113,8 +115,12 @@ class Trainer:
         self.data_dir, self.init = (str(data_dir) if data_dir is not None else None), init
         self.model = model.float().to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        text, rest = [], []
+        for name, parameter in self.model.named_parameters():
+            (text if name.split(".")[0] in TEXT_ENCODER else rest).append(parameter)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": rest, "lr_scale": 1.0}, {"params": text, "lr_scale": config.text_lr_scale}],
+            lr=config.lr, weight_decay=config.weight_decay)
         c = model.config
         self.schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
         self.step = 0
@@ -183,7 +189,10 @@ class Trainer:
         trainer = cls(model=network, tokenizer=tokenizer, data=data, config=config, out=out, device=device,
                       precision=precision, data_dir=data_dir, init=state.get("init"))
         trainer.ema.load_state_dict(state["ema"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
+        saved = state["optimizer"]
+        if len(saved["param_groups"]) == 1:  # saved before the text encoder had its own group
+            saved = _split_optimizer_state(saved, trainer.optimizer, trainer.model)
+        trainer.optimizer.load_state_dict(saved)
         trainer.step = int(state["step"])
         trainer.history = History([tuple(r) for r in state["history"]])
         return trainer
@@ -191,7 +200,16 @@ class Trainer:
     @staticmethod
     def _data(data_dir: str | Path, network: GlideUNet, config: TrainConfig) -> ImageCaptionData:
         c = network.config
-        return ImageCaptionData(find_examples(data_dir), image_size=c.image_size, super_res=c.super_res,
+        size = c.image_size
+        if config.train_size is not None:
+            # The U-Net is convolutional: a base model can learn at a lower resolution first (4x
+            # cheaper at half size), then be fine-tuned at its own. Every level must stay even.
+            step = 2 ** (len(c.channel_mults) - 1)
+            if c.super_res or config.train_size % step:
+                raise ValueError(f"train_size: base models only, and a multiple of {step} for this "
+                                 f"model (got {config.train_size}); upsamplers use patch_size")
+            size = config.train_size
+        return ImageCaptionData(find_examples(data_dir), image_size=size, super_res=c.super_res,
                                 patch_size=config.patch_size, crop_min=config.crop_min, flip=config.flip,
                                 caption_dropout=config.caption_dropout, seed=config.seed)
 
@@ -223,7 +241,7 @@ class Trainer:
 
         lr = self.learning_rate(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         devices = []
         if dev.type == "cuda":
             devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
@@ -374,6 +392,22 @@ def quiet_text_projection(network: GlideUNet) -> None:
     with torch.no_grad():
         network.transformer_proj.weight.zero_()
         network.transformer_proj.bias.zero_()
+
+
+def _split_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer,
+                           model: torch.nn.Module) -> dict[str, Any]:
+    """A one-group AdamW state, from before the text encoder had its own group, in today's groups.
+
+    Optimizer states index parameters by position: in the old state, the order of
+    `model.parameters()`; in today's, their order across the groups.
+    """
+    position = {id(p): i for i, p in enumerate(model.parameters())}
+    old_index = [position[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    (old_group,) = saved["param_groups"]
+    groups = [{**old_group, "lr_scale": group["lr_scale"], "params": group["params"]}
+              for group in optimizer.state_dict()["param_groups"]]
+    moments = {new: saved["state"][old] for new, old in enumerate(old_index) if old in saved["state"]}
+    return {"state": moments, "param_groups": groups}
 
 
 def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
