@@ -140,6 +140,18 @@ def test_generate_moves_the_progress_bar_and_adds_a_downloadable_png(page, ui_ur
     expect(page.locator("#gen-seed")).to_have_value("1234")
 
 
+def test_the_line_under_the_header_names_the_active_models_and_their_limits(page, ui_url,
+                                                                             small_pipeline) -> None:
+    open_ready(page, ui_url)
+    line = page.locator("#active-model")
+    expect(line).to_be_visible()
+    expect(line).to_contain_text(f"Model: {small_pipeline.base.name} + {small_pipeline.upsample.name}")
+    sizes = ", ".join(str(s) for s in small_pipeline.sizes("text2im"))
+    expect(line).to_contain_text(f"{sizes} px")
+    expect(line).to_contain_text(f"up to {ServiceConfig().max_batch_size} images per job")
+    expect(line).to_contain_text(f"reads the first {small_pipeline.base.config.text_ctx} tokens")
+
+
 def test_cancel_stops_a_running_job(page, ui_url) -> None:
     open_ready(page, ui_url)
     page.fill("#gen-prompt", "a very long job")
@@ -275,4 +287,5 @@ def test_missing_models_show_the_files_and_the_command_and_block_generate(page, 
         expect(page.locator("#ready-missing-list li")).not_to_have_count(0)
         expect(page.locator("#ready-command")).to_contain_text("glide-api download")
         expect(page.locator("#gen-submit")).to_be_disabled()
+        expect(page.locator("#active-model")).to_be_hidden()
         screenshot(page, "models-missing")

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 
+from .. import demo
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, create_model
 from ..models.hub import resolve_model
@@ -39,7 +40,8 @@ class LoadedModel:
                 "parameters": sum(p.numel() for p in self.network.parameters()),
                 "text_ctx": c.text_ctx, "noise_schedule": c.noise_schedule,
                 "tokenizer": self.tokenizer.kind, "n_vocab": c.n_vocab,
-                "dtype": str(self.network.dtype).removeprefix("torch.")}
+                "dtype": str(self.network.dtype).removeprefix("torch."),
+                **({"about": demo.DEMO_ABOUT} if self.name in demo.DEMO_MODELS else {})}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -77,8 +79,6 @@ def load_model(spec: str, *, device: torch.device, precision: str, offline: bool
     when given as their folder. A folder's own tokenizer (tokenizer.json, or the GPT-2 files) is
     used when it has one; its vocabulary must match the config's ``n_vocab``.
     """
-    from .. import demo
-
     start = time.perf_counter()
     path = demo.DEMO_MODELS.get(spec, spec)
     config, state_dict = resolve_model(str(path), offline=offline, cache=cache)

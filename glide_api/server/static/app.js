@@ -8,7 +8,7 @@ import { normalizeJob } from "./jobs.js";
 import { MaskEditor } from "./mask.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { ready: false, settings: null };
+const state = { ready: false, settings: null, models: null };
 
 // ---- messages -----------------------------------------------------------------------------------
 
@@ -174,6 +174,7 @@ function bytes(n) {
 
 async function loadModels() {
   const info = await getJSON("/v1/models");
+  state.models = info;
   facts($("models-facts"), [["Ready", info.ready ? "yes" : "no"], ["Device", info.device],
     ["Precision", info.precision]]);
   const rows = Object.entries(info.models ?? {}).map(([role, model]) => {
@@ -198,6 +199,29 @@ async function loadModels() {
     rows.push(tr);
   }
   $("models-table").tBodies[0].replaceChildren(...rows);
+}
+
+// The line under the header: which models answer, what they make and what a job may ask for.
+function showActiveModel() {
+  const line = $("active-model");
+  const models = state.models?.ready ? state.models.models ?? {} : {};
+  const text2im = [models.base, models.upsample].filter(Boolean);
+  if (!text2im.length) {
+    line.hidden = true;
+    return;
+  }
+  const name = document.createElement("strong");
+  name.textContent = text2im.map((m) => m.name).join(" + ");
+  const sizes = state.settings?.sizes?.text2im ?? [];
+  const l = state.settings?.limits ?? {};
+  const base = text2im[0];
+  const facts = [sizes.length && `${sizes.join(", ")} px`,
+    base.text_ctx && `reads the first ${base.text_ctx} ${base.tokenizer === "bytes" ? "bytes" : "tokens"} of a prompt`,
+    l.max_prompt_chars && `prompts up to ${l.max_prompt_chars} characters`,
+    l.max_batch_size && `up to ${l.max_batch_size} images per job`].filter(Boolean);
+  const about = Object.values(models).map((m) => m.about).find(Boolean);
+  line.replaceChildren("Model: ", name, ` · ${facts.join(" · ")}`, ...(about ? [document.createElement("br"), about] : []));
+  line.hidden = false;
 }
 
 function showSettings(settings) {
@@ -348,6 +372,7 @@ function main() {
 
   async function refresh() {
     const results = await Promise.allSettled([reloadSettings(), loadModels()]);
+    showActiveModel();
     const failed = results.find((r) => r.status === "rejected");
     if (!failed) return;
     if (!state.settings) {
