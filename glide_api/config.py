@@ -31,8 +31,8 @@ def model_choice(model: str, specs: Mapping[str, str | None]) -> dict[str, str |
     from .demo import DEMO_MODELS
 
     if not all((folder / "config.json").is_file() for folder in DEMO_MODELS.values()):
-        raise ValueError("model: the demo models are not part of this installation yet; train a model "
-                         "with `glide-api train` (docs/training.md) and pass its folder as --base")
+        raise ValueError(f"model: the demo models are missing from this installation (expected in "
+                         f"{DEMO_MODELS['demo-base'].parent}); reinstall glide-api")
     demo = {"base": str(DEMO_MODELS["demo-base"]), "upsample": str(DEMO_MODELS["demo-upsample"]),
             "base_inpaint": "none", "upsample_inpaint": "none"}
     return {role: demo[role] if spec == _OFFICIAL_SPECS[role] else spec for role, spec in specs.items()}

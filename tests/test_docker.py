@@ -389,7 +389,8 @@ def test_the_build_context_alone_builds_a_complete_package(tmp_path) -> None:
 
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "glide_api" / "server").rglob("*")
+    expected = {p.relative_to(ROOT).as_posix() for folder in ("server", "demo")
+                for p in (ROOT / "glide_api" / folder).rglob("*")
                 if p.is_file() and p.parent.name != "__pycache__" and p.suffix != ".pyc"}
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert any(n.endswith("/licenses/LICENSE") for n in names), "the licence travels with the package"
