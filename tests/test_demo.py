@@ -142,7 +142,7 @@ def test_glide_api_serve_model_demo_fetches_nothing_and_generates(tmp_path) -> N
                "--device", "cpu"]
     with started(command, port, env) as url:
         models = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
-        assert "circle" in models["base"]["about"]
+        assert models["base"]["example_prompt"] in models["base"]["about"]
         r = requests.post(f"{url}/v1/generations", json={"prompt": "a red circle on a blue background",
                                                           "size": 64, "steps": "ddim16", "sampler": "ddim",
                                                           "seed": 3}, timeout=120)

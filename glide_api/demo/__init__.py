@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEMO_ABOUT", "DEMO_DIR", "DEMO_MODELS", "demo_name"]
+__all__ = ["DEMO_ABOUT", "DEMO_DIR", "DEMO_EXAMPLE", "DEMO_MODELS", "demo_name"]
 
 DEMO_DIR = Path(__file__).resolve().parent
 DEMO_MODELS: dict[str, Path] = {
@@ -17,9 +17,10 @@ DEMO_MODELS: dict[str, Path] = {
     "demo-upsample": DEMO_DIR / "upsample",
 }
 # What a user of the demo should know before typing a prompt (shown by /v1/models and the UI).
+DEMO_EXAMPLE = "a red circle on a blue background"
 DEMO_ABOUT = ("A small demo trained only on synthetic pictures of one shape (circle, square, triangle or "
               "cross) in one colour (red, green, blue, yellow, white or black) on a plain background of "
-              "another, e.g. \"a red circle on a blue background\". Other words mean nothing to it.")
+              "another, e.g. \"" + DEMO_EXAMPLE + "\". Other words mean nothing to it.")
 
 
 def demo_name(path: str | Path) -> str | None:

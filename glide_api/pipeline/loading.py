@@ -41,7 +41,8 @@ class LoadedModel:
                 "text_ctx": c.text_ctx, "noise_schedule": c.noise_schedule,
                 "tokenizer": self.tokenizer.kind, "n_vocab": c.n_vocab,
                 "dtype": str(self.network.dtype).removeprefix("torch."),
-                **({"about": demo.DEMO_ABOUT} if self.name in demo.DEMO_MODELS else {})}
+                **({"about": demo.DEMO_ABOUT, "example_prompt": demo.DEMO_EXAMPLE}
+                   if self.name in demo.DEMO_MODELS else {})}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

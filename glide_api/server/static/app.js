@@ -220,6 +220,7 @@ function showActiveModel() {
     l.max_prompt_chars && `prompts up to ${l.max_prompt_chars} characters`,
     l.max_batch_size && `up to ${l.max_batch_size} images per job`].filter(Boolean);
   const about = Object.values(models).map((m) => m.about).find(Boolean);
+  if (base.example_prompt) $("gen-prompt").placeholder = base.example_prompt;  // what this model can draw
   line.replaceChildren("Model: ", name, ` · ${facts.join(" · ")}`, ...(about ? [document.createElement("br"), about] : []));
   line.hidden = false;
 }
