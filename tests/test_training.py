@@ -92,6 +92,10 @@ def test_training_settings_are_checked_by_name() -> None:
         TrainConfig(offset_noise=-1)
     with pytest.raises(ValueError, match="save_dtype"):
         TrainConfig(save_dtype="int8")
+    with pytest.raises(ValueError, match="train_size"):
+        TrainConfig(train_size=0)
+    with pytest.raises(ValueError, match="text_lr_scale"):
+        TrainConfig(text_lr_scale=-1)
 
 
 def test_hybrid_loss_refuses_a_respaced_schedule() -> None:

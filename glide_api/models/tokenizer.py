@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,18 +34,18 @@ TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_TYPES = ("gpt2", "bytes")
 
 
-class Tokenizer:
-    """Prompt text -> padded token ids and mask. Subclasses define `encode`, `n_vocab` and `kind`."""
+class Tokenizer(ABC):
+    """Prompt text -> padded token ids and mask. Subclasses define `encode`, `n_vocab`, `save` and `kind`."""
 
     kind: str
     end_token: int
 
     @property
-    def n_vocab(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def n_vocab(self) -> int: ...
 
-    def encode(self, prompt: str) -> list[int]:
-        raise NotImplementedError
+    @abstractmethod
+    def encode(self, prompt: str) -> list[int]: ...
 
     def padded_tokens_and_mask(self, ids: Sequence[int], text_ctx: int) -> tuple[list[int], list[bool]]:
         """Truncate to `text_ctx`, pad with the end token; mask is True for real tokens."""
@@ -65,9 +66,9 @@ class Tokenizer:
         """How many tokens a prompt has before truncation (to warn about long prompts)."""
         return len(self.encode(prompt))
 
+    @abstractmethod
     def save(self, folder: str | Path) -> None:
         """Write the files that make `load_tokenizer(folder=folder)` return this tokenizer."""
-        raise NotImplementedError
 
     @staticmethod
     def _check_prompt(prompt: object) -> str:

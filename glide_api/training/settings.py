@@ -35,7 +35,8 @@ class TrainConfig:
     save_dtype: str = "fp32"  # of model.safetensors (training-state.pt is always float32)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "sample_count", *(("train_size",) if self.train_size else ())):
+        optional = ("train_size",) if self.train_size is not None else ()
+        for name in ("steps", "batch_size", "sample_count", *optional):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer (got {value!r})")
