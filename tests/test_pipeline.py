@@ -53,6 +53,22 @@ def test_large_sizes_reapply_the_upsampler_at_2x_per_doubling(small_pipeline) ->
     assert [s.label for s in stages] == ["base 32", "upsample 64", "upsample-2x 128", "upsample-2x 256"]
 
 
+def test_upsampling_given_pictures_follows_each_samples_seed_and_refuses_a_miscount(small_pipeline) -> None:
+    from glide_api.pipeline.text2im import GlidePipeline
+
+    low = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    settings = BatchSettings(size=64, **FAST)
+    samples = [Sample("a red cube", 1), Sample("a blue ball", 2)]
+    pictures = small_pipeline.upsample_images(low, samples, settings)
+    assert [p.size for p in pictures] == [(64, 64), (64, 64)]
+    alone = small_pipeline.upsample_images(low[1:], samples[1:], settings)
+    assert alone[0].tobytes() == pictures[1].tobytes()
+    with pytest.raises(ValueError, match="samples: one per low-res image"):
+        small_pipeline.upsample_images(low, samples[:1], settings)
+    with pytest.raises(ValueError, match="no upsampler is loaded"):
+        GlidePipeline(base=small_pipeline.base).upsample_images(low, samples, settings)
+
+
 def test_metadata_chunk_round_trips_and_reproduces_the_image(small_pipeline) -> None:
     request = GenerationRequest.create("a blue ball", size=64, seed=3, guidance_scale=4.0,
                                        upsample_temp=0.9, **FAST)

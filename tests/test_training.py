@@ -268,6 +268,17 @@ def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_
         assert torch.equal(value, ema[name]), name
 
 
+def test_an_upsampler_preview_shows_its_input_its_sample_and_the_original(shapes, configs, tmp_path) -> None:
+    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["upsample"]),
+                             device="cpu", config=settings(sample_count=2, sample_steps="2"))
+    sheet = Image.open(trainer.write_samples())
+    assert sheet.size == (2 * 32 + 2, 3 * 32 + 2 * 2)  # rows of two 32 px pictures, 2 px apart
+    fixed = trainer.data.fixed(2)
+    original = np.asarray(sheet)[68:100, :32].astype(float)
+    expected = (fixed.images[0].permute(1, 2, 0).numpy() + 1) * 127.5
+    assert np.abs(original - expected).max() <= 1
+
+
 def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, capsys) -> None:
     out = tmp_path / "run"
     common = ["--no-progress", "--device", "cpu", "--save-every", "2", "--sample-every", "0"]

@@ -39,7 +39,7 @@ from PIL import Image
 
 from .. import __version__
 from ..diffusion.guidance import classifier_free_guidance
-from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample
+from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
@@ -256,6 +256,19 @@ class GlidePipeline:
         yield PipelineOutput(images=outputs, chain=chain, stage_seconds=stage_seconds,
                              total_seconds=time.perf_counter() - start, peak_memory_bytes=peak,
                              models=names)
+
+    def upsample_images(self, low_res: torch.Tensor, samples: Sequence[Sample],
+                        settings: BatchSettings) -> list[Image.Image]:
+        """One upsampler pass over given low-res images (B x 3 x b x b in [-1, 1]) to its own size,
+        sample i with its prompt and seed: how a trainer previews an upsampler on its data."""
+        if self.upsample is None:
+            raise ValueError("upsample: no upsampler is loaded")
+        if low_res.shape[0] != len(samples):
+            raise ValueError(f"samples: one per low-res image ({low_res.shape[0]}), got {len(samples)}")
+        noise = SeededNoise([s.seed for s in samples], device=self.device)
+        steps = self._upsample_steps(self.upsample, settings, samples, noise, self.upsample.config.image_size,
+                                     low_res.to(self.device), None)
+        return images.to_pil(sample_to_end(steps))
 
     def _base_steps(self, loaded: LoadedModel, settings: BatchSettings, samples: Sequence[Sample],
                     noise: SeededNoise, inpaint: InpaintInputs | None) -> Iterator[SampleStep]:

@@ -31,13 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..diffusion.samplers import SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule, q_sample
 from ..models.glide import GlideUNet, autocast, create_model
 from ..models.hub import resolve_model, save_model_folder
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from ..pipeline import images
 from ..pipeline.loading import LoadedModel, resolve_device
+from ..pipeline.outputs import PipelineOutput
+from ..pipeline.params import BatchSettings, Sample
+from ..pipeline.text2im import GlidePipeline
 from .data import Batch, ImageCaptionData, find_examples
 from .losses import hybrid_loss
 from .plots import grid, loss_curve
@@ -339,44 +341,33 @@ class Trainer:
         path.with_suffix(".txt").write_text("\n".join(fixed.captions) + "\n", encoding="utf-8")
         return path
 
-    def _base_samples(self, prompts: list[str]) -> list[Image.Image]:
-        from ..pipeline.outputs import PipelineOutput
-        from ..pipeline.params import BatchSettings, Sample
-        from ..pipeline.text2im import GlidePipeline
-
-        c = self.ema.config
+    def _pipeline(self) -> GlidePipeline:
+        """The EMA model in a sampling pipeline, in the role its config says."""
         loaded = LoadedModel(name="ema", network=self.ema, tokenizer=self.tokenizer)
-        pipeline = GlidePipeline(base=loaded, device=self.device, precision=self.precision,
-                                 batch_invariant=False)
+        role = "upsample" if self.ema.config.super_res else "base"
+        return GlidePipeline(**{role: loaded}, device=self.device, precision=self.precision,
+                             batch_invariant=False)
+
+    def _base_samples(self, prompts: list[str]) -> list[Image.Image]:
+        c = self.ema.config
         settings = BatchSettings(size=c.image_size, base_respacing=self.config.sample_steps,
                                  diffusion_steps=c.diffusion_steps)
         samples = [Sample(prompt=p, seed=i, guidance_scale=self.config.guidance_scale)
                    for i, p in enumerate(prompts)]
-        output = next(e for e in pipeline.stream(settings, samples) if isinstance(e, PipelineOutput))
+        output = next(e for e in self._pipeline().stream(settings, samples) if isinstance(e, PipelineOutput))
         return [g.image for g in output.images]
 
     def _upsampler_rows(self, fixed: Batch) -> list[list[Image.Image]]:
         """Rows: the low-res input (nearest-neighbour enlarged), the sample, the original."""
         c = self.ema.config
         assert fixed.low_res is not None
-        tokens, mask = self.tokenizer.batch(fixed.captions, c.text_ctx)
-        low = fixed.low_res.to(self.device)
-        with autocast(self.precision, self.device):
-            text = self.ema.encode_text(tokens.to(self.device), mask.to(self.device))
-
-        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with autocast(self.precision, self.device):
-                return self.ema(x, t, text=text, low_res=low)
-
-        schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps,
-                            respacing=self.config.sample_steps)
-        noise = SeededNoise(range(len(fixed.captions)), device=self.device)
-        x = sample_to_end(sample(model_fn, schedule, noise(torch.Size([len(low), 3, c.image_size,
-                                                                      c.image_size])),
-                                 noise=noise, sampler="ddim"))
+        settings = BatchSettings(size=c.image_size, upsample_respacing=self.config.sample_steps,
+                                 upsample_sampler="ddim", diffusion_steps=c.diffusion_steps)
+        samples = [Sample(prompt=p, seed=i) for i, p in enumerate(fixed.captions)]
+        upsampled = self._pipeline().upsample_images(fixed.low_res, samples, settings)
         size = (c.image_size, c.image_size)
         inputs = [im.resize(size, Image.Resampling.NEAREST) for im in images.to_pil(fixed.low_res)]
-        return [inputs, images.to_pil(x), images.to_pil(fixed.images)]
+        return [inputs, upsampled, images.to_pil(fixed.images)]
 
 
 def quiet_text_projection(network: GlideUNet) -> None:
