@@ -247,6 +247,14 @@ def test_a_run_saved_with_a_single_optimizer_group_resumes_bit_for_bit(shapes, c
         assert torch.equal(x, y), name
 
 
+def test_bf16_training_runs_on_the_cpu_with_float32_master_weights(shapes, configs, tmp_path) -> None:
+    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["base"]), device="cpu",
+                             precision="bf16", config=settings(steps=2))
+    results = list(trainer.fit())
+    assert all(math.isfinite(r.loss) for r in results)
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+
+
 def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_path) -> None:
     trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["base"]), device="cpu",
                              config=settings(steps=2, sample_every=2, sample_count=2, sample_steps="2",
