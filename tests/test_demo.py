@@ -21,7 +21,7 @@ from PIL import Image
 from glide_api.demo import DEMO_DIR, DEMO_MODELS, demo_name
 from glide_api.pipeline.outputs import PipelineOutput
 from glide_api.pipeline.params import BatchSettings, Sample
-from glide_api.training.evaluate import CHANCE, score, targets
+from glide_api.training.evaluate import CHANCE, measure, targets
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 24
@@ -50,12 +50,7 @@ def run(pipeline, settings: BatchSettings, samples: list[Sample]) -> list[Image.
 @pytest.fixture(scope="module")
 def adherence(demo_pipeline):
     """Scores at guidance 3 and 0 for the same prompts and seeds (one sampling batch of 48)."""
-    wanted = targets(SAMPLES)
-    samples = [Sample(prompt=t.prompt, seed=i, guidance_scale=g)
-               for g in (3.0, 0.0) for i, t in enumerate(wanted)]
-    settings = BatchSettings(size=64, base_respacing=STEPS, base_sampler="ddim")
-    pictures = run(demo_pipeline, settings, samples)
-    return {3.0: score(pictures[:SAMPLES], wanted), 0.0: score(pictures[SAMPLES:], wanted)}
+    return measure(demo_pipeline, count=SAMPLES, first_seed=0, guidance_scales=(3.0, 0.0), respacing=STEPS)
 
 
 def test_the_demo_pair_is_a_64_px_base_and_a_256_px_upsampler_of_a_few_megabytes() -> None:
@@ -108,6 +103,30 @@ def test_the_upsampler_output_agrees_with_its_low_res_input(demo_pipeline) -> No
         own, other = error(large, low[i]), error(large, low[1 - i])
         assert own < UPSAMPLE_MAE_BOUND, f"mean abs error {own * 255:.1f}/255"
         assert own < other / 4, f"{own * 255:.1f}/255 from its input, {other * 255:.1f}/255 from another"
+
+
+def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_pictures(
+        tmp_path, capsys) -> None:
+    from glide_api.cli import main
+
+    sheet = tmp_path / "grid.png"
+    assert main(["evaluate", "--count", "6", "--guidance", "3", "0", "--steps", "ddim4", "--threads", "1",
+                 "--grid", str(sheet)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("guidance 3: colour ") and lines[0].endswith("over 6 samples")
+    assert lines[1].startswith("guidance 0: colour ") and "shape" in lines[1]
+    assert Image.open(sheet).size == (6 * 64 + 5 * 2, 2 * 64 + 2)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--count", "0"], "count: must be a positive number"),
+    (["demo-upsample"], "not a base model"),
+])
+def test_the_evaluate_command_refuses_what_it_cannot_score(argv, message, capsys) -> None:
+    from glide_api.cli import main
+
+    assert main(["evaluate", *argv]) == 1
+    assert message in capsys.readouterr().err
 
 
 def _offline_env(tmp_path: Path) -> dict[str, str]:

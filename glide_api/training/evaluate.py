@@ -3,16 +3,23 @@
 Prompts name a shape colour, a shape and a background colour; each sample is read back by the
 classifier and scored on each of the three. Chance levels for a model that ignores the prompt:
 1/6 for the shape colour and for the background (six colours), 1/4 for the shape.
+
+`measure` samples a base model the way the demo's model card and tests/test_demo.py do;
+`glide-api evaluate` runs it from the command line.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from .synthetic import COLOURS, SHAPES, Reading, classify
+
+if TYPE_CHECKING:
+    from ..pipeline.text2im import GlidePipeline
 
 CHANCE = {"colour": 1 / len(COLOURS), "background": 1 / len(COLOURS), "shape": 1 / len(SHAPES)}
 
@@ -36,6 +43,7 @@ class Adherence:
     background: float
     shape: float
     readings: tuple[Reading, ...]
+    images: tuple[Image.Image, ...] = ()  # the pictures scored, in order
 
     def __str__(self) -> str:
         return (f"colour {self.colour:.0%} (chance {CHANCE['colour']:.0%}), background "
@@ -63,4 +71,28 @@ def score(images: Sequence[Image.Image], wanted: Sequence[Target]) -> Adherence:
         raise ValueError("score needs one target per image")
     hits = {k: sum(getattr(r, k) == getattr(t, k) for r, t in zip(readings, wanted, strict=True)) / n
             for k in ("colour", "background", "shape")}
-    return Adherence(**hits, readings=readings)
+    return Adherence(**hits, readings=readings, images=tuple(images))
+
+
+def measure(pipeline: GlidePipeline, *, count: int = 48, first_seed: int = 1000,
+            guidance_scales: Sequence[float] = (3.0, 0.0),
+            respacing: str = "ddim16") -> dict[float, Adherence]:
+    """Score the pipeline's base model at its own size on `targets(count)`, prompt i with seed
+    `first_seed + i`, at each guidance scale (all in one batch). `respacing` "ddimN" samples by
+    DDIM in N steps; any other (e.g. "100") samples ancestrally."""
+    from ..pipeline.outputs import PipelineOutput
+    from ..pipeline.params import BatchSettings, Sample
+
+    if pipeline.base is None:
+        raise ValueError("model: a base model is needed (upsamplers cannot be scored this way)")
+    if count < 1:
+        raise ValueError(f"count: must be a positive number of prompts (got {count})")
+    wanted = targets(count)
+    samples = [Sample(prompt=t.prompt, seed=first_seed + i, guidance_scale=g)
+               for g in guidance_scales for i, t in enumerate(wanted)]
+    sampler = "ddim" if respacing.startswith("ddim") else "ancestral"
+    settings = BatchSettings(size=pipeline.base.config.image_size, base_respacing=respacing,
+                             base_sampler=sampler, diffusion_steps=pipeline.base.config.diffusion_steps)
+    output = next(e for e in pipeline.stream(settings, samples) if isinstance(e, PipelineOutput))
+    pictures = [g.image for g in output.images]
+    return {g: score(pictures[k * count:(k + 1) * count], wanted) for k, g in enumerate(guidance_scales)}
