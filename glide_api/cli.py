@@ -465,9 +465,10 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "sample_steps": (str, "respacing of the preview sampler"),
     "guidance_scale": (float, "guidance scale of the base previews"),
 }
-# Those a resumed run may change (they do not alter the training maths).
-_RESUME_FLAGS = ("steps", "save_every", "sample_every", "sample_count", "sample_steps", "guidance_scale",
-                 "save_dtype")
+# Those a resumed run may change: the output schedule, and the learning rate (a manual step decay;
+# the rest would change what earlier steps meant).
+_RESUME_FLAGS = ("steps", "lr", "save_every", "sample_every", "sample_count", "sample_steps",
+                 "guidance_scale", "save_dtype")
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:

@@ -296,8 +296,19 @@ def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, cap
     assert "trained to step 2" in capsys.readouterr().out
     assert main(["train", "--resume", str(out), "--steps", "3", *common]) == 0
     assert "trained to step 3" in capsys.readouterr().out
-    assert main(["train", "--resume", str(out), "--lr", "1"]) == 1
+    assert main(["train", "--resume", str(out), "--batch-size", "4"]) == 1
     assert "only --steps" in capsys.readouterr().err
+
+
+def test_a_resumed_run_may_lower_the_learning_rate_and_keeps_its_optimiser_state(
+        shapes, configs, tmp_path) -> None:
+    first = _train(shapes, configs, tmp_path / "run", steps=3)
+    resumed = Trainer.resume(tmp_path / "run", steps=5, device="cpu", lr=2e-4)
+    saved = first.optimizer.state_dict()["state"]
+    for key, value in resumed.optimizer.state_dict()["state"].items():
+        assert torch.equal(value["exp_avg"], saved[key]["exp_avg"])
+    assert [r.lr for r in resumed.fit()] == [2e-4, 2e-4]
+    assert Trainer.resume(tmp_path / "run", device="cpu").config.lr == 2e-4  # the new rate is kept
 
 
 def test_the_synthetic_command_is_deterministic(tmp_path) -> None:
