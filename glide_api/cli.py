@@ -454,6 +454,8 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "grad_clip": (float, "max gradient norm, 0 for none"),
     "caption_dropout": (float, "share of empty captions, for guidance"),
     "vb_lambda": (float, "weight of the variational-bound term"),
+    "p2_gamma": (float, "weight the noise MSE by 1/(1+SNR)^X, favouring the noisy steps that set the "
+                        "layout (0: GLIDE's plain MSE)"),
     "offset_noise": (float, "std of a flat per-channel shift added to the noise, 0 for none"),
     "crop_min": (float, "random square crops of this..1 of the short side"),
     "patch_size": (int, "upsamplers: train on random patches of this size (default: the full size)"),

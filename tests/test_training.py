@@ -85,6 +85,23 @@ def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() 
     assert out.grad[:, :3].abs().max() == 0 and out.grad[:, 3:].abs().max() > 0
 
 
+def test_p2_weighting_scales_each_samples_mse_by_one_over_one_plus_its_snr() -> None:
+    schedule = Schedule(noise_schedule="squaredcos_cap_v2")
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.tensor([0, 100, 500, 999])
+    x_t = q_sample(schedule, x0, t, noise)
+    out = torch.randn(4, 6, 8, 8, generator=gen)
+    plain = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
+    p2 = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t, p2_gamma=1.0)
+    assert torch.equal(p2.mse, plain.mse) and torch.equal(p2.vb, plain.vb)  # reported unweighted
+    alpha_bar = torch.tensor(schedule.alphas_cumprod[t.numpy()])
+    weight = (1 - alpha_bar).float()  # 1 / (1 + SNR) = 1 - ᾱ
+    torch.testing.assert_close(p2.loss, plain.mse * weight + plain.vb)
+    assert weight[0] < 1e-3 and weight[-1] > 0.999  # the noisiest steps keep their full weight
+
+
 def test_training_settings_are_checked_by_name() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
@@ -96,6 +113,8 @@ def test_training_settings_are_checked_by_name() -> None:
         TrainConfig(train_size=0)
     with pytest.raises(ValueError, match="text_lr_scale"):
         TrainConfig(text_lr_scale=-1)
+    with pytest.raises(ValueError, match="p2_gamma"):
+        TrainConfig(p2_gamma=float("nan"))
 
 
 def test_hybrid_loss_refuses_a_respaced_schedule() -> None:

@@ -9,6 +9,12 @@ dimension: KL(q(x_{t−1} | x_t, x₀) ‖ p_θ(x_{t−1} | x_t)) for t > 0 and 
 decoder's −log p_θ(x₀ | x₁) at t = 0. In L_t the mean comes from a *detached* ε_θ, so the bound only
 trains the variance value v (SPEC §5.3) and the MSE alone trains ε. The schedule tables are the
 float64 ones of `Schedule` (gathered as float32, as at sampling), over the full, unrespaced schedule.
+
+Optionally (`p2_gamma` > 0; not GLIDE's recipe) the MSE of each sample is weighted by
+1 / (1 + SNR(t))^γ, the "perception prioritised" weighting of Choi et al. 2022. The plain ε-MSE
+is largest at small t (removing the last traces of noise) and small at large t, where the
+picture's layout is decided and an error in x₀ costs only SNR(t) times as much; the weighting moves
+the gradient budget to the noise levels where content is learned.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,8 +71,13 @@ def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, i: Tensor) -> tuple
     return mean, extract(schedule.posterior_log_variance_clipped, i, x_t)
 
 
+def snr(schedule: Schedule) -> np.ndarray:
+    """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) of each step (float64)."""
+    return schedule.alphas_cumprod / (1.0 - schedule.alphas_cumprod)
+
+
 def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Tensor, noise: Tensor,
-                t: Tensor, vb_lambda: float = VB_LAMBDA) -> LossTerms:
+                t: Tensor, vb_lambda: float = VB_LAMBDA, p2_gamma: float = 0.0) -> LossTerms:
     """The loss for a batch diffused to steps `t` [B] with `noise`: see the module docstring.
 
     `model_output` is the network's [B, 2C, H, W] (ε, v); computed in float32 whatever it came in.
@@ -85,5 +97,7 @@ def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Te
     nll = -discretized_gaussian_log_likelihood(x0, mean=p.mean, log_scale=0.5 * p.log_variance)
     nll = nll.mean(dim=(1, 2, 3)) / _LOG2
     vb = torch.where(t == 0, nll, kl)
-    weight = vb_lambda * schedule.diffusion_steps
-    return LossTerms(loss=mse + weight * vb, mse=mse, vb=vb)
+    weighted = mse
+    if p2_gamma:
+        weighted = mse * extract((1.0 + snr(schedule)) ** -p2_gamma, t, mse)
+    return LossTerms(loss=weighted + vb_lambda * schedule.diffusion_steps * vb, mse=mse, vb=vb)
