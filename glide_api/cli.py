@@ -588,7 +588,7 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default="ddim16", metavar="RESPACING",
                    help="sampling steps: ddimN for DDIM, N for ancestral (default: ddim16)")
     p.add_argument("--grid", type=Path, metavar="PNG", help="also save the pictures, a row of each scale")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, …")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.set_defaults(handler=run_evaluate)
 
