@@ -454,8 +454,6 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "grad_clip": (float, "max gradient norm, 0 for none"),
     "caption_dropout": (float, "share of empty captions, for guidance"),
     "vb_lambda": (float, "weight of the variational-bound term"),
-    "p2_gamma": (float, "weight the noise MSE by 1/(1+SNR)^X, favouring the noisy steps that set the "
-                        "layout (0: GLIDE's plain MSE)"),
     "offset_noise": (float, "std of a flat per-channel shift added to the noise, 0 for none"),
     "crop_min": (float, "random square crops of this..1 of the short side"),
     "patch_size": (int, "upsamplers: train on random patches of this size (default: the full size)"),
@@ -492,7 +490,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="from scratch: the tokenizer (default: bytes when n_vocab is 257, else gpt2)")
     p.add_argument("--synthetic", type=int, metavar="N",
                    help="first write N synthetic shapes images into --data (default: OUT/data)")
-    from glide_api.training.settings import TrainConfig
+    from glide_api.training.settings import MSE_WEIGHTINGS, TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     group = p.add_argument_group("training")
@@ -502,6 +500,9 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
                            metavar={int: "N", float: "X", str: "RESPACING"}[kind])
     group.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                        help="random horizontal flips (default: off, captions may say left/right)")
+    group.add_argument("--mse-weighting", choices=MSE_WEIGHTINGS, default=None,
+                       help="weight of each noise level's MSE: eps (GLIDE's, default), p2 or truncated-snr "
+                            "(favour the noisy steps that set a picture's layout; docs/training.md)")
     group.add_argument("--save-dtype", choices=("fp32", "fp16"), default=None,
                        help="dtype of model.safetensors (default: fp32)")
     group.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
@@ -526,7 +527,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    given = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "flip", "save_dtype")
+    given = {name: getattr(args, name) for name in (*_TRAIN_FLAGS, "flip", "mse_weighting", "save_dtype")
              if getattr(args, name) is not None}
     if args.resume is not None:
         fixed = sorted(set(given) - set(_RESUME_FLAGS))

@@ -85,21 +85,24 @@ def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() 
     assert out.grad[:, :3].abs().max() == 0 and out.grad[:, 3:].abs().max() > 0
 
 
-def test_p2_weighting_scales_each_samples_mse_by_one_over_one_plus_its_snr() -> None:
+@pytest.mark.parametrize(("weighting", "expected"), [
+    ("eps", lambda a: torch.ones_like(a)),
+    ("p2", lambda a: 1 - a),  # 1 / (1 + SNR)
+    ("truncated-snr", lambda a: ((1 - a) / a).clamp(1, 100)),  # max(1, 1 / SNR), at most 100
+])
+def test_mse_weightings_scale_each_samples_mse_by_its_noise_level(weighting, expected) -> None:
     schedule = Schedule(noise_schedule="squaredcos_cap_v2")
     gen = torch.Generator().manual_seed(1)
-    x0 = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1
+    x0 = torch.rand(5, 3, 8, 8, generator=gen) * 2 - 1
     noise = torch.randn(x0.shape, generator=gen)
-    t = torch.tensor([0, 100, 500, 999])
+    t = torch.tensor([0, 100, 500, 850, 999])
     x_t = q_sample(schedule, x0, t, noise)
-    out = torch.randn(4, 6, 8, 8, generator=gen)
+    out = torch.randn(5, 6, 8, 8, generator=gen)
     plain = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
-    p2 = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t, p2_gamma=1.0)
-    assert torch.equal(p2.mse, plain.mse) and torch.equal(p2.vb, plain.vb)  # reported unweighted
-    alpha_bar = torch.tensor(schedule.alphas_cumprod[t.numpy()])
-    weight = (1 - alpha_bar).float()  # 1 / (1 + SNR) = 1 - ᾱ
-    torch.testing.assert_close(p2.loss, plain.mse * weight + plain.vb)
-    assert weight[0] < 1e-3 and weight[-1] > 0.999  # the noisiest steps keep their full weight
+    weighted = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t, mse_weighting=weighting)
+    assert torch.equal(weighted.mse, plain.mse) and torch.equal(weighted.vb, plain.vb)  # reported unweighted
+    weight = expected(torch.tensor(schedule.alphas_cumprod[t.numpy()])).float()
+    torch.testing.assert_close(weighted.loss, plain.mse * weight + plain.vb)
 
 
 def test_training_settings_are_checked_by_name() -> None:
@@ -113,8 +116,8 @@ def test_training_settings_are_checked_by_name() -> None:
         TrainConfig(train_size=0)
     with pytest.raises(ValueError, match="text_lr_scale"):
         TrainConfig(text_lr_scale=-1)
-    with pytest.raises(ValueError, match="p2_gamma"):
-        TrainConfig(p2_gamma=float("nan"))
+    with pytest.raises(ValueError, match="mse_weighting"):
+        TrainConfig(mse_weighting="x0")
 
 
 def test_hybrid_loss_refuses_a_respaced_schedule() -> None:
@@ -310,8 +313,9 @@ def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, cap
     out = tmp_path / "run"
     common = ["--no-progress", "--device", "cpu", "--save-every", "2", "--sample-every", "0"]
     assert main(["train", "--synthetic", "12", "--config", str(configs["base"]), "--out", str(out),
-                 "--steps", "2", "--batch-size", "2", *common]) == 0
+                 "--steps", "2", "--batch-size", "2", "--mse-weighting", "p2", *common]) == 0
     assert len(list((out / "data").glob("*.txt"))) == 12
+    assert Trainer.resume(out, device="cpu").config.mse_weighting == "p2"
     assert "trained to step 2" in capsys.readouterr().out
     assert main(["train", "--resume", str(out), "--steps", "3", *common]) == 0
     assert "trained to step 3" in capsys.readouterr().out

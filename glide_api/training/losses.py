@@ -10,11 +10,17 @@ decoder's −log p_θ(x₀ | x₁) at t = 0. In L_t the mean comes from a *detac
 trains the variance value v (SPEC §5.3) and the MSE alone trains ε. The schedule tables are the
 float64 ones of `Schedule` (gathered as float32, as at sampling), over the full, unrespaced schedule.
 
-Optionally (`p2_gamma` > 0; not GLIDE's recipe) the MSE of each sample is weighted by
-1 / (1 + SNR(t))^γ, the "perception prioritised" weighting of Choi et al. 2022. The plain ε-MSE
-is largest at small t (removing the last traces of noise) and small at large t, where the
-picture's layout is decided and an error in x₀ costs only SNR(t) times as much; the weighting moves
-the gradient budget to the noise levels where content is learned.
+`mse_weighting` may weight each sample's MSE by its noise level (GLIDE's own recipe is "eps":
+no weighting). With SNR(t) = ᾱ_t / (1 − ᾱ_t), an ε error is an x₀ error times √SNR, so the plain
+ε-MSE cares least about the noisiest steps, where a picture's layout is decided:
+
+- "p2": 1 / (1 + SNR), the perception-prioritised weighting of Choi et al. 2022 (γ = 1, k = 1):
+  the least noisy steps, which only remove the last traces of noise, count less.
+- "truncated-snr": max(1, 1 / SNR), after Salimans & Ho 2022: an x₀-MSE wherever SNR < 1, the
+  ε-MSE elsewhere, so the layout steps are trained as hard as the rest. The weight stops at 100
+  (SNR 0.01; the last ~6% of a cosine schedule): nearer pure noise an ε-predicting network would
+  need ε to a precision it cannot reach (at t = T − 1, SNR is ~1e-5) and those few steps would
+  take the whole gradient.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from torch import Tensor
 
 from ..diffusion.samplers import predict
 from ..diffusion.schedule import Schedule, extract
+from .settings import MSE_WEIGHTINGS
 
 VB_LAMBDA = 0.001  # improved DDPM's λ for the variational-bound term
+TRUNCATED_SNR_MAX_WEIGHT = 100.0  # see the module docstring
 _LOG2 = math.log(2.0)
 
 
@@ -71,13 +79,20 @@ def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, i: Tensor) -> tuple
     return mean, extract(schedule.posterior_log_variance_clipped, i, x_t)
 
 
-def snr(schedule: Schedule) -> np.ndarray:
-    """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) of each step (float64)."""
-    return schedule.alphas_cumprod / (1.0 - schedule.alphas_cumprod)
+def mse_weights(schedule: Schedule, weighting: str) -> np.ndarray:
+    """The weight of each step's ε-MSE under `weighting` (float64; see the module docstring)."""
+    snr = schedule.alphas_cumprod / (1.0 - schedule.alphas_cumprod)
+    if weighting == "eps":
+        return np.ones_like(snr)
+    if weighting == "p2":
+        return 1.0 / (1.0 + snr)
+    if weighting == "truncated-snr":
+        return np.clip(1.0 / snr, 1.0, TRUNCATED_SNR_MAX_WEIGHT)
+    raise ValueError(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {weighting!r})")
 
 
 def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Tensor, noise: Tensor,
-                t: Tensor, vb_lambda: float = VB_LAMBDA, p2_gamma: float = 0.0) -> LossTerms:
+                t: Tensor, vb_lambda: float = VB_LAMBDA, mse_weighting: str = "eps") -> LossTerms:
     """The loss for a batch diffused to steps `t` [B] with `noise`: see the module docstring.
 
     `model_output` is the network's [B, 2C, H, W] (ε, v); computed in float32 whatever it came in.
@@ -97,7 +112,5 @@ def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Te
     nll = -discretized_gaussian_log_likelihood(x0, mean=p.mean, log_scale=0.5 * p.log_variance)
     nll = nll.mean(dim=(1, 2, 3)) / _LOG2
     vb = torch.where(t == 0, nll, kl)
-    weighted = mse
-    if p2_gamma:
-        weighted = mse * extract((1.0 + snr(schedule)) ** -p2_gamma, t, mse)
+    weighted = mse if mse_weighting == "eps" else mse * extract(mse_weights(schedule, mse_weighting), t, mse)
     return LossTerms(loss=weighted + vb_lambda * schedule.diffusion_steps * vb, mse=mse, vb=vb)

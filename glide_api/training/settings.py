@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SAVE_DTYPES = ("fp32", "fp16")
+MSE_WEIGHTINGS = ("eps", "p2", "truncated-snr")  # see losses.py
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     caption_dropout: float = 0.2  # share of captions replaced by "" (classifier-free guidance)
     vb_lambda: float = 0.001  # improved DDPM's λ
-    p2_gamma: float = 0.0  # weight the MSE by 1 / (1 + SNR)^γ (0: GLIDE's plain MSE); see losses.py
+    mse_weighting: str = "eps"  # eps (GLIDE's plain ε-MSE), p2 or truncated-snr; see losses.py
     offset_noise: float = 0.0  # std of a per-image, per-channel constant added to the noise (0: off)
     crop_min: float = 0.9  # random square crops of crop_min..1 of the short side
     flip: bool = False  # horizontal flips (off: captions may say left or right)
@@ -51,8 +52,11 @@ class TrainConfig:
             raise ValueError(f"lr: must be positive (got {self.lr})")
         if not 0.0 <= self.ema_rate < 1.0:
             raise ValueError(f"ema_rate: must be in [0, 1) (got {self.ema_rate})")
-        for name in ("weight_decay", "grad_clip", "vb_lambda", "offset_noise", "p2_gamma"):
+        for name in ("weight_decay", "grad_clip", "vb_lambda", "offset_noise"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be non-negative (got {getattr(self, name)})")
+        if self.mse_weighting not in MSE_WEIGHTINGS:
+            raise ValueError(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} "
+                             f"(got {self.mse_weighting!r})")
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype: must be one of {', '.join(SAVE_DTYPES)} (got {self.save_dtype!r})")

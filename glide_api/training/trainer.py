@@ -252,7 +252,7 @@ class Trainer:
             with autocast(self.precision, dev):
                 out = self.model(x_t, t, tokens.to(dev), mask.to(dev), **extra)
             terms = hybrid_loss(self.schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
-                                vb_lambda=cfg.vb_lambda, p2_gamma=cfg.p2_gamma)
+                                vb_lambda=cfg.vb_lambda, mse_weighting=cfg.mse_weighting)
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
