@@ -27,11 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 24
 STEPS = "ddim16"  # DDIM: deterministic, and close to the 100-step result for these flat pictures
 # "Far above chance": three times chance. A model ignoring the prompt (1/6) reaches 12 of 24 with
-# probability 1.7e-4. The shipped base measured 54% here and 71% over 48 other seeds (model card).
+# probability 1.7e-4. The shipped base measured 79% here and 85% over 48 other seeds (model card).
 COLOUR_THRESHOLD = 0.5  # chance: 1/6 (six colours)
 BACKGROUND_THRESHOLD = 0.6  # chance: 1/6
 SHAPE_THRESHOLD = 0.4  # chance: 1/4 (four shapes)
-UPSAMPLE_MAE_BOUND = 6 / 255  # mean |downscale(256 px output) - 64 px input|, as a fraction of full range
+# Mean |downscale(256 px output) - 64 px input| as a fraction of full range. The upsampler measured
+# 4-9/255 over 8 clean synthetic inputs (model card); 6/255 held for the first base's pictures only.
+UPSAMPLE_MAE_BOUND = 10 / 255
 
 
 @pytest.fixture(scope="module")
