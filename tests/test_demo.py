@@ -112,7 +112,7 @@ def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_
     from glide_api.cli import main
 
     sheet = tmp_path / "grid.png"
-    assert main(["evaluate", "--count", "6", "--guidance", "3", "0", "--steps", "ddim4", "--threads", "1",
+    assert main(["evaluate", "--count", "6", "--guidance", "3", "0", "--steps", "ddim4",
                  "--grid", str(sheet)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("guidance 3: colour ") and lines[0].endswith("over 6 samples")
