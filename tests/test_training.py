@@ -16,7 +16,7 @@ from glide_api.models.config import ModelConfig
 from glide_api.pipeline.text2im import GlidePipeline
 from glide_api.training import TrainConfig, Trainer
 from glide_api.training.data import ImageCaptionData, find_examples
-from glide_api.training.losses import discretized_gaussian_log_likelihood, hybrid_loss, normal_kl
+from glide_api.training.losses import discretized_gaussian_log_likelihood, hybrid_loss, mse_weights, normal_kl
 from glide_api.training.synthetic import write_dataset
 
 # 32 px models of about 0.5M parameters: a training step takes some tens of milliseconds.
@@ -99,7 +99,8 @@ def test_mse_weightings_scale_each_samples_mse_by_its_noise_level(weighting, exp
     x_t = q_sample(schedule, x0, t, noise)
     out = torch.randn(5, 6, 8, 8, generator=gen)
     plain = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
-    weighted = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t, mse_weighting=weighting)
+    weighted = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
+                           mse_weight=mse_weights(schedule, weighting))
     assert torch.equal(weighted.mse, plain.mse) and torch.equal(weighted.vb, plain.vb)  # reported unweighted
     weight = expected(torch.tensor(schedule.alphas_cumprod[t.numpy()])).float()
     torch.testing.assert_close(weighted.loss, plain.mse * weight + plain.vb)

@@ -10,9 +10,10 @@ decoder's −log p_θ(x₀ | x₁) at t = 0. In L_t the mean comes from a *detac
 trains the variance value v (SPEC §5.3) and the MSE alone trains ε. The schedule tables are the
 float64 ones of `Schedule` (gathered as float32, as at sampling), over the full, unrespaced schedule.
 
-`mse_weighting` may weight each sample's MSE by its noise level (GLIDE's own recipe is "eps":
-no weighting). With SNR(t) = ᾱ_t / (1 − ᾱ_t), an ε error is an x₀ error times √SNR, so the plain
-ε-MSE cares least about the noisiest steps, where a picture's layout is decided:
+`mse_weights` gives each step's weight of the MSE under a named weighting (GLIDE's own recipe is
+"eps": no weighting); `hybrid_loss` takes that table. With SNR(t) = ᾱ_t / (1 − ᾱ_t), an ε error
+is an x₀ error times √SNR, so the plain ε-MSE cares least about the noisiest steps, where a
+picture's layout is decided:
 
 - "p2": 1 / (1 + SNR), the perception-prioritised weighting of Choi et al. 2022 (γ = 1, k = 1):
   the least noisy steps, which only remove the last traces of noise, count less.
@@ -92,8 +93,10 @@ def mse_weights(schedule: Schedule, weighting: str) -> np.ndarray:
 
 
 def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Tensor, noise: Tensor,
-                t: Tensor, vb_lambda: float = VB_LAMBDA, mse_weighting: str = "eps") -> LossTerms:
+                t: Tensor, vb_lambda: float = VB_LAMBDA, mse_weight: np.ndarray | None = None) -> LossTerms:
     """The loss for a batch diffused to steps `t` [B] with `noise`: see the module docstring.
+
+    `mse_weight` is a table from `mse_weights` (computed once per run); None is GLIDE's plain MSE.
 
     `model_output` is the network's [B, 2C, H, W] (ε, v); computed in float32 whatever it came in.
     """
@@ -112,5 +115,5 @@ def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Te
     nll = -discretized_gaussian_log_likelihood(x0, mean=p.mean, log_scale=0.5 * p.log_variance)
     nll = nll.mean(dim=(1, 2, 3)) / _LOG2
     vb = torch.where(t == 0, nll, kl)
-    weighted = mse if mse_weighting == "eps" else mse * extract(mse_weights(schedule, mse_weighting), t, mse)
+    weighted = mse if mse_weight is None else mse * extract(mse_weight, t, mse)
     return LossTerms(loss=weighted + vb_lambda * schedule.diffusion_steps * vb, mse=mse, vb=vb)

@@ -41,7 +41,7 @@ from ..pipeline.outputs import PipelineOutput
 from ..pipeline.params import BatchSettings, Sample
 from ..pipeline.text2im import GlidePipeline
 from .data import Batch, ImageCaptionData, find_examples
-from .losses import hybrid_loss
+from .losses import hybrid_loss, mse_weights
 from .plots import grid, loss_curve
 from .presets import model_config
 from .settings import TrainConfig
@@ -125,6 +125,7 @@ class Trainer:
             lr=config.lr, weight_decay=config.weight_decay)
         c = model.config
         self.schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
+        self.mse_weight = mse_weights(self.schedule, config.mse_weighting)
         self.step = 0
         self.history = History()
 
@@ -252,7 +253,7 @@ class Trainer:
             with autocast(self.precision, dev):
                 out = self.model(x_t, t, tokens.to(dev), mask.to(dev), **extra)
             terms = hybrid_loss(self.schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
-                                vb_lambda=cfg.vb_lambda, mse_weighting=cfg.mse_weighting)
+                                vb_lambda=cfg.vb_lambda, mse_weight=self.mse_weight)
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
