@@ -67,14 +67,20 @@ def test_discretised_gaussian_gives_the_256_levels_a_total_probability_of_one() 
         assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
 
 
-def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() -> None:
+def _diffused(steps: list[int], seed: int):
+    """8-bit 8x8 pictures diffused to `steps` by the cosine schedule, and a random network output."""
     schedule = Schedule(noise_schedule="squaredcos_cap_v2")
-    gen = torch.Generator().manual_seed(0)
-    x0 = (torch.randint(0, 256, (4, 3, 8, 8), generator=gen).float() / 127.5 - 1)
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randint(0, 256, (len(steps), 3, 8, 8), generator=gen).float() / 127.5 - 1
     noise = torch.randn(x0.shape, generator=gen)
-    t = torch.tensor([0, 1, 500, 999])
-    x_t = q_sample(schedule, x0, t, noise)
-    out = torch.randn(4, 6, 8, 8, generator=gen).requires_grad_()
+    t = torch.tensor(steps)
+    out = torch.randn(len(steps), 6, 8, 8, generator=gen)
+    return schedule, x0, noise, t, q_sample(schedule, x0, t, noise), out
+
+
+def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() -> None:
+    schedule, x0, noise, t, x_t, out = _diffused([0, 1, 500, 999], seed=0)
+    out.requires_grad_()
     terms = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
     assert terms.mse.shape == terms.vb.shape == terms.loss.shape == (4,)
     torch.testing.assert_close(terms.mse, ((noise - out[:, :3]) ** 2).mean(dim=(1, 2, 3)))
@@ -91,13 +97,7 @@ def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() 
     ("truncated-snr", lambda a: ((1 - a) / a).clamp(1, 100)),  # max(1, 1 / SNR), at most 100
 ])
 def test_mse_weightings_scale_each_samples_mse_by_its_noise_level(weighting, expected) -> None:
-    schedule = Schedule(noise_schedule="squaredcos_cap_v2")
-    gen = torch.Generator().manual_seed(1)
-    x0 = torch.rand(5, 3, 8, 8, generator=gen) * 2 - 1
-    noise = torch.randn(x0.shape, generator=gen)
-    t = torch.tensor([0, 100, 500, 850, 999])
-    x_t = q_sample(schedule, x0, t, noise)
-    out = torch.randn(5, 6, 8, 8, generator=gen)
+    schedule, x0, noise, t, x_t, out = _diffused([0, 100, 500, 850, 999], seed=1)
     plain = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
     weighted = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
                            mse_weight=mse_weights(schedule, weighting))
