@@ -421,6 +421,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
+    from glide_api.training.synthetic import DEFAULT_SPREAD
+
     p = subparsers.add_parser(
         "synthetic", help="write the synthetic shapes data set (images + .txt captions)",
         description="Write COUNT images of one coloured shape (circle, square, triangle, cross) on a "
@@ -431,13 +433,17 @@ def add_synthetic(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--count", type=int, default=4000, help="number of images (default: 4000)")
     p.add_argument("--seed", type=int, default=0, help="data set seed (default: 0)")
     p.add_argument("--size", type=int, default=256, help="image size in pixels (default: 256)")
+    p.add_argument("--spread", type=float, default=DEFAULT_SPREAD,
+                   help="how far a shape's centre may be from the middle, as a fraction of the "
+                        f"image side; 0.5: anywhere it fits (default: {DEFAULT_SPREAD})")
     p.set_defaults(handler=run_synthetic)
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
     from glide_api.training.synthetic import write_dataset
 
-    folder = write_dataset(args.folder, count=args.count, seed=args.seed, size=args.size)
+    folder = write_dataset(args.folder, count=args.count, seed=args.seed, size=args.size,
+                           spread=args.spread)
     print(f"{args.count} images with captions in {folder}")
     return 0
 

@@ -340,3 +340,12 @@ def test_the_synthetic_command_is_deterministic(tmp_path) -> None:
     assert main(["synthetic", str(tmp_path / "b"), "--count", "3", "--size", "32", "--seed", "4"]) == 0
     for name in ("00000.png", "00002.png", "00002.txt", "metadata.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_the_synthetic_command_places_shapes_by_spread_and_rejects_a_bad_one(tmp_path, capsys) -> None:
+    assert main(["synthetic", str(tmp_path / "c"), "--count", "8", "--size", "32", "--spread", "0"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "c" / "metadata.jsonl").read_text().splitlines()]
+    assert {tuple(r["center"]) for r in rows} == {(0.5, 0.5)}
+    assert main(["synthetic", str(tmp_path / "d"), "--spread", "0.7"]) == 1
+    assert "spread: must be between 0 and 0.5" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

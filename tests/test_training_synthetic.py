@@ -11,6 +11,7 @@ from PIL import Image
 from glide_api.training.evaluate import CHANCE, Target, score, targets
 from glide_api.training.synthetic import (
     COLOURS,
+    DEFAULT_SPREAD,
     SHAPES,
     ShapeSpec,
     classify,
@@ -33,6 +34,24 @@ def test_images_and_captions_follow_from_seed_and_index_alone(tmp_path) -> None:
     for i in range(4):
         assert (a / f"{i:05d}.png").read_bytes() == (b / f"{i:05d}.png").read_bytes()
         assert (a / f"{i:05d}.txt").read_text() == (b / f"{i:05d}.txt").read_text()
+
+
+def test_shapes_lie_within_the_spread_of_the_middle_and_always_inside_the_picture() -> None:
+    def offsets(spread: float) -> np.ndarray:
+        specs = [sample_spec(0, i, spread=spread) for i in range(300)]
+        for spec in specs:  # the whole shape fits, with a margin, wherever it is
+            assert all(spec.extent / 2 < c < 1 - spec.extent / 2 for c in spec.center)
+        return np.array([np.abs(np.array(spec.center) - 0.5).max() for spec in specs])
+
+    assert offsets(DEFAULT_SPREAD).max() <= DEFAULT_SPREAD
+    assert offsets(0.0).max() == 0.0
+    assert offsets(0.5).max() > 0.25  # anywhere it fits
+    # The spread moves shapes only: kinds, colours, sizes and captions stay those of (seed, index).
+    near, anywhere = sample_spec(3, 7), sample_spec(3, 7, spread=0.5)
+    assert (near.shape, near.colour, near.extent, near.caption) == (
+        anywhere.shape, anywhere.colour, anywhere.extent, anywhere.caption)
+    with pytest.raises(ValueError, match=r"spread: must be between 0 and 0\.5"):
+        sample_spec(0, 0, spread=0.6)
 
 
 def test_the_data_set_is_256_px_pngs_with_captions_naming_what_is_drawn(dataset) -> None:

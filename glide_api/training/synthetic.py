@@ -1,7 +1,7 @@
 """A synthetic image-caption data set of coloured shapes, and a classifier that reads them back.
 
 Each image is one shape (circle, square, triangle or cross) of one named colour, of a small,
-medium or large size at a random position, on a plain background of another named colour; its
+medium or large size at a random position near the middle, on a plain background of another named colour; its
 caption says so in slightly varied words ("a small red circle on a blue background"). Images are
 drawn at 2x and reduced (antialiased edges), 256 px by default so an upsampler can train on them.
 Everything follows from (seed, index): image i is the same whatever the count.
@@ -37,6 +37,11 @@ SIZES: dict[str, tuple[float, float]] = {  # the shape's extent, as a fraction o
 }
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"),
               "large": ("large", "big")}
+# How far a shape's centre may lie from the image's middle, as a fraction of the side (always
+# within the image). Near the middle by default: a model that must learn which word means which
+# kind of shape learns it from what the pictures for a word have in common, and a shape that can be
+# anywhere leaves that blurred away; 0.5 lets a shape sit anywhere it fits.
+DEFAULT_SPREAD = 0.1
 METADATA_FILE = "metadata.jsonl"
 _JITTER = 12  # +- per channel on each colour, so the model sees shades, not 6 exact values
 
@@ -54,8 +59,9 @@ class ShapeSpec:
     caption: str
 
 
-def sample_spec(seed: int, index: int) -> ShapeSpec:
-    """The contents of image `index` of the data set made from `seed`."""
+def sample_spec(seed: int, index: int, *, spread: float = DEFAULT_SPREAD) -> ShapeSpec:
+    """The contents of image `index` of the data set made from `seed` and `spread`."""
+    _check_spread(spread)
     rng = np.random.default_rng([seed, index])
     shape = SHAPES[rng.integers(len(SHAPES))]
     names = list(COLOURS)
@@ -65,9 +71,15 @@ def sample_spec(seed: int, index: int) -> ShapeSpec:
     low, high = SIZES[size]
     extent = float(rng.uniform(low, high))
     margin = extent / 2 + 0.04
-    center = (float(rng.uniform(margin, 1 - margin)), float(rng.uniform(margin, 1 - margin)))
+    low, high = max(margin, 0.5 - spread), min(1 - margin, 0.5 + spread)
+    center = (float(rng.uniform(low, high)), float(rng.uniform(low, high)))
     return ShapeSpec(shape=shape, colour=colour, background=background, size=size, center=center,
                      extent=extent, caption=caption(shape, colour, background, size, rng))
+
+
+def _check_spread(spread: float) -> None:
+    if not 0.0 <= spread <= 0.5:
+        raise ValueError(f"spread: must be between 0 and 0.5 of the image side (got {spread})")
 
 
 def caption(shape: str, colour: str, background: str, size: str, rng: np.random.Generator) -> str:
@@ -120,18 +132,21 @@ def render(spec: ShapeSpec, *, size: int = 256, seed: int = 0, index: int = 0) -
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def write_dataset(folder: str | Path, *, count: int, seed: int = 0, size: int = 256) -> Path:
-    """Write images 0..count-1 as NNNNN.png + NNNNN.txt (+ metadata.jsonl); existing files are kept.
+def write_dataset(folder: str | Path, *, count: int, seed: int = 0, size: int = 256,
+                  spread: float = DEFAULT_SPREAD) -> Path:
+    """Write images 0..count-1 as NNNNN.png + NNNNN.txt (+ metadata.jsonl); existing files are kept
+    (so a folder is extended only with the seed, size and spread it was made with).
 
-    Deterministic from `seed`: the same call always writes the same bytes. Returns the folder.
+    Deterministic from `seed` and `spread`: the same call always writes the same bytes. Returns the folder.
     """
     if count < 1:
         raise ValueError(f"count: must be a positive number of images (got {count})")
+    _check_spread(spread)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     for i in range(count):
-        spec = sample_spec(seed, i)
+        spec = sample_spec(seed, i, spread=spread)
         png, txt = folder / f"{i:05d}.png", folder / f"{i:05d}.txt"
         if not (png.is_file() and txt.is_file()):
             render(spec, size=size, seed=seed, index=i).save(png)
