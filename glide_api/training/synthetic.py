@@ -1,7 +1,7 @@
 """A synthetic image-caption data set of coloured shapes, and a classifier that reads them back.
 
 Each image is one shape (circle, square, triangle or cross) of one named colour, of a small,
-medium or large size at a random position near the middle, on a plain background of another named colour; its
+medium or large size at a random position, on a plain background of another named colour; its
 caption says so in slightly varied words ("a small red circle on a blue background"). Images are
 drawn at 2x and reduced (antialiased edges), 256 px by default so an upsampler can train on them.
 Everything follows from (seed, index): image i is the same whatever the count.
@@ -37,11 +37,9 @@ SIZES: dict[str, tuple[float, float]] = {  # the shape's extent, as a fraction o
 }
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"),
               "large": ("large", "big")}
-# How far a shape's centre may lie from the image's middle, as a fraction of the side (always
-# within the image). Near the middle by default: a model that must learn which word means which
-# kind of shape learns it from what the pictures for a word have in common, and a shape that can be
-# anywhere leaves that blurred away; 0.5 lets a shape sit anywhere it fits.
-DEFAULT_SPREAD = 0.1
+# How far a shape's centre may lie from the image's middle, as a fraction of the side; the shape
+# always stays inside the picture. 0.5 (the default, the demo's data) lets it sit anywhere it fits.
+DEFAULT_SPREAD = 0.5
 METADATA_FILE = "metadata.jsonl"
 _JITTER = 12  # +- per channel on each colour, so the model sees shades, not 6 exact values
 
