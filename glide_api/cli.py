@@ -32,7 +32,7 @@ from glide_api.pipeline.params import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from glide_api.pipeline.text2im import GlidePipeline
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -595,6 +595,10 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default="ddim16", metavar="RESPACING",
                    help="sampling steps: ddimN for DDIM, N for ancestral (default: ddim16)")
     p.add_argument("--grid", type=Path, metavar="PNG", help="also save the pictures, a row of each scale")
+    p.add_argument("--words", action="store_true",
+                   help="instead of sampling, print how far changing one word of each prompt (the "
+                        "background, the shape colour, the kind of shape, or a one-letter typo for "
+                        "scale) moves the network's prediction: which words it uses at all")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.set_defaults(handler=run_evaluate)
@@ -611,6 +615,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     pipeline = GlidePipeline.load(base=args.model, upsample=None, device=args.device, precision="fp32",
                                   offline=True, batch_invariant=False, cache=args.cache_dir)
+    if args.words:
+        return _print_word_influences(pipeline, args.count)
     results = measure(pipeline, count=args.count, first_seed=args.first_seed,
                       guidance_scales=args.guidance, respacing=args.steps)
     for scale, result in results.items():
@@ -618,6 +624,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.grid is not None:
         grid([list(r.images) for r in results.values()]).save(args.grid)
         print(f"pictures in {args.grid}")
+    return 0
+
+
+def _print_word_influences(pipeline: GlidePipeline, count: int) -> int:
+    from glide_api.training.evaluate import word_influences
+
+    table = word_influences(pipeline, count=count)
+    timesteps = list(next(iter(table.values())))
+    print(f"how far one changed word moves the x0 prediction (RMS over the picture, mean of {count} "
+          "prompts, same noise)")
+    print(f"{'':16}" + "".join(f"{'t=' + str(t):>8}" for t in timesteps))
+    for part, moved in table.items():
+        print(f"{part:16}" + "".join(f"{moved[t]:8.3f}" for t in timesteps))
+    print("a word that moves it no more than the typo does is one the model ignores")
     return 0
 
 

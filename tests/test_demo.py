@@ -21,7 +21,14 @@ from PIL import Image
 from glide_api.demo import DEMO_DIR, DEMO_MODELS, demo_name
 from glide_api.pipeline.outputs import PipelineOutput
 from glide_api.pipeline.params import BatchSettings, Sample
-from glide_api.training.evaluate import CHANCE, measure, targets
+from glide_api.training.evaluate import (
+    CHANCE,
+    measure,
+    targets,
+    word_changes,
+    word_influence,
+    word_influences,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 24
@@ -120,8 +127,41 @@ def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_
     assert Image.open(sheet).size == (6 * 64 + 5 * 2, 2 * 64 + 2)
 
 
+def test_word_influence_is_zero_for_the_same_prompt_and_grows_with_words_the_model_uses(
+        demo_pipeline) -> None:
+    prompts = [t.prompt for t in targets(2)]
+    same = word_influence(demo_pipeline.base, prompts, prompts, timesteps=(500,))
+    assert same == {500: 0.0}  # the same noise for both: only the prompt can move it
+    table = word_influences(demo_pipeline, count=2)
+    assert list(table) == ["background", "shape colour", "kind of shape", "a typo"]
+    # The demo base follows colours (model card): changing one moves it far more than a typo does.
+    for part in ("background", "shape colour"):
+        assert all(table[part][t] > 2 * table["a typo"][t] for t in (500, 850)), table
+
+
+def test_word_changes_change_one_word_of_the_prompt() -> None:
+    for target in targets(24):
+        for part, prompt in word_changes(target).items():
+            before, after = target.prompt.split(), prompt.split()
+            assert len(before) == len(after)
+            assert sum(a != b for a, b in zip(before, after, strict=True)) == 1, (part, prompt)
+    assert word_changes(targets(1)[0])["a typo"] == "a red circxe on a green background"
+
+
+def test_the_evaluate_command_prints_how_far_each_word_moves_the_prediction(capsys) -> None:
+    from glide_api.cli import main
+
+    assert main(["evaluate", "--words", "--count", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["t=500", "t=850"]
+    rows = {line[:16].strip(): [float(v) for v in line[16:].split()] for line in lines[2:6]}
+    assert list(rows) == ["background", "shape colour", "kind of shape", "a typo"]
+    assert all(len(v) == 2 and min(v) >= 0 for v in rows.values())
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--count", "0"], "count: must be a positive number"),
+    (["--words", "--count", "0"], "count: must be a positive number"),
     (["demo-upsample"], "not a base model"),
 ])
 def test_the_evaluate_command_refuses_what_it_cannot_score(argv, message, capsys) -> None:

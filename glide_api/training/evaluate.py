@@ -5,7 +5,8 @@ classifier and scored on each of the three. Chance levels for a model that ignor
 1/6 for the shape colour and for the background (six colours), 1/4 for the shape.
 
 `measure` samples a base model the way the demo's model card and tests/test_demo.py do;
-`glide-api evaluate` runs it from the command line.
+`word_influence` shows which words of a prompt the network uses at all, long before they show in
+its pictures; `glide-api evaluate` runs both from the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image
 from .synthetic import COLOURS, SHAPES, Reading, classify
 
 if TYPE_CHECKING:
+    from ..pipeline.loading import LoadedModel
     from ..pipeline.text2im import GlidePipeline
 
 CHANCE = {"colour": 1 / len(COLOURS), "background": 1 / len(COLOURS), "shape": 1 / len(SHAPES)}
@@ -83,11 +85,7 @@ def measure(pipeline: GlidePipeline, *, count: int = 48, first_seed: int = 1000,
     from ..pipeline.outputs import PipelineOutput
     from ..pipeline.params import BatchSettings, Sample
 
-    if pipeline.base is None:
-        raise ValueError("model: a base model is needed (upsamplers cannot be scored this way)")
-    if count < 1:
-        raise ValueError(f"count: must be a positive number of prompts (got {count})")
-    wanted = targets(count)
+    wanted = _prompts_for(pipeline, count)
     samples = [Sample(prompt=t.prompt, seed=first_seed + i, guidance_scale=g)
                for g in guidance_scales for i, t in enumerate(wanted)]
     sampler = "ddim" if respacing.startswith("ddim") else "ancestral"
@@ -96,3 +94,77 @@ def measure(pipeline: GlidePipeline, *, count: int = 48, first_seed: int = 1000,
     output = next(e for e in pipeline.stream(settings, samples) if isinstance(e, PipelineOutput))
     pictures = [g.image for g in output.images]
     return {g: score(pictures[k * count:(k + 1) * count], wanted) for k, g in enumerate(guidance_scales)}
+
+
+def _prompts_for(pipeline: GlidePipeline, count: int) -> list[Target]:
+    if pipeline.base is None:
+        raise ValueError("model: a base model is needed (upsamplers cannot be scored this way)")
+    if count < 1:
+        raise ValueError(f"count: must be a positive number of prompts (got {count})")
+    return targets(count)
+
+
+def word_influences(pipeline: GlidePipeline, *, count: int = 8,
+                    timesteps: Sequence[int] = (500, 850)) -> dict[str, dict[int, float]]:
+    """`word_influence` of each kind of change in `word_changes`, over `targets(count)`, for the
+    pipeline's base model: {"background": {500: ..., 850: ...}, ..., "a typo": {...}}."""
+    wanted = _prompts_for(pipeline, count)
+    assert pipeline.base is not None
+    changes = [word_changes(t) for t in wanted]
+    return {part: word_influence(pipeline.base, [t.prompt for t in wanted], [c[part] for c in changes],
+                                 timesteps=timesteps)
+            for part in changes[0]}
+
+
+def word_changes(target: Target) -> dict[str, str]:
+    """`target`'s prompt with one word changed, per part of the prompt, and a one-letter typo for scale."""
+    names = list(COLOURS)
+
+    def other(name: str, choices: Sequence[str]) -> str:
+        rest = [n for n in choices if n not in (target.colour, target.background, name)]
+        return rest[0]
+
+    shape = SHAPES[(SHAPES.index(target.shape) + 1) % len(SHAPES)]
+    return {
+        "background": Target(target.colour, target.shape, other(target.background, names)).prompt,
+        "shape colour": Target(other(target.colour, names), target.shape, target.background).prompt,
+        "kind of shape": Target(target.colour, shape, target.background).prompt,
+        "a typo": target.prompt.replace(target.shape, target.shape[:-2] + "x" + target.shape[-1], 1),
+    }
+
+
+def word_influence(model: LoadedModel, prompts: Sequence[str], changed: Sequence[str], *,
+                   timesteps: Sequence[int] = (500, 850), batch: int = 8, seed: int = 0) -> dict[int, float]:
+    """How far one prompt change moves the network's prediction of x0: the RMS difference between
+    its predictions for prompts[k] and changed[k], for the same noised grey picture (`batch` noise
+    draws from `seed`), averaged over k, per timestep. A word the network ignores moves it about as
+    little as a typo does."""
+    import torch
+
+    from ..diffusion.schedule import Schedule, q_sample
+
+    if len(prompts) != len(changed) or not prompts:
+        raise ValueError("word_influence needs one changed prompt per prompt")
+    c = model.config
+    net, device = model.network, next(model.network.parameters()).device
+    schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 3, c.image_size, c.image_size)
+    moved = {}
+    for step in timesteps:
+        if not 0 <= step < c.diffusion_steps:
+            raise ValueError(f"timesteps: each must be in 0..{c.diffusion_steps - 1} (got {step})")
+        t = torch.full((batch,), step)
+        x_t = q_sample(schedule, torch.zeros(shape), t, torch.randn(shape, generator=generator)).to(device)
+        alpha = float(schedule.alphas_cumprod[step])
+        distances = []
+        for a, b in zip(prompts, changed, strict=True):
+            tokens, mask = model.tokenizer.batch([a] * batch + [b] * batch, c.text_ctx)
+            with torch.no_grad():
+                eps = net(x_t.repeat(2, 1, 1, 1).to(net.dtype), t.repeat(2).to(device),
+                          tokens.to(device), mask.to(device))[:, :3].float()
+            # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a): a change of eps moves x0 by sqrt((1-a)/a) times it
+            delta = (eps[:batch] - eps[batch:]) * ((1 - alpha) / alpha) ** 0.5
+            distances.append(float(delta.pow(2).mean().sqrt()))
+        moved[step] = sum(distances) / len(distances)
+    return moved
