@@ -118,16 +118,11 @@ def word_influences(pipeline: GlidePipeline, *, count: int = 8,
 
 def word_changes(target: Target) -> dict[str, str]:
     """`target`'s prompt with one word changed, per part of the prompt, and a one-letter typo for scale."""
-    names = list(COLOURS)
-
-    def other(name: str, choices: Sequence[str]) -> str:
-        rest = [n for n in choices if n not in (target.colour, target.background, name)]
-        return rest[0]
-
+    spare = next(n for n in COLOURS if n not in (target.colour, target.background))
     shape = SHAPES[(SHAPES.index(target.shape) + 1) % len(SHAPES)]
     return {
-        "background": Target(target.colour, target.shape, other(target.background, names)).prompt,
-        "shape colour": Target(other(target.colour, names), target.shape, target.background).prompt,
+        "background": Target(target.colour, target.shape, spare).prompt,
+        "shape colour": Target(spare, target.shape, target.background).prompt,
         "kind of shape": Target(target.colour, shape, target.background).prompt,
         "a typo": target.prompt.replace(target.shape, target.shape[:-2] + "x" + target.shape[-1], 1),
     }
