@@ -130,8 +130,8 @@ def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_
 def test_word_influence_is_zero_for_the_same_prompt_and_grows_with_words_the_model_uses(
         demo_pipeline) -> None:
     prompts = [t.prompt for t in targets(2)]
-    same = word_influence(demo_pipeline.base, prompts, prompts, timesteps=(500,))
-    assert same == {500: 0.0}  # the same noise for both: only the prompt can move it
+    same = word_influence(demo_pipeline.base, prompts, {"none": prompts}, timesteps=(500,))
+    assert same == {"none": {500: 0.0}}  # the same noise for both: only the prompt can move it
     table = word_influences(demo_pipeline, count=2)
     assert list(table) == ["background", "shape colour", "kind of shape", "a typo"]
     # The demo base follows colours (model card): changing one moves it far more than a typo does.

@@ -11,7 +11,7 @@ its pictures; `glide-api evaluate` runs both from the command line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,9 +111,8 @@ def word_influences(pipeline: GlidePipeline, *, count: int = 8,
     wanted = _prompts_for(pipeline, count)
     assert pipeline.base is not None
     changes = [word_changes(t) for t in wanted]
-    return {part: word_influence(pipeline.base, [t.prompt for t in wanted], [c[part] for c in changes],
-                                 timesteps=timesteps)
-            for part in changes[0]}
+    return word_influence(pipeline.base, [t.prompt for t in wanted],
+                          {part: [c[part] for c in changes] for part in changes[0]}, timesteps=timesteps)
 
 
 def word_changes(target: Target) -> dict[str, str]:
@@ -128,38 +127,45 @@ def word_changes(target: Target) -> dict[str, str]:
     }
 
 
-def word_influence(model: LoadedModel, prompts: Sequence[str], changed: Sequence[str], *,
-                   timesteps: Sequence[int] = (500, 850), batch: int = 8, seed: int = 0) -> dict[int, float]:
-    """How far one prompt change moves the network's prediction of x0: the RMS difference between
-    its predictions for prompts[k] and changed[k], for the same noised grey picture (`batch` noise
-    draws from `seed`), averaged over k, per timestep. A word the network ignores moves it about as
-    little as a typo does."""
+def word_influence(model: LoadedModel, prompts: Sequence[str], changes: Mapping[str, Sequence[str]], *,
+                   timesteps: Sequence[int] = (500, 850), batch: int = 8,
+                   seed: int = 0) -> dict[str, dict[int, float]]:
+    """How far each kind of prompt change moves the network's prediction of x0: for each name in
+    `changes` (one changed prompt per prompt), the RMS difference between its predictions for
+    prompts[k] and changes[name][k], for the same noised grey picture (`batch` noise draws from
+    `seed`), averaged over k, per timestep. A word the network ignores moves it about as little as
+    a typo does."""
     import torch
 
     from ..diffusion.schedule import Schedule, q_sample
 
-    if len(prompts) != len(changed) or not prompts:
+    if not prompts or any(len(changed) != len(prompts) for changed in changes.values()):
         raise ValueError("word_influence needs one changed prompt per prompt")
     c = model.config
     net, device = model.network, next(model.network.parameters()).device
     schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 3, c.image_size, c.image_size)
-    moved = {}
+    names = list(changes)
+    moved: dict[str, dict[int, float]] = {name: {} for name in names}
     for step in timesteps:
         if not 0 <= step < c.diffusion_steps:
             raise ValueError(f"timesteps: each must be in 0..{c.diffusion_steps - 1} (got {step})")
-        t = torch.full((batch,), step)
-        x_t = q_sample(schedule, torch.zeros(shape), t, torch.randn(shape, generator=generator)).to(device)
+        t = torch.full((batch * (1 + len(names)),), step, device=device)
+        x_t = q_sample(schedule, torch.zeros(shape), t[:batch].cpu(), torch.randn(shape, generator=generator))
+        x_t = x_t.repeat(1 + len(names), 1, 1, 1).to(device, net.dtype)
         alpha = float(schedule.alphas_cumprod[step])
-        distances = []
-        for a, b in zip(prompts, changed, strict=True):
-            tokens, mask = model.tokenizer.batch([a] * batch + [b] * batch, c.text_ctx)
+        distances: dict[str, list[float]] = {name: [] for name in names}
+        for k, prompt in enumerate(prompts):
+            # The prompt and each of its changes in one batch, on the same noise.
+            texts = [text for text in (prompt, *(changes[name][k] for name in names)) for _ in range(batch)]
+            tokens, mask = model.tokenizer.batch(texts, c.text_ctx)
             with torch.no_grad():
-                eps = net(x_t.repeat(2, 1, 1, 1).to(net.dtype), t.repeat(2).to(device),
-                          tokens.to(device), mask.to(device))[:, :3].float()
+                eps = net(x_t, t, tokens.to(device), mask.to(device))[:, :3].float()
             # x0 = (x_t - sqrt(1 - a) eps) / sqrt(a): a change of eps moves x0 by sqrt((1-a)/a) times it
-            delta = (eps[:batch] - eps[batch:]) * ((1 - alpha) / alpha) ** 0.5
-            distances.append(float(delta.pow(2).mean().sqrt()))
-        moved[step] = sum(distances) / len(distances)
+            eps = eps.reshape(1 + len(names), batch, *eps.shape[1:]) * ((1 - alpha) / alpha) ** 0.5
+            for i, name in enumerate(names, start=1):
+                distances[name].append(float((eps[i] - eps[0]).pow(2).mean().sqrt()))
+        for name in names:
+            moved[name][step] = sum(distances[name]) / len(distances[name])
     return moved

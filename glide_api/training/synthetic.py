@@ -69,8 +69,8 @@ def sample_spec(seed: int, index: int, *, spread: float = DEFAULT_SPREAD) -> Sha
     low, high = SIZES[size]
     extent = float(rng.uniform(low, high))
     margin = extent / 2 + 0.04
-    low, high = max(margin, 0.5 - spread), min(1 - margin, 0.5 + spread)
-    center = (float(rng.uniform(low, high)), float(rng.uniform(low, high)))
+    lowest, highest = max(margin, 0.5 - spread), min(1 - margin, 0.5 + spread)
+    center = (float(rng.uniform(lowest, highest)), float(rng.uniform(lowest, highest)))
     return ShapeSpec(shape=shape, colour=colour, background=background, size=size, center=center,
                      extent=extent, caption=caption(shape, colour, background, size, rng))
 
