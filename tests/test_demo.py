@@ -34,9 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 24
 STEPS = "ddim16"  # DDIM: deterministic, and close to the 100-step result for these flat pictures
 # "Far above chance": three times chance. A model ignoring the prompt (1/6) reaches 12 of 24 with
-# probability 1.7e-4. The shipped base measured 79% here and 85% over 48 other seeds (model card).
+# probability 1.7e-4. The shipped base measured 67% here and 69% over 48 other seeds (model card).
 COLOUR_THRESHOLD = 0.5  # chance: 1/6 (six colours)
 BACKGROUND_THRESHOLD = 0.6  # chance: 1/6
+# A model ignoring the shape word (1/4) reaches 10 of 24 with probability 0.05; the shipped base
+# measured 50% here, 40% over all 168 prompts and seeds in its model card.
 SHAPE_THRESHOLD = 0.4  # chance: 1/4 (four shapes)
 # Mean |downscale(256 px output) - 64 px input| as a fraction of full range. The upsampler measured
 # 4-9/255 over 8 clean synthetic inputs (model card); 6/255 held for the first base's pictures only.
@@ -71,7 +73,7 @@ def test_the_demo_pair_is_a_64_px_base_and_a_256_px_upsampler_of_a_few_megabytes
         assert json.loads((folder / "tokenizer.json").read_text()) == {"type": "bytes"}
         assert demo_name(folder) == name and (kind == "upsample") == config["super_res"]
         total += (folder / "model.safetensors").stat().st_size
-    assert total < 16 * 2**20, f"{total / 2**20:.1f} MiB"  # 3.2 M + 4.0 M parameters in fp16
+    assert total < 16 * 2**20, f"{total / 2**20:.1f} MiB"  # 3.3 M + 4.0 M parameters in fp16
     card = (DEMO_DIR / "README.md").read_text()
     assert "glide-api train" in card and "glide-api synthetic" in card
 
@@ -82,8 +84,6 @@ def test_the_requested_colour_and_background_are_drawn_far_above_chance(adherenc
     assert result.background >= BACKGROUND_THRESHOLD, str(result)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 6, open: the shipped demo base draws the requested colours "
-                                        "but mostly blobs, not yet the requested kind of shape")
 def test_the_requested_shape_is_drawn_above_chance(adherence) -> None:
     result = adherence[3.0]
     assert result.shape >= SHAPE_THRESHOLD > CHANCE["shape"], str(result)

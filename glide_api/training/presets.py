@@ -11,10 +11,12 @@ from ..models.config import PRESETS, ModelConfig
 # the same 4x relationship as the official pair, small enough to train on a CPU. Every level is at
 # least 64 channels wide: GroupNorm has 32 groups, and at 32 channels each group is one channel, so
 # every norm would subtract each channel's spatial mean and the network could not see (or set) the
-# flat colour of a region, which is most of what these pictures are.
+# flat colour of a region, which is most of what these pictures are. The base attends to the text
+# at 16 and 8 px, where a shape's outline is still a few cells across (docs/training.md: the first
+# demo base attended at 8 px only and never learned the words for the kinds of shape).
 DEMO_BASE: dict[str, Any] = {
     "image_size": 64, "num_channels": 64, "num_res_blocks": 1, "channel_mult": "1,1,1,1",
-    "num_head_channels": 32, "attention_resolutions": "8", "dropout": 0.0,
+    "num_head_channels": 32, "attention_resolutions": "16,8", "dropout": 0.0,
     "text_ctx": 64, "xf_width": 128, "xf_layers": 2, "xf_heads": 4, "n_vocab": 257,
 }
 DEMO_UPSAMPLE: dict[str, Any] = {
