@@ -33,13 +33,15 @@ from glide_api.training.evaluate import (
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 24
 STEPS = "ddim16"  # DDIM: deterministic, and close to the 100-step result for these flat pictures
-# "Far above chance": three times chance. A model ignoring the prompt (1/6) reaches 12 of 24 with
-# probability 1.7e-4. The shipped base measured 67% here and 69% over 48 other seeds (model card).
-COLOUR_THRESHOLD = 0.5  # chance: 1/6 (six colours)
-BACKGROUND_THRESHOLD = 0.6  # chance: 1/6
-# A model ignoring the shape word (1/4) reaches 10 of 24 with probability 0.05; the shipped base
-# measured 50% here, 40% over all 168 prompts and seeds in its model card.
-SHAPE_THRESHOLD = 0.4  # chance: 1/4 (four shapes)
+# "Far above chance": a model ignoring the prompt (1/6) reaches 15 of 24 with probability 6e-7.
+# The shipped base measured 92% colours and 100% backgrounds here, 75% and 94% over 48 other
+# seeds (model card); the thresholds leave room for another machine's rounding.
+COLOUR_THRESHOLD = 0.6  # chance: 1/6 (six colours)
+BACKGROUND_THRESHOLD = 0.75  # chance: 1/6
+# A model ignoring the shape word (1/4) reaches 12 of 24 with probability 0.007; the shipped base
+# measured 67% here, 63% over all 168 prompts and seeds in its model card. (Unguided, on these
+# seeds, it happens to draw the asked-for kind 13 times: 24 samples are few for a 1-in-4 reading.)
+SHAPE_THRESHOLD = 0.5  # chance: 1/4 (four shapes)
 # Mean |downscale(256 px output) - 64 px input| as a fraction of full range. The upsampler measured
 # 4-9/255 over 8 clean synthetic inputs (model card); 6/255 held for the first base's pictures only.
 UPSAMPLE_MAE_BOUND = 10 / 255
@@ -132,9 +134,10 @@ def test_word_influence_is_zero_for_the_same_prompt_and_grows_with_words_the_mod
     prompts = [t.prompt for t in targets(2)]
     same = word_influence(demo_pipeline.base, prompts, {"none": prompts}, timesteps=(500,))
     assert same == {"none": {500: 0.0}}  # the same noise for both: only the prompt can move it
-    table = word_influences(demo_pipeline, count=2)
+    table = word_influences(demo_pipeline, count=8)
     assert list(table) == ["background", "shape colour", "kind of shape", "a typo"]
-    # The demo base follows colours (model card): changing one moves it far more than a typo does.
+    # The demo base follows colours (model card, the same 8 prompts): changing one moves it far
+    # more than a typo does. On 2 prompts one typo can move it as much as a colour.
     for part in ("background", "shape colour"):
         assert all(table[part][t] > 2 * table["a typo"][t] for t in (500, 850)), table
 

@@ -39,7 +39,8 @@ SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized")
               "large": ("large", "big")}
 # How far a shape's centre may lie from the image's middle, as a fraction of the side; the shape
 # always stays inside the picture. 0.5 (the default) lets it sit anywhere it fits; the demo base
-# trains on centred shapes (0) first, where the caption alone fixes the outline, then on 0.5.
+# trains on centred shapes (0) first, where the caption alone fixes the outline, then on 0.5,
+# then on both together.
 DEFAULT_SPREAD = 0.5
 METADATA_FILE = "metadata.jsonl"
 _JITTER = 12  # +- per channel on each colour, so the model sees shades, not 6 exact values
