@@ -38,9 +38,8 @@ SIZES: dict[str, tuple[float, float]] = {  # the shape's extent, as a fraction o
 SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"),
               "large": ("large", "big")}
 # How far a shape's centre may lie from the image's middle, as a fraction of the side; the shape
-# always stays inside the picture. 0.5 (the default) lets it sit anywhere it fits; the demo base
-# trains on centred shapes (0) first, where the caption alone fixes the outline, then on 0.5,
-# then on both together.
+# always stays inside the picture. 0.5 (the default) lets it sit anywhere it fits; 0 centres every
+# shape, where the caption alone fixes the outline (docs/training.md: why the demo base uses both).
 DEFAULT_SPREAD = 0.5
 METADATA_FILE = "metadata.jsonl"
 _JITTER = 12  # +- per channel on each colour, so the model sees shades, not 6 exact values
