@@ -91,23 +91,30 @@ def benchmark(name: str, modes: list[str], device: torch.device, *, repeats: int
         if mode == "fp16":
             model.convert_to_fp16()
         with torch.no_grad(), autocast(mode, device):
-            full = best_time(lambda: model(x, t, tokens=tokens, mask=mask, **extra),
-                             repeats=repeats, device=device)
+            full = best_time(
+                lambda: model(x, t, tokens=tokens, mask=mask, **extra), repeats=repeats, device=device
+            )
             text = model.encode_text(tokens, mask)
-            reused = best_time(lambda: model(x, t, text=text, **extra),  # noqa: B023
-                               repeats=repeats, device=device)
+            reused = best_time(
+                lambda: model(x, t, text=text, **extra),  # noqa: B023
+                repeats=repeats,
+                device=device,
+            )
         if mode == "fp16":
             model.convert_to_fp32()
         matmul = matmul_flops_per_second(DTYPES[mode], device, size=matmul_size, repeats=repeats)
         achieved = flops / full
-        print(f"{name:9} {mode:5} {x.shape[0]:>5} {flops / 1e9:>8.1f} {full:>14.3f}s "
-              f"{reused:>11.3f}s {achieved / 1e9:>9.1f} {matmul / 1e9:>15.1f} "
-              f"{achieved / matmul:>10.0%} {flops / reused / matmul:>18.0%}")
+        print(
+            f"{name:9} {mode:5} {x.shape[0]:>5} {flops / 1e9:>8.1f} {full:>14.3f}s "
+            f"{reused:>11.3f}s {achieved / 1e9:>9.1f} {matmul / 1e9:>15.1f} "
+            f"{achieved / matmul:>10.0%} {flops / reused / matmul:>18.0%}"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="base,upsample")
     parser.add_argument("--modes", default="fp32,bf16,fp16", help="fp16 runs on CUDA only")
     parser.add_argument("--repeats", type=int, default=2)
@@ -118,9 +125,11 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m != "fp16" or device.type == "cuda"]
 
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'model':9} {'mode':5} {'batch':>5} {'GFLOP':>8} {'text each call':>15} "
-          f"{'text reused':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} {'of matmul':>10} "
-          f"{'reused, of matmul':>18}")
+    print(
+        f"{'model':9} {'mode':5} {'batch':>5} {'GFLOP':>8} {'text each call':>15} "
+        f"{'text reused':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} {'of matmul':>10} "
+        f"{'reused, of matmul':>18}"
+    )
     for name in args.models.split(","):
         benchmark(name, modes, device, repeats=args.repeats, matmul_size=args.matmul_size)
 

@@ -38,13 +38,22 @@ from glide_api.pipeline.loading import LoadedModel, resolve_device
 from glide_api.pipeline.params import GenerationRequest
 from glide_api.pipeline.text2im import GlidePipeline
 
-REDUCED = {"num_channels": 64, "num_res_blocks": 2, "xf_width": 256, "xf_layers": 4, "xf_heads": 4,
-           "dropout": 0.0}
+REDUCED = {
+    "num_channels": 64,
+    "num_res_blocks": 2,
+    "xf_width": 256,
+    "xf_layers": 4,
+    "xf_heads": 4,
+    "dropout": 0.0,
+}
 
 
 def tokenizer() -> GlideTokenizer:
-    golden = Path(os.environ.get("GLIDE_API_GOLDEN_DIR",
-                                 Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"))
+    golden = Path(
+        os.environ.get(
+            "GLIDE_API_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
+        )
+    )
     if (golden / "encoder.json.gz").is_file():
         folder = Path(tempfile.mkdtemp(prefix="glide-bench-"))
         for name in ("encoder.json", "vocab.bpe"):
@@ -60,8 +69,9 @@ def build_base(full: bool, device: torch.device) -> LoadedModel:
     network = create_model(config)
     for p in network.parameters():  # small random weights keep activations finite
         torch.nn.init.normal_(p, std=0.02)
-    return LoadedModel(name="random base" + ("" if full else " (reduced)"), network=network.to(device),
-                       tokenizer=tokenizer())
+    return LoadedModel(
+        name="random base" + ("" if full else " (reduced)"), network=network.to(device), tokenizer=tokenizer()
+    )
 
 
 def run(engine: Engine, concurrency: int, steps: int) -> float:
@@ -88,8 +98,9 @@ def run(engine: Engine, concurrency: int, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--full", action="store_true", help="the official base architecture")
     parser.add_argument("--steps", type=int, default=10, help="base steps per image (default 10)")
     parser.add_argument("--concurrency", default="1,4,8")
@@ -99,8 +110,10 @@ def main() -> None:
     base = build_base(args.full, device)
     levels = [int(c) for c in args.concurrency.split(",")]
     setups = {"off": (False, True), "on, invariant": (True, True), "on, fused": (True, False)}
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"model {base.name}, {args.steps} steps, 64 px")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"model {base.name}, {args.steps} steps, 64 px"
+    )
     rates: dict[tuple[str, int], float] = {}
     for label, (batching, invariant) in setups.items():
         pipeline = GlidePipeline(base=base, device=device, precision="fp32", batch_invariant=invariant)
@@ -109,12 +122,17 @@ def main() -> None:
             run(engine, 1, 1)  # warm-up
             for n in levels:
                 rates[label, n] = n / run(engine, n, args.steps) * 60
-    print(f"{'concurrent':>10} " + " ".join(f"{'batching ' + s:>24}" for s in setups)
-          + f" {'ratio invariant/off':>20} {'ratio fused/off':>16}")
+    print(
+        f"{'concurrent':>10} "
+        + " ".join(f"{'batching ' + s:>24}" for s in setups)
+        + f" {'ratio invariant/off':>20} {'ratio fused/off':>16}"
+    )
     for n in levels:
         cells = " ".join(f"{rates[s, n]:>19.1f} img/min" for s in setups)
-        print(f"{n:>10} {cells} {rates['on, invariant', n] / rates['off', n]:>20.2f} "
-              f"{rates['on, fused', n] / rates['off', n]:>16.2f}")
+        print(
+            f"{n:>10} {cells} {rates['on, invariant', n] / rates['off', n]:>20.2f} "
+            f"{rates['on, fused', n] / rates['off', n]:>16.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,20 @@ from urllib.parse import quote
 import requests
 
 __all__ = [
-    "AuthenticationError", "BadRequest", "Event", "GlideAPIError", "GlideClient", "Job", "JobFailedError",
-    "JobImage", "NotFound", "NotReady", "RateLimited", "ServerError", "Timeout", "TransportError",
+    "AuthenticationError",
+    "BadRequest",
+    "Event",
+    "GlideAPIError",
+    "GlideClient",
+    "Job",
+    "JobFailedError",
+    "JobImage",
+    "NotFound",
+    "NotReady",
+    "RateLimited",
+    "ServerError",
+    "Timeout",
+    "TransportError",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:5000"
@@ -61,9 +73,16 @@ class GlideAPIError(Exception):
     `retry_after`: the seconds a 429 or 503 answer asked the client to wait (Retry-After), else None.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, param: str | None = None,
-                 code: str | None = None, error_type: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        error_type: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -107,8 +126,7 @@ class JobFailedError(GlideAPIError):
     synchronous call: `status` 500 (failed), 409 (cancelled) or 504 (it outlasted the server's wait,
     which cancelled it). `job` is the job when it could be fetched, `job_id` its id when known."""
 
-    def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None,
-                 **kw: Any) -> None:
+    def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.job = job
         self.job_id = job.id if job is not None else job_id
@@ -171,16 +189,29 @@ class Job:
     def from_json(cls, data: Mapping[str, Any]) -> Job:
         request = data.get("request") or {}
         return cls(
-            id=str(data["id"]), status=str(data["status"]), prompt=request.get("prompt", ""),
-            task=request.get("task", "text2im"), size=request.get("size"),
+            id=str(data["id"]),
+            status=str(data["status"]),
+            prompt=request.get("prompt", ""),
+            task=request.get("task", "text2im"),
+            size=request.get("size"),
             n=request.get("batch_size", len(data.get("images") or ()) or 1),
-            seeds=tuple(request.get("seeds") or ()), guidance_scale=request.get("guidance_scale"),
-            images=tuple(JobImage(index=im["index"], seed=im["seed"], url=im["url"],
-                                  metadata=dict(im.get("metadata") or {}))
-                         for im in data.get("images") or ()),
-            progress=data.get("progress"), error=data.get("error"), chain=tuple(data.get("chain") or ()),
-            created_at=data.get("created_at"), started_at=data.get("started_at"),
-            finished_at=data.get("finished_at"), total_seconds=data.get("total_seconds"), raw=dict(data))
+            seeds=tuple(request.get("seeds") or ()),
+            guidance_scale=request.get("guidance_scale"),
+            images=tuple(
+                JobImage(
+                    index=im["index"], seed=im["seed"], url=im["url"], metadata=dict(im.get("metadata") or {})
+                )
+                for im in data.get("images") or ()
+            ),
+            progress=data.get("progress"),
+            error=data.get("error"),
+            chain=tuple(data.get("chain") or ()),
+            created_at=data.get("created_at"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            total_seconds=data.get("total_seconds"),
+            raw=dict(data),
+        )
 
 
 @dataclass(frozen=True)
@@ -215,13 +246,26 @@ class Event:
 
     @classmethod
     def from_json(cls, event_type: str, data: Mapping[str, Any], *, seq: int = -1) -> Event:
-        known = ("position", "stage", "stage_index", "stages", "step", "total", "elapsed", "preview",
-                 "message")
+        known = (
+            "position",
+            "stage",
+            "stage_index",
+            "stages",
+            "step",
+            "total",
+            "elapsed",
+            "preview",
+            "message",
+        )
         job = data.get("job")
-        return cls(type=str(data.get("type", event_type)), seq=int(data.get("seq", seq)),
-                   job_id=str(data.get("job_id", "")), **{k: data.get(k) for k in known},
-                   job=Job.from_json(job) if isinstance(job, Mapping) and "id" in job else None,
-                   raw=dict(data))
+        return cls(
+            type=str(data.get("type", event_type)),
+            seq=int(data.get("seq", seq)),
+            job_id=str(data.get("job_id", "")),
+            **{k: data.get(k) for k in known},
+            job=Job.from_json(job) if isinstance(job, Mapping) and "id" in job else None,
+            raw=dict(data),
+        )
 
 
 # ---- the client ------------------------------------------------------------------------------------
@@ -236,8 +280,15 @@ class GlideClient:
     answer is retried after its Retry-After (at most 60 s each); 0, the default, never retries.
     """
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 30.0,
-                 session: requests.Session | None = None, retries: int = 0) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        session: requests.Session | None = None,
+        retries: int = 0,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: must start with http:// or https:// (got {base_url!r})")
         if timeout <= 0:
@@ -260,17 +311,30 @@ class GlideClient:
     def __enter__(self) -> GlideClient:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()
 
     # ---- v1: jobs ---------------------------------------------------------------------------------
 
-    def generate(self, prompt: str, *, size: int | None = None, n: int = 1, seed: int | None = None,
-                 guidance_scale: float | None = None, steps: int | str | None = None,
-                 upsample_steps: int | str | None = None, sampler: str | None = None,
-                 upsample_sampler: str | None = None, eta: float | None = None,
-                 upsample_temp: float | None = None, wait: bool = True, timeout: float | None = None) -> Job:
+    def generate(
+        self,
+        prompt: str,
+        *,
+        size: int | None = None,
+        n: int = 1,
+        seed: int | None = None,
+        guidance_scale: float | None = None,
+        steps: int | str | None = None,
+        upsample_steps: int | str | None = None,
+        sampler: str | None = None,
+        upsample_sampler: str | None = None,
+        eta: float | None = None,
+        upsample_temp: float | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Job:
         """Generate `n` images of `prompt` (`POST /v1/generations`); options left None take the
         server's defaults (see `settings()`); `steps` is a count or a respacing string ("fast27").
 
@@ -278,29 +342,63 @@ class GlideClient:
         `JobFailedError` if it failed or was cancelled. wait=False: returns the queued job at once
         (`timeout`: the request's, default the client's); follow it with `events()` or `wait()`.
         """
-        body = _options(prompt=prompt, size=size, n=n, seed=seed, guidance_scale=guidance_scale, steps=steps,
-                        upsample_steps=upsample_steps, sampler=sampler, upsample_sampler=upsample_sampler,
-                        eta=eta, upsample_temp=upsample_temp)
+        body = _options(
+            prompt=prompt,
+            size=size,
+            n=n,
+            seed=seed,
+            guidance_scale=guidance_scale,
+            steps=steps,
+            upsample_steps=upsample_steps,
+            sampler=sampler,
+            upsample_sampler=upsample_sampler,
+            eta=eta,
+            upsample_temp=upsample_temp,
+        )
         return self._submit("/v1/generations", wait=wait, timeout=timeout, json=body)
 
-    def inpaint(self, image: FileInput, prompt: str, *, mask: FileInput | None = None,
-                size: int | None = None, n: int = 1, seed: int | None = None,
-                guidance_scale: float | None = None, steps: int | str | None = None,
-                upsample_steps: int | str | None = None, sampler: str | None = None,
-                upsample_sampler: str | None = None, eta: float | None = None,
-                upsample_temp: float | None = None, wait: bool = True, timeout: float | None = None) -> Job:
+    def inpaint(
+        self,
+        image: FileInput,
+        prompt: str,
+        *,
+        mask: FileInput | None = None,
+        size: int | None = None,
+        n: int = 1,
+        seed: int | None = None,
+        guidance_scale: float | None = None,
+        steps: int | str | None = None,
+        upsample_steps: int | str | None = None,
+        sampler: str | None = None,
+        upsample_sampler: str | None = None,
+        eta: float | None = None,
+        upsample_temp: float | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Job:
         """Repaint part of `image` (`POST /v1/inpaint`). `image` and `mask` are a path, bytes or a
         binary file object. The mask is white (or opaque) where the image is kept and black (or
         transparent) where it is painted; without it, the image's own transparency is the mask.
         Other options, `wait` and `timeout` as in `generate()`."""
-        form = _options(prompt=prompt, size=size, n=n, seed=seed, guidance_scale=guidance_scale, steps=steps,
-                        upsample_steps=upsample_steps, sampler=sampler, upsample_sampler=upsample_sampler,
-                        eta=eta, upsample_temp=upsample_temp)
+        form = _options(
+            prompt=prompt,
+            size=size,
+            n=n,
+            seed=seed,
+            guidance_scale=guidance_scale,
+            steps=steps,
+            upsample_steps=upsample_steps,
+            sampler=sampler,
+            upsample_sampler=upsample_sampler,
+            eta=eta,
+            upsample_temp=upsample_temp,
+        )
         files = {"image": _file_field(image, "image.png")}
         if mask is not None:
             files["mask"] = _file_field(mask, "mask.png")
-        return self._submit("/v1/inpaint", wait=wait, timeout=timeout,
-                            data={k: str(v) for k, v in form.items()}, files=files)
+        return self._submit(
+            "/v1/inpaint", wait=wait, timeout=timeout, data={k: str(v) for k, v in form.items()}, files=files
+        )
 
     def job(self, job_id: str) -> Job:
         """The job's current state (`GET /v1/jobs/{id}`); `NotFound` for an unknown id."""
@@ -311,8 +409,14 @@ class GlideClient:
         state as the server answered (a running job may still read `running` for a moment)."""
         return Job.from_json(self._request("POST", _job_path(job_id, "cancel")).json())
 
-    def events(self, job_id: str, *, previews: bool = False, last_event_id: int | None = None,
-               timeout: float | None = None) -> Iterator[Event]:
+    def events(
+        self,
+        job_id: str,
+        *,
+        previews: bool = False,
+        last_event_id: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Event]:
         """The job's events, in order, from `GET /v1/jobs/{id}/events`: its history, then live ones,
         ending after the final one (`succeeded`, `failed` or `cancelled`). A finished job's history
         is replayed. This is the progress iterator:
@@ -366,8 +470,9 @@ class GlideClient:
         job_id = job.id if isinstance(job, Job) else job
         return self._request("GET", _job_path(job_id, f"images/{int(index)}.png")).content
 
-    def save_images(self, job: Job | str, folder: str | os.PathLike[str], *,
-                    prefix: str | None = None) -> list[Path]:
+    def save_images(
+        self, job: Job | str, folder: str | os.PathLike[str], *, prefix: str | None = None
+    ) -> list[Path]:
         """Write a finished job's images into `folder` (created if missing) and return their paths.
 
         Names are the server's (`glide-<id>-<index>.png`), or `<prefix>-<index>.png` when `prefix`
@@ -413,19 +518,34 @@ class GlideClient:
 
     # ---- the original Glide-Api routes ------------------------------------------------------------
 
-    def legacy_image(self, prompt: str, *, size: int, batch_size: int = 1, guidance_scale: float = 3.0,
-                     upsample_temp: float = 0.997, seed: int | None = None,
-                     timeout: float | None = None) -> dict[str, Any]:
+    def legacy_image(
+        self,
+        prompt: str,
+        *,
+        size: int,
+        batch_size: int = 1,
+        guidance_scale: float = 3.0,
+        upsample_temp: float = 0.997,
+        seed: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         """`GET /image` (the original route), waiting up to `timeout` seconds (default 960).
 
         Returns the server's JSON with the images decoded: `image` is the PNG bytes of the batch as
         one strip, `images` a list of each image's PNG bytes; `seeds`, `job_id`, `image_size`,
         `processing_seconds` and the original text fields as sent.
         """
-        params = _options(prompt=prompt, size=size, batch_size=batch_size, guidance_scale=guidance_scale,
-                          upsample_temp=upsample_temp, seed=seed)
-        data = self._request("GET", "/image", params=params,
-                             timeout=DEFAULT_WAIT if timeout is None else timeout).json()
+        params = _options(
+            prompt=prompt,
+            size=size,
+            batch_size=batch_size,
+            guidance_scale=guidance_scale,
+            upsample_temp=upsample_temp,
+            seed=seed,
+        )
+        data = self._request(
+            "GET", "/image", params=params, timeout=DEFAULT_WAIT if timeout is None else timeout
+        ).json()
         data["image"] = base64.b64decode(data["image"])
         data["images"] = [base64.b64decode(png) for png in data.get("images", ())]
         return data
@@ -433,20 +553,27 @@ class GlideClient:
     def set_base_steps(self, steps: int) -> int:
         """`POST /basemodel`: the base model's steps for jobs submitted from now on (server-wide).
         Returns the base model's parameter count, as the original route did."""
-        return int(self._request("POST", "/basemodel", params={"diffusion_steps": steps})
-                   .json()["base_model_total_parameters"])
+        return int(
+            self._request("POST", "/basemodel", params={"diffusion_steps": steps}).json()[
+                "base_model_total_parameters"
+            ]
+        )
 
     def set_upsample_steps(self, steps: int) -> int:
         """`POST /upmodel`: the upsampler's steps from now on; returns its parameter count."""
-        return int(self._request("POST", "/upmodel", params={"diffusion_steps": steps})
-                   .json()["upsample_model_total_parameters"])
+        return int(
+            self._request("POST", "/upmodel", params={"diffusion_steps": steps}).json()[
+                "upsample_model_total_parameters"
+            ]
+        )
 
     # ---- HTTP -------------------------------------------------------------------------------------
 
     def _submit(self, path: str, *, wait: bool, timeout: float | None, **kw: Any) -> Job:
         if not wait:
-            return Job.from_json(self._request("POST", path, timeout=timeout,
-                                               headers={"Prefer": "respond-async"}, **kw).json())
+            return Job.from_json(
+                self._request("POST", path, timeout=timeout, headers={"Prefer": "respond-async"}, **kw).json()
+            )
         patience = DEFAULT_WAIT if timeout is None else timeout
         try:
             return Job.from_json(self._request("POST", path, timeout=patience, **kw).json())
@@ -456,17 +583,28 @@ class GlideClient:
                     error.job = self.job(error.job_id)
             raise
 
-    def _request(self, method: str, path: str, *, timeout: float | None = None,
-                 headers: Mapping[str, str] | None = None, ok: tuple[int, ...] = (),
-                 **kw: Any) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (),
+        **kw: Any,
+    ) -> requests.Response:
         """One request (retried on 429/503 if `retries` says so); an error status raises its class.
         `timeout` bounds the wait for the answer (default: the client's)."""
         read = self.timeout if timeout is None else timeout
         for attempt in range(self.retries + 1):
             try:
-                response = self._session.request(method, self.base_url + path,
-                                                 headers={**self._headers, **(headers or {})},
-                                                 timeout=(min(self.timeout, read), read), **kw)
+                response = self._session.request(
+                    method,
+                    self.base_url + path,
+                    headers={**self._headers, **(headers or {})},
+                    timeout=(min(self.timeout, read), read),
+                    **kw,
+                )
             except requests.Timeout as e:
                 raise Timeout(f"{method} {path}: no answer within {read:g} s") from e
             except requests.RequestException as e:
@@ -480,8 +618,9 @@ class GlideClient:
             time.sleep(min(MAX_RETRY_SLEEP, error.retry_after if error.retry_after is not None else 1.0))
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    def _event_stream(self, job_id: str, *, previews: bool, after: int | None,
-                      deadline: float | None) -> Iterator[Event]:
+    def _event_stream(
+        self, job_id: str, *, previews: bool, after: int | None, deadline: float | None
+    ) -> Iterator[Event]:
         """One connection's events (parsed SSE). Ends when the server closes the stream; a broken
         connection raises `TransportError`, passing `deadline` raises `Timeout`."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
@@ -490,8 +629,14 @@ class GlideClient:
         read = max(self.timeout, STREAM_READ_TIMEOUT)
         if deadline is not None:
             read = max(0.01, min(read, deadline - time.monotonic()))
-        response = self._request("GET", _job_path(job_id, "events"), timeout=read, headers=headers,
-                                 params={"previews": "true"} if previews else None, stream=True)
+        response = self._request(
+            "GET",
+            _job_path(job_id, "events"),
+            timeout=read,
+            headers=headers,
+            params={"previews": "true"} if previews else None,
+            stream=True,
+        )
         with response:
             name, data, seq = "message", [], -1
             try:
@@ -605,8 +750,11 @@ def _error_from(response: requests.Response) -> GlideAPIError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = str(error.get("message") or f"HTTP {status}")
-        fields: dict[str, Any] = {"param": error.get("param"), "code": error.get("code"),
-                                  "error_type": error.get("type")}
+        fields: dict[str, Any] = {
+            "param": error.get("param"),
+            "code": error.get("code"),
+            "error_type": error.get("type"),
+        }
     else:
         reason = body.get("reason") if isinstance(body, dict) else None
         message = str(reason or response.text.strip()[:300] or response.reason or f"HTTP {status}")
@@ -620,5 +768,15 @@ def _error_from(response: requests.Response) -> GlideAPIError:
 
 
 _ERRORS: dict[int, type[GlideAPIError]] = {
-    400: BadRequest, 405: BadRequest, 409: BadRequest, 413: BadRequest, 415: BadRequest, 422: BadRequest,
-    401: AuthenticationError, 403: AuthenticationError, 404: NotFound, 429: RateLimited, 503: NotReady}
+    400: BadRequest,
+    405: BadRequest,
+    409: BadRequest,
+    413: BadRequest,
+    415: BadRequest,
+    422: BadRequest,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: NotFound,
+    429: RateLimited,
+    503: NotReady,
+}

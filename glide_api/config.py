@@ -19,8 +19,12 @@ from typing import Any, get_type_hints
 ENV_PREFIX = "GLIDE_API_"
 MODEL_CHOICES = ("official", "demo")
 MODEL_ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
-_OFFICIAL_SPECS = {"base": "base", "upsample": "upsample", "base_inpaint": "base-inpaint",
-                   "upsample_inpaint": "upsample-inpaint"}
+_OFFICIAL_SPECS = {
+    "base": "base",
+    "upsample": "upsample",
+    "base_inpaint": "base-inpaint",
+    "upsample_inpaint": "upsample-inpaint",
+}
 
 
 def model_choice(model: str, specs: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -31,10 +35,16 @@ def model_choice(model: str, specs: Mapping[str, str | None]) -> dict[str, str |
     from .demo import DEMO_MODELS
 
     if not all((folder / "config.json").is_file() for folder in DEMO_MODELS.values()):
-        raise ValueError(f"model: the demo models are missing from this installation (expected in "
-                         f"{DEMO_MODELS['demo-base'].parent}); reinstall glide-api")
-    demo = {"base": str(DEMO_MODELS["demo-base"]), "upsample": str(DEMO_MODELS["demo-upsample"]),
-            "base_inpaint": "none", "upsample_inpaint": "none"}
+        raise ValueError(
+            f"model: the demo models are missing from this installation (expected in "
+            f"{DEMO_MODELS['demo-base'].parent}); reinstall glide-api"
+        )
+    demo = {
+        "base": str(DEMO_MODELS["demo-base"]),
+        "upsample": str(DEMO_MODELS["demo-upsample"]),
+        "base_inpaint": "none",
+        "upsample_inpaint": "none",
+    }
     return {role: demo[role] if spec == _OFFICIAL_SPECS[role] else spec for role, spec in specs.items()}
 
 
@@ -47,26 +57,42 @@ class ServiceConfig:
     port: int = field(default=5000, metadata={"help": "TCP port"})
     threads: int = field(default=32, metadata={"help": "threads for waiting clients and event streams"})
     # Which models, where.
-    model: str = field(default="official", metadata={"help": "official (the GLIDE checkpoints) or demo (the "
-                                                             "small shipped shapes models: offline, no "
-                                                             "inpainting); demo replaces the model "
-                                                             "settings left at their defaults"})
+    model: str = field(
+        default="official",
+        metadata={
+            "help": "official (the GLIDE checkpoints) or demo (the "
+            "small shipped shapes models: offline, no "
+            "inpainting); demo replaces the model "
+            "settings left at their defaults"
+        },
+    )
     base: str = field(default="base", metadata={"help": "base model: official name or model folder"})
-    upsample: str = field(default="upsample", metadata={"help": "upsampler: official name or model folder; "
-                                                                "'none' for 64 px only"})
-    base_inpaint: str = field(default="base-inpaint", metadata={"help": "inpainting base model; 'none' "
-                                                                        "disables inpainting"})
-    upsample_inpaint: str = field(default="upsample-inpaint", metadata={"help": "inpainting upsampler; "
-                                                                                "'none' for 64 px edits"})
+    upsample: str = field(
+        default="upsample",
+        metadata={"help": "upsampler: official name or model folder; 'none' for 64 px only"},
+    )
+    base_inpaint: str = field(
+        default="base-inpaint", metadata={"help": "inpainting base model; 'none' disables inpainting"}
+    )
+    upsample_inpaint: str = field(
+        default="upsample-inpaint", metadata={"help": "inpainting upsampler; 'none' for 64 px edits"}
+    )
     device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:N"})
-    precision: str = field(default="auto", metadata={"help": "auto (fp16 on CUDA, fp32 on CPU), fp32, "
-                                                             "fp16, bf16"})
-    offline: bool = field(default=False, metadata={"help": "never download weights (also "
-                                                           "GLIDE_API_OFFLINE=1)"})
+    precision: str = field(
+        default="auto", metadata={"help": "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16"}
+    )
+    offline: bool = field(
+        default=False, metadata={"help": "never download weights (also GLIDE_API_OFFLINE=1)"}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "weights cache (also GLIDE_API_CACHE)"})
-    batch_invariant: bool = field(default=True, metadata={"help": "run each sample's rows alone so a "
-                                                                  "seed's image never depends on its "
-                                                                  "batch-mates (off: faster on GPUs)"})
+    batch_invariant: bool = field(
+        default=True,
+        metadata={
+            "help": "run each sample's rows alone so a "
+            "seed's image never depends on its "
+            "batch-mates (off: faster on GPUs)"
+        },
+    )
     # Generation defaults and limits.
     base_steps: str = field(default="100", metadata={"help": "default base respacing"})
     upsample_steps: str = field(default="fast27", metadata={"help": "default upsampler respacing"})
@@ -76,21 +102,26 @@ class ServiceConfig:
     max_queue: int = field(default=32, metadata={"help": "jobs waiting; more are refused with 429"})
     max_batch_images: int = field(default=8, metadata={"help": "images merged into one sampling batch"})
     job_timeout: float = field(default=1800.0, metadata={"help": "seconds a job may run"})
-    sync_timeout: float = field(default=900.0, metadata={"help": "seconds a synchronous request waits "
-                                                                 "for its job"})
+    sync_timeout: float = field(
+        default=900.0, metadata={"help": "seconds a synchronous request waits for its job"}
+    )
     keep_finished: int = field(default=256, metadata={"help": "finished jobs (and images) kept"})
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
     max_upload_bytes: int = field(default=8 << 20, metadata={"help": "uploaded image size (each file)"})
-    image_dir: str | None = field(default=None, metadata={"help": "also write images here (server-chosen "
-                                                                  "names); default: memory only"})
+    image_dir: str | None = field(
+        default=None, metadata={"help": "also write images here (server-chosen names); default: memory only"}
+    )
     # Safety.
-    api_keys: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated Bearer keys; empty: "
-                                                                    "no authentication"})
-    rate_limit: int = field(default=0, metadata={"help": "requests per minute per key (or client "
-                                                         "address); 0: unlimited"})
-    cors_origins: tuple[str, ...] = field(default=(), metadata={"help": "comma-separated origins "
-                                                                        "allowed by CORS; empty: off"})
+    api_keys: tuple[str, ...] = field(
+        default=(), metadata={"help": "comma-separated Bearer keys; empty: no authentication"}
+    )
+    rate_limit: int = field(
+        default=0, metadata={"help": "requests per minute per key (or client address); 0: unlimited"}
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(), metadata={"help": "comma-separated origins allowed by CORS; empty: off"}
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
     def __post_init__(self) -> None:
@@ -98,8 +129,18 @@ class ServiceConfig:
             raise ValueError(f"model: must be one of {', '.join(MODEL_CHOICES)} (got {self.model!r})")
         for role, spec in model_choice(self.model, {r: getattr(self, r) for r in MODEL_ROLES}).items():
             object.__setattr__(self, role, spec)
-        for name in ("port", "threads", "max_batch_size", "max_prompt_chars", "max_steps", "max_queue",
-                     "max_batch_images", "keep_finished", "max_body_bytes", "max_upload_bytes"):
+        for name in (
+            "port",
+            "threads",
+            "max_batch_size",
+            "max_prompt_chars",
+            "max_steps",
+            "max_queue",
+            "max_batch_images",
+            "keep_finished",
+            "max_body_bytes",
+            "max_upload_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer (got {value!r})")
@@ -120,8 +161,13 @@ class ServiceConfig:
     # ---- sources ------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, *, file: str | Path | None = None, env: Mapping[str, str] | None = None,
-             overrides: Mapping[str, Any] | None = None) -> ServiceConfig:
+    def load(
+        cls,
+        *,
+        file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> ServiceConfig:
         """Defaults, then the config file (TOML or JSON; `GLIDE_API_CONFIG` if not given), then the
         environment, then `overrides` (CLI flags; None values are ignored)."""
         env = os.environ if env is None else env
@@ -167,8 +213,10 @@ def settings_table() -> str:
     rows = ["| setting | environment variable | flag | default | meaning |", "|---|---|---|---|---|"]
     for f in dataclasses.fields(ServiceConfig):
         default = f.default if f.default not in ((), None) else "—"
-        rows.append(f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | `--{f.name.replace('_', '-')}` "
-                    f"| `{default}` | {f.metadata['help']} |")
+        rows.append(
+            f"| `{f.name}` | `{ENV_PREFIX}{f.name.upper()}` | `--{f.name.replace('_', '-')}` "
+            f"| `{default}` | {f.metadata['help']} |"
+        )
     return "\n".join(rows)
 
 
@@ -200,7 +248,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, str]:
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX):
             continue
-        name = key[len(ENV_PREFIX):].lower()
+        name = key[len(ENV_PREFIX) :].lower()
         name = aliases.get(name.upper(), name)
         if name in names:
             values[name] = value

@@ -26,10 +26,15 @@ def small_pipeline(small_model_dirs):
     from glide_api.pipeline.text2im import GlidePipeline
 
     d = {name: str(path) for name, path in small_model_dirs.items()}
-    return GlidePipeline.load(base=d["small-base"], upsample=d["small-upsample"],
-                              base_inpaint=d["small-base-inpaint"],
-                              upsample_inpaint=d["small-upsample-inpaint"],
-                              device="cpu", precision="fp32", offline=True)
+    return GlidePipeline.load(
+        base=d["small-base"],
+        upsample=d["small-upsample"],
+        base_inpaint=d["small-base-inpaint"],
+        upsample_inpaint=d["small-upsample-inpaint"],
+        device="cpu",
+        precision="fp32",
+        offline=True,
+    )
 
 
 @contextmanager

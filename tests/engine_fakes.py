@@ -101,8 +101,9 @@ class FakePipeline:
         if settings.size not in (64, 256):
             raise ValueError(f"size: must be one of 64, 256 (got {settings.size})")
 
-    def stream(self, settings: BatchSettings,
-               samples: Sequence[Sample]) -> Iterator[StageProgress | PipelineOutput]:
+    def stream(
+        self, settings: BatchSettings, samples: Sequence[Sample]
+    ) -> Iterator[StageProgress | PipelineOutput]:
         call = Call(settings, list(samples))
         self.calls.append(call)
         return self._run(len(self.calls) - 1, call)
@@ -125,15 +126,34 @@ class FakePipeline:
                     rows = torch.linspace(-1, 1, len(call.samples))
                     pred = rows.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()  # [B, 3, 4, 4]
                     self.tensors.append(weakref.ref(pred))
-                    yield StageProgress(stage=stage, stage_index=stage_index, stages=len(self.stages),
-                                        step=step, total=total, elapsed=0.0, pred_x0=pred)
+                    yield StageProgress(
+                        stage=stage,
+                        stage_index=stage_index,
+                        stages=len(self.stages),
+                        step=step,
+                        total=total,
+                        elapsed=0.0,
+                        pred_x0=pred,
+                    )
             self._wait_if_held(index, done + 1)
-            images = [GeneratedImage(image=Image.new("RGB", (4, 4)), png=png_for(s.prompt, s.seed),
-                                     seed=s.seed, prompt=s.prompt,
-                                     metadata={"prompt": s.prompt, "seed": s.seed})
-                      for s in call.samples]
-            yield PipelineOutput(images=images, chain=["base 64"], stage_seconds={"base": 0.1},
-                                 total_seconds=0.1, peak_memory_bytes=None, models={"base": "fake"})
+            images = [
+                GeneratedImage(
+                    image=Image.new("RGB", (4, 4)),
+                    png=png_for(s.prompt, s.seed),
+                    seed=s.seed,
+                    prompt=s.prompt,
+                    metadata={"prompt": s.prompt, "seed": s.seed},
+                )
+                for s in call.samples
+            ]
+            yield PipelineOutput(
+                images=images,
+                chain=["base 64"],
+                stage_seconds={"base": 0.1},
+                total_seconds=0.1,
+                peak_memory_bytes=None,
+                models={"base": "fake"},
+            )
             call.finished = True
         except GeneratorExit:
             call.closed = True

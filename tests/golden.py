@@ -11,8 +11,9 @@ import pytest
 import torch
 
 GOLDEN_DIR = Path(
-    os.environ.get("GLIDE_API_GOLDEN_DIR",
-                   Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden")
+    os.environ.get(
+        "GLIDE_API_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
+    )
 )
 requires_golden = pytest.mark.skipif(
     not (GOLDEN_DIR / "golden.json").is_file(),

@@ -34,8 +34,7 @@ class FileServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits for the serving loop's next poll.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self.running = False
 
     @property
@@ -118,7 +117,7 @@ def _make_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
                 body = body[:drop]
                 self.close_connection = True
             for i in range(0, len(body), 1 << 16):
-                self.wfile.write(body[i:i + (1 << 16)])
+                self.wfile.write(body[i : i + (1 << 16)])
                 if server.chunk_delay:
                     time.sleep(server.chunk_delay)
 

@@ -20,17 +20,26 @@ from glide_api.config import ServiceConfig
 from glide_api.pipeline.images import read_png_metadata
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BLOB_URL = re.compile(r"^blob:")  # a gallery image, fetched with the API key, is ready
 TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no browser at {CHROMIUM} "
-                                                               "(apt-get install chromium)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                                             "(pip install playwright)")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)"
+)
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
 expect = sync_api.expect
 
 # Records every value the progress bar takes (the attribute, so "no value" = indeterminate = None).
@@ -72,8 +81,10 @@ def page(browser):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda m: m.type == "error" and "Content Security Policy" in m.text
-            and errors.append(m.text))
+    page.on(
+        "console",
+        lambda m: m.type == "error" and "Content Security Policy" in m.text and errors.append(m.text),
+    )
     yield page
     context.close()
     assert not errors, f"script errors or refused content in the page: {errors}"
@@ -140,8 +151,9 @@ def test_generate_moves_the_progress_bar_and_adds_a_downloadable_png(page, ui_ur
     expect(page.locator("#gen-seed")).to_have_value("1234")
 
 
-def test_the_line_under_the_header_names_the_active_models_and_their_limits(page, ui_url,
-                                                                             small_pipeline) -> None:
+def test_the_line_under_the_header_names_the_active_models_and_their_limits(
+    page, ui_url, small_pipeline
+) -> None:
     open_ready(page, ui_url)
     line = page.locator("#active-model")
     expect(line).to_be_visible()
@@ -171,8 +183,16 @@ def test_inpainting_repaints_only_the_painted_area(page, ui_url) -> None:
     open_ready(page, ui_url)
     page.get_by_role("tab", name="Inpaint").click()
     blue = (40, 120, 200)
-    page.set_input_files("#inp-file", files=[{"name": "blue.png", "mimeType": "image/png",
-                                              "buffer": png_bytes(Image.new("RGB", (64, 64), blue))}])
+    page.set_input_files(
+        "#inp-file",
+        files=[
+            {
+                "name": "blue.png",
+                "mimeType": "image/png",
+                "buffer": png_bytes(Image.new("RGB", (64, 64), blue)),
+            }
+        ],
+    )
     canvas = page.locator("#inp-mask-canvas")
     expect(canvas).to_be_visible()
     box = canvas.bounding_box()
@@ -243,8 +263,13 @@ def test_keyboard_alone_switches_views_and_makes_a_mask(page, ui_url) -> None:
 
 
 def test_the_phone_layout_is_one_column_without_sideways_scrolling(browser, ui_url) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                                  is_mobile=True, has_touch=True, color_scheme="dark")
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme="dark",
+    )
     page = context.new_page()
     try:
         open_ready(page, ui_url)
@@ -278,8 +303,14 @@ def test_a_server_with_api_keys_gets_one_from_the_dialog(page, small_pipeline) -
 
 
 def test_missing_models_show_the_files_and_the_command_and_block_generate(page, tmp_path) -> None:
-    config = ServiceConfig(base=str(tmp_path / "no-such-model"), upsample="upsample", base_inpaint="none",
-                           upsample_inpaint="none", offline=True, cache_dir=str(tmp_path / "cache"))
+    config = ServiceConfig(
+        base=str(tmp_path / "no-such-model"),
+        upsample="upsample",
+        base_inpaint="none",
+        upsample_inpaint="none",
+        offline=True,
+        cache_dir=str(tmp_path / "cache"),
+    )
     with running(make_app(config)) as url:
         page.goto(url + "/")
         banner = page.locator("#ready-banner")

@@ -14,9 +14,20 @@ from glide_api.models.hub import save_model_folder
 from glide_api.models.tokenizer import ByteTokenizer, load_tokenizer, tokenizer_type
 from glide_api.pipeline.loading import load_model
 
-TINY = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1,1",
-        "num_head_channels": 32, "attention_resolutions": "8", "dropout": 0.0, "text_ctx": 8,
-        "xf_width": 32, "xf_layers": 1, "xf_heads": 2, "n_vocab": 257}
+TINY = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1,1",
+    "num_head_channels": 32,
+    "attention_resolutions": "8",
+    "dropout": 0.0,
+    "text_ctx": 8,
+    "xf_width": 32,
+    "xf_layers": 1,
+    "xf_heads": 2,
+    "n_vocab": 257,
+}
 
 
 def test_byte_tokens_are_the_utf8_bytes_of_the_lower_cased_prompt() -> None:
@@ -68,8 +79,13 @@ def test_model_folder_loads_with_its_byte_tokenizer_and_a_257_entry_embedding(tm
     config = ModelConfig.from_options(TINY)
     save_model_folder(tmp_path, config=config, state_dict=create_model(config).state_dict())
     ByteTokenizer().save(tmp_path)
-    loaded = load_model(str(tmp_path), device=torch.device("cpu"), precision="fp32", offline=True,
-                        cache=tmp_path / "empty-cache")
+    loaded = load_model(
+        str(tmp_path),
+        device=torch.device("cpu"),
+        precision="fp32",
+        offline=True,
+        cache=tmp_path / "empty-cache",
+    )
     assert isinstance(loaded.tokenizer, ByteTokenizer)
     assert loaded.network.token_embedding.weight.shape == (257, 32)
     assert loaded.describe()["tokenizer"] == "bytes"

@@ -39,8 +39,9 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GLIDE_API_OFFLINE", raising=False)
     monkeypatch.delenv("GLIDE_API_BASE_URL", raising=False)
     pins = {f"gpt2/{name}": hashlib.sha256(data).hexdigest() for name, data in TOKENIZER.items()}
-    registry = {name: dataclasses.replace(e, sha256=pins.get(name, e.sha256))
-                for name, e in hub.REGISTRY.items()}
+    registry = {
+        name: dataclasses.replace(e, sha256=pins.get(name, e.sha256)) for name, e in hub.REGISTRY.items()
+    }
     monkeypatch.setattr(hub, "REGISTRY", MappingProxyType(registry))
     return folder
 
@@ -61,26 +62,41 @@ def closed_port_url() -> str:
 
 
 def test_download_fetches_base_upsample_and_tokenizer_and_prints_where_they_went(
-        server: FileServer, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server: FileServer, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["download", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for name in ("base.pt", "base.safetensors", "upsample.pt", "upsample.safetensors",
-                 "encoder.json", "vocab.bpe"):
+    for name in (
+        "base.pt",
+        "base.safetensors",
+        "upsample.pt",
+        "upsample.safetensors",
+        "encoder.json",
+        "vocab.bpe",
+    ):
         assert (cache / name).is_file(), name
         assert str(cache / name) in out, name
     assert f"cache: {cache}" in out
     assert not (cache / "base_inpaint.pt").exists()
     assert sorted(r.path for r in server.requests) == [
-        "/base.pt", "/encoder.json", "/upsample.pt", "/vocab.bpe"]
+        "/base.pt",
+        "/encoder.json",
+        "/upsample.pt",
+        "/vocab.bpe",
+    ]
 
 
 def test_download_all_into_a_given_cache_dir_skips_conversion_on_request(
-        server: FileServer, cache: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    server: FileServer, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "other"
     assert main(["download", "all", "--cache-dir", str(other), "--no-convert"]) == 0
     assert sorted(p.name for p in other.glob("*.pt")) == [
-        "base.pt", "base_inpaint.pt", "upsample.pt", "upsample_inpaint.pt"]
+        "base.pt",
+        "base_inpaint.pt",
+        "upsample.pt",
+        "upsample_inpaint.pt",
+    ]
     assert list(other.glob("*.safetensors")) == []
     assert not cache.exists()
     assert f"cache: {other}" in capsys.readouterr().out
@@ -94,7 +110,8 @@ def test_download_of_a_cached_file_makes_no_request(server: FileServer) -> None:
 
 
 def test_models_lists_cached_files_with_size_conversion_and_hash(
-        server: FileServer, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server: FileServer, cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     main(["download", "base", "--no-progress"])
     main(["download", "upsample", "--no-convert", "--no-progress"])
     capsys.readouterr()
@@ -109,8 +126,9 @@ def test_models_lists_cached_files_with_size_conversion_and_hash(
     assert "not cached: base-inpaint, upsample-inpaint" in out
 
 
-def test_models_with_an_empty_cache_says_how_to_fetch(cache: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_with_an_empty_cache_says_how_to_fetch(
+    cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "Nothing is cached" in out and "glide-api download" in out and str(cache) in out
@@ -118,8 +136,8 @@ def test_models_with_an_empty_cache_says_how_to_fetch(cache: Path,
 
 
 def test_unreachable_server_exits_nonzero_with_one_line_and_no_traceback(
-        cache: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("GLIDE_API_BASE_URL", closed_port_url())
     assert main(["download", "base"]) == 1
     err = capsys.readouterr().err.strip()
@@ -130,9 +148,14 @@ def test_unreachable_server_exits_nonzero_with_one_line_and_no_traceback(
 
 def test_offline_download_in_a_real_process_fails_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "GLIDE_API_CACHE": str(tmp_path / "c"), "GLIDE_API_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "glide_api.cli", "download", "base"],
-                          capture_output=True, text=True, env=env, cwd=Path(__file__).parents[1],
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "glide_api.cli", "download", "base"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[1],
+        timeout=60,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -141,7 +164,8 @@ def test_offline_download_in_a_real_process_fails_with_one_line(tmp_path: Path) 
 
 
 def test_unknown_name_is_rejected_before_any_download(
-        server: FileServer, capsys: pytest.CaptureFixture[str]) -> None:
+    server: FileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["download", "base", "nonsense"]) == 1
     err = capsys.readouterr().err
     assert "unknown name 'nonsense'" in err and "upsample-inpaint" in err

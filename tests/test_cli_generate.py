@@ -10,16 +10,38 @@ from glide_api.pipeline.images import read_png_metadata
 
 def model_flags(dirs, *, inpaint: bool = False) -> list[str]:
     if inpaint:
-        return ["--base-inpaint", str(dirs["small-base-inpaint"]),
-                "--upsample-inpaint", str(dirs["small-upsample-inpaint"]), "--offline"]
+        return [
+            "--base-inpaint",
+            str(dirs["small-base-inpaint"]),
+            "--upsample-inpaint",
+            str(dirs["small-upsample-inpaint"]),
+            "--offline",
+        ]
     return ["--base", str(dirs["small-base"]), "--upsample", str(dirs["small-upsample"]), "--offline"]
 
 
 def test_generate_writes_each_image_with_its_seed_and_parameters(small_model_dirs, tmp_path, capsys) -> None:
     out = tmp_path / "corgi.png"
-    status = main(["generate", "a corgi in a field", "--seed", "7", "--batch-size", "2", "--steps", "3",
-                   "--upsample-steps", "2", "--guidance-scale", "4", "--out", str(out), "--no-progress",
-                   *model_flags(small_model_dirs)])
+    status = main(
+        [
+            "generate",
+            "a corgi in a field",
+            "--seed",
+            "7",
+            "--batch-size",
+            "2",
+            "--steps",
+            "3",
+            "--upsample-steps",
+            "2",
+            "--guidance-scale",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+            *model_flags(small_model_dirs),
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     first, second = tmp_path / "corgi-1.png", tmp_path / "corgi-2.png"
@@ -32,8 +54,18 @@ def test_generate_writes_each_image_with_its_seed_and_parameters(small_model_dir
 
 
 def test_generate_reproduces_an_image_from_the_same_seed(small_model_dirs, tmp_path) -> None:
-    args = ["generate", "a red cube", "--seed", "5", "--size", "32", "--steps", "3", "--no-progress",
-            *model_flags(small_model_dirs)]
+    args = [
+        "generate",
+        "a red cube",
+        "--seed",
+        "5",
+        "--size",
+        "32",
+        "--steps",
+        "3",
+        "--no-progress",
+        *model_flags(small_model_dirs),
+    ]
     assert main([*args, "--out", str(tmp_path / "a.png")]) == 0
     assert main([*args, "--out", str(tmp_path / "b.png")]) == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
@@ -44,9 +76,24 @@ def test_inpaint_uses_the_mask_file(small_model_dirs, tmp_path) -> None:
     mask = Image.new("L", (64, 64), 255)
     mask.paste(0, (0, 0, 64, 32))
     mask.save(tmp_path / "mask.png")
-    status = main(["inpaint", str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "blue sky",
-                   "--seed", "1", "--steps", "3", "--upsample-steps", "2", "--no-progress",
-                   "--out", str(tmp_path / "out.png"), *model_flags(small_model_dirs, inpaint=True)])
+    status = main(
+        [
+            "inpaint",
+            str(tmp_path / "in.png"),
+            str(tmp_path / "mask.png"),
+            "blue sky",
+            "--seed",
+            "1",
+            "--steps",
+            "3",
+            "--upsample-steps",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out.png"),
+            *model_flags(small_model_dirs, inpaint=True),
+        ]
+    )
     assert status == 0
     out = Image.open(tmp_path / "out.png").convert("RGB")
     assert out.getpixel((32, 60)) == (200, 30, 30)  # kept
@@ -57,8 +104,9 @@ def test_a_size_the_models_cannot_make_is_one_line_and_exit_1(small_model_dirs, 
     status = main(["generate", "x", "--size", "100", *model_flags(small_model_dirs)])
     err = capsys.readouterr().err
     assert status == 1
-    assert err.strip() == ("glide-api: error: size: must be one of 32, 64, 128, 256 for text2im with "
-                           "the loaded models (got 100)")
+    assert err.strip() == (
+        "glide-api: error: size: must be one of 32, 64, 128, 256 for text2im with the loaded models (got 100)"
+    )
 
 
 def test_an_unknown_model_is_one_line_naming_the_official_names(capsys) -> None:

@@ -22,8 +22,14 @@ def free_port() -> int:
 
 @contextmanager
 def started(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -47,14 +53,33 @@ def started(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]
 
 def test_serve_runs_under_gunicorn_with_model_flags(small_model_dirs) -> None:
     port = free_port()
-    command = [sys.executable, "-m", "glide_api.cli", "serve", "--port", str(port), "--offline",
-               "--base", str(small_model_dirs["small-base"]),
-               "--upsample", str(small_model_dirs["small-upsample"]),
-               "--base-inpaint", "none", "--upsample-inpaint", "none", "--base-steps", "2",
-               "--upsample-steps", "2", "--max-batch-size", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "glide_api.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--offline",
+        "--base",
+        str(small_model_dirs["small-base"]),
+        "--upsample",
+        str(small_model_dirs["small-upsample"]),
+        "--base-inpaint",
+        "none",
+        "--upsample-inpaint",
+        "none",
+        "--base-steps",
+        "2",
+        "--upsample-steps",
+        "2",
+        "--max-batch-size",
+        "2",
+    ]
     with started(command, port, {}) as url:
-        body = requests.get(f"{url}/image", params={"size": 64, "prompt": "hi", "batch_size": 2},
-                            timeout=120).json()
+        body = requests.get(
+            f"{url}/image", params={"size": 64, "prompt": "hi", "batch_size": 2}, timeout=120
+        ).json()
         assert body["image_size"] == 64 and len(body["seeds"]) == 2
         assert requests.get(f"{url}/v1/settings", timeout=10).json()["sizes"]["inpaint"] == []
         r = requests.get(f"{url}/image", params={"size": 64, "prompt": "hi", "batch_size": 3}, timeout=10)
@@ -63,9 +88,14 @@ def test_serve_runs_under_gunicorn_with_model_flags(small_model_dirs) -> None:
 
 def test_flask_run_reads_settings_from_the_environment(small_model_dirs) -> None:
     port = free_port()
-    env = {"GLIDE_API_BASE": str(small_model_dirs["small-base"]), "GLIDE_API_UPSAMPLE": "none",
-           "GLIDE_API_BASE_INPAINT": "none", "GLIDE_API_UPSAMPLE_INPAINT": "none",
-           "GLIDE_API_OFFLINE": "1", "GLIDE_API_BASE_STEPS": "2"}
+    env = {
+        "GLIDE_API_BASE": str(small_model_dirs["small-base"]),
+        "GLIDE_API_UPSAMPLE": "none",
+        "GLIDE_API_BASE_INPAINT": "none",
+        "GLIDE_API_UPSAMPLE_INPAINT": "none",
+        "GLIDE_API_OFFLINE": "1",
+        "GLIDE_API_BASE_STEPS": "2",
+    }
     command = [sys.executable, "-m", "flask", "--app", "glide_api.server", "run", "--port", str(port)]
     with started(command, port, env) as url:
         job = requests.post(f"{url}/v1/generations", json={"prompt": "x"}, timeout=120).json()

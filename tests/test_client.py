@@ -85,8 +85,13 @@ def test_events_arrive_in_order_and_end_with_the_final_event(client) -> None:
     assert events[0].type == "queued" and events[-1].type == "succeeded" and events[-1].terminal
     assert [e.seq for e in events] == list(range(len(events)))
     progress = [(e.stage, e.step, e.total) for e in events if e.type == "progress"]
-    assert progress == [("base 32", 1, 3), ("base 32", 2, 3), ("base 32", 3, 3),
-                        ("upsample 64", 1, 2), ("upsample 64", 2, 2)]
+    assert progress == [
+        ("base 32", 1, 3),
+        ("base 32", 2, 3),
+        ("base 32", 3, 3),
+        ("upsample 64", 1, 2),
+        ("upsample 64", 2, 2),
+    ]
     assert any(e.preview_png and e.preview_png.startswith(PNG) for e in events)
     final = events[-1].job
     assert final is not None and final.status == "succeeded" and len(final.images) == 1
@@ -261,8 +266,12 @@ def test_bad_input_raises_bad_request_naming_the_field(client) -> None:
 
 
 def test_unknown_job_raises_not_found(client) -> None:
-    for call in (lambda: client.job("nope"), lambda: client.cancel("nope"),
-                 lambda: client.image("nope", 0), lambda: list(client.events("nope"))):
+    for call in (
+        lambda: client.job("nope"),
+        lambda: client.cancel("nope"),
+        lambda: client.image("nope", 0),
+        lambda: list(client.events("nope")),
+    ):
         with pytest.raises(NotFound) as caught:
             call()
         assert caught.value.status == 404 and caught.value.code == "not_found"
@@ -315,8 +324,9 @@ def test_a_full_queue_raises_rate_limited_with_code_queue_full(small_pipeline) -
 
 
 def test_a_server_without_models_raises_not_ready(tmp_path) -> None:
-    config = ServiceConfig(offline=True, cache_dir=str(tmp_path), base_inpaint="none",
-                           upsample_inpaint="none")
+    config = ServiceConfig(
+        offline=True, cache_dir=str(tmp_path), base_inpaint="none", upsample_inpaint="none"
+    )
     app = create_app(config)
     with running(app) as url, GlideClient(url) as c:
         app.extensions["glide_api"]._loader.join(timeout=30)

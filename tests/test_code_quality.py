@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "glide_api"
 # The data path is server -> engine -> pipeline -> diffusion, models: lower layers never import upward.
 LOWER_LAYERS = ("diffusion", "models")
-FORBIDDEN_IN_LOWER = ("flask", "apiflask", "werkzeug", "glide_api.server", "glide_api.engine",
-                      "glide_api.pipeline")
+FORBIDDEN_IN_LOWER = (
+    "flask",
+    "apiflask",
+    "werkzeug",
+    "glide_api.server",
+    "glide_api.engine",
+    "glide_api.pipeline",
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -47,15 +53,25 @@ def test_diffusion_maths_does_not_depend_on_the_networks() -> None:
 
 
 def test_importing_the_package_has_no_side_effects_on_the_cache(tmp_path) -> None:
-    code = ("import os, glide_api, glide_api.models.hub; "
-            "assert not os.listdir(os.environ['GLIDE_API_CACHE_PARENT'])")
-    env = {"GLIDE_API_CACHE": str(tmp_path / "cache"), "GLIDE_API_CACHE_PARENT": str(tmp_path),
-           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    code = (
+        "import os, glide_api, glide_api.models.hub; "
+        "assert not os.listdir(os.environ['GLIDE_API_CACHE_PARENT'])"
+    )
+    env = {
+        "GLIDE_API_CACHE": str(tmp_path / "cache"),
+        "GLIDE_API_CACHE_PARENT": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+    }
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is not installed (pip install -e .[dev])")
 def test_ruff_finds_nothing() -> None:
-    result = subprocess.run(["ruff", "check", "--no-cache", "glide_api", "tests", "benchmarks"],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        ["ruff", "check", "--no-cache", "glide_api", "tests", "benchmarks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -51,8 +51,15 @@ UPSAMPLE_MAE_BOUND = 10 / 255
 def demo_pipeline(tmp_path_factory):
     from glide_api.pipeline.text2im import GlidePipeline
 
-    return GlidePipeline.load(base="demo-base", upsample="demo-upsample", device="cpu", precision="fp32",
-                              offline=True, batch_invariant=False, cache=tmp_path_factory.mktemp("empty"))
+    return GlidePipeline.load(
+        base="demo-base",
+        upsample="demo-upsample",
+        device="cpu",
+        precision="fp32",
+        offline=True,
+        batch_invariant=False,
+        cache=tmp_path_factory.mktemp("empty"),
+    )
 
 
 def run(pipeline, settings: BatchSettings, samples: list[Sample]) -> list[Image.Image]:
@@ -117,12 +124,15 @@ def test_the_upsampler_output_agrees_with_its_low_res_input(demo_pipeline) -> No
 
 
 def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_pictures(
-        tmp_path, capsys) -> None:
+    tmp_path, capsys
+) -> None:
     from glide_api.cli import main
 
     sheet = tmp_path / "grid.png"
-    assert main(["evaluate", "--count", "6", "--guidance", "3", "0", "--steps", "ddim4",
-                 "--grid", str(sheet)]) == 0
+    assert (
+        main(["evaluate", "--count", "6", "--guidance", "3", "0", "--steps", "ddim4", "--grid", str(sheet)])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("guidance 3: colour ") and lines[0].endswith("over 6 samples")
     assert lines[1].startswith("guidance 0: colour ") and "shape" in lines[1]
@@ -130,7 +140,8 @@ def test_the_evaluate_command_prints_adherence_per_guidance_scale_and_saves_the_
 
 
 def test_word_influence_is_zero_for_the_same_prompt_and_grows_with_words_the_model_uses(
-        demo_pipeline) -> None:
+    demo_pipeline,
+) -> None:
     prompts = [t.prompt for t in targets(2)]
     same = word_influence(demo_pipeline.base, prompts, {"none": prompts}, timesteps=(500,))
     assert same == {"none": {500: 0.0}}  # the same noise for both: only the prompt can move it
@@ -162,11 +173,14 @@ def test_the_evaluate_command_prints_how_far_each_word_moves_the_prediction(caps
     assert all(len(v) == 2 and min(v) >= 0 for v in rows.values())
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--count", "0"], "count: must be a positive number"),
-    (["--words", "--count", "0"], "count: must be a positive number"),
-    (["demo-upsample"], "not a base model"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--count", "0"], "count: must be a positive number"),
+        (["--words", "--count", "0"], "count: must be a positive number"),
+        (["demo-upsample"], "not a base model"),
+    ],
+)
 def test_the_evaluate_command_refuses_what_it_cannot_score(argv, message, capsys) -> None:
     from glide_api.cli import main
 
@@ -177,17 +191,43 @@ def test_the_evaluate_command_refuses_what_it_cannot_score(argv, message, capsys
 def _offline_env(tmp_path: Path) -> dict[str, str]:
     cache = tmp_path / "empty-cache"
     cache.mkdir()
-    return {**os.environ, "GLIDE_API_OFFLINE": "1", "GLIDE_API_CACHE": str(cache),
-            "PYTHONPATH": str(ROOT), "GLIDE_API_BASE_URL": "http://127.0.0.1:9/unreachable"}
+    return {
+        **os.environ,
+        "GLIDE_API_OFFLINE": "1",
+        "GLIDE_API_CACHE": str(cache),
+        "PYTHONPATH": str(ROOT),
+        "GLIDE_API_BASE_URL": "http://127.0.0.1:9/unreachable",
+    }
 
 
 def test_generate_with_the_demo_model_works_offline_with_an_empty_cache(tmp_path) -> None:
     out = tmp_path / "red.png"
     result = subprocess.run(
-        [sys.executable, "-m", "glide_api.cli", "generate", "--model", "demo",
-         "a red circle on a blue background", "--size", "64", "--steps", "ddim16", "--sampler", "ddim",
-         "--seed", "3", "--out", str(out), "--no-progress"],
-        env=_offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "glide_api.cli",
+            "generate",
+            "--model",
+            "demo",
+            "a red circle on a blue background",
+            "--size",
+            "64",
+            "--steps",
+            "ddim16",
+            "--sampler",
+            "ddim",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        env=_offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     from glide_api.pipeline.images import read_png_metadata
 
@@ -202,14 +242,32 @@ def test_glide_api_serve_model_demo_fetches_nothing_and_generates(tmp_path) -> N
     env = _offline_env(tmp_path)
     del env["GLIDE_API_OFFLINE"]  # not told to stay offline: the demo must simply not need the network
     port = free_port()
-    command = [sys.executable, "-m", "glide_api.cli", "serve", "--model", "demo", "--port", str(port),
-               "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "glide_api.cli",
+        "serve",
+        "--model",
+        "demo",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+    ]
     with started(command, port, env) as url:
         models = requests.get(f"{url}/v1/models", timeout=10).json()["models"]
         assert models["base"]["example_prompt"] in models["base"]["about"]
-        r = requests.post(f"{url}/v1/generations", json={"prompt": "a red circle on a blue background",
-                                                          "size": 64, "steps": "ddim16", "sampler": "ddim",
-                                                          "seed": 3}, timeout=120)
+        r = requests.post(
+            f"{url}/v1/generations",
+            json={
+                "prompt": "a red circle on a blue background",
+                "size": 64,
+                "steps": "ddim16",
+                "sampler": "ddim",
+                "seed": 3,
+            },
+            timeout=120,
+        )
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     assert not any((tmp_path / "empty-cache").iterdir())
 
@@ -231,9 +289,13 @@ def test_serving_the_demo_model_offline_lists_it_in_v1_models(tmp_path, monkeypa
             time.sleep(0.1)
         models = client.get("/v1/models").get_json()
         assert {role: m["name"] for role, m in models["models"].items()} == {
-            "base": "demo-base", "upsample": "demo-upsample"}
+            "base": "demo-base",
+            "upsample": "demo-upsample",
+        }
         assert models["models"]["base"]["tokenizer"] == "bytes"
-        assert client.get("/v1/settings").get_json()["sizes"] == {"text2im": [64, 128, 256, 512, 1024],
-                                                                   "inpaint": []}
+        assert client.get("/v1/settings").get_json()["sizes"] == {
+            "text2im": [64, 128, 256, 512, 1024],
+            "inpaint": [],
+        }
     finally:
         app.extensions["glide_api"].close()

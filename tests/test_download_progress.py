@@ -12,8 +12,11 @@ from glide_api.models.download import download, progress_hook
 def test_progress_is_logged_every_tenth_and_reported_to_the_hook(tmp_path, caplog) -> None:
     data = bytes(range(256)) * 4096  # 1 MiB
     seen: list[tuple[str, int, int | None]] = []
-    with FileServer({"base.pt": data}) as server, caplog.at_level(logging.INFO), \
-            progress_hook(lambda name, done, total: seen.append((name, done, total))):
+    with (
+        FileServer({"base.pt": data}) as server,
+        caplog.at_level(logging.INFO),
+        progress_hook(lambda name, done, total: seen.append((name, done, total))),
+    ):
         download(f"{server.url}/base.pt", tmp_path / "base.pt", progress=False)
     assert seen[-1] == ("base.pt", len(data), len(data))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("downloading base.pt")]

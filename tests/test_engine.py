@@ -21,8 +21,9 @@ from glide_api.pipeline.params import GenerationRequest
 STEPS = FakePipeline().total_steps  # progress events per run of the fake
 
 
-def request(prompt: str = "a corgi", *, seed: int = 1, batch_size: int = 1, size: int = 64,
-            **settings) -> GenerationRequest:
+def request(
+    prompt: str = "a corgi", *, seed: int = 1, batch_size: int = 1, size: int = 64, **settings
+) -> GenerationRequest:
     return GenerationRequest.create(prompt, size=size, batch_size=batch_size, seed=seed, **settings)
 
 
@@ -70,8 +71,13 @@ def test_a_job_runs_to_success_with_its_own_images_and_a_json_safe_record(make_e
     done = finished(engine, job)
     assert done.status == "succeeded" and done.error is None
     assert done.started_at is not None and done.finished_at >= done.started_at >= done.created_at
-    assert done.progress.to_dict() == {"stage": "upsample", "stage_index": 1, "stages": 2, "step": 2,
-                                       "total": 2}
+    assert done.progress.to_dict() == {
+        "stage": "upsample",
+        "stage_index": 1,
+        "stages": 2,
+        "step": 2,
+        "total": 2,
+    }
     assert images_of(engine, done) == [png_for("a corgi", 7), png_for("a corgi", 8)]
     record = json.loads(json.dumps(done.to_dict()))
     assert [im["seed"] for im in record["result"]["images"]] == [7, 8]
@@ -97,8 +103,9 @@ def test_twenty_concurrent_submissions_all_finish_with_their_own_images(make_eng
     assert len(jobs) == 20 and len({job.id for job in jobs.values()}) == 20
     for i, job in jobs.items():
         assert finished(engine, job).status == "succeeded"
-        assert images_of(engine, engine.get(job.id)) == [png_for(f"prompt {i}", 1000 * i + k)
-                                                         for k in range(1 + i % 2)]
+        assert images_of(engine, engine.get(job.id)) == [
+            png_for(f"prompt {i}", 1000 * i + k) for k in range(1 + i % 2)
+        ]
     # Every requested image was sampled exactly once (none lost, none duplicated).
     sampled = sorted((s.prompt, s.seed) for call in pipeline.calls for s in call.samples)
     assert sampled == sorted((f"prompt {i}", 1000 * i + k) for i in range(20) for k in range(1 + i % 2))
@@ -148,8 +155,9 @@ def test_submit_validates_with_the_pipeline_and_the_engine_limits(make_engine) -
 # ---- cancel --------------------------------------------------------------------------------------
 
 
-def test_cancelling_a_running_job_stops_it_within_one_step_and_the_next_job_runs(make_engine,
-                                                                                  pipeline) -> None:
+def test_cancelling_a_running_job_stops_it_within_one_step_and_the_next_job_runs(
+    make_engine, pipeline
+) -> None:
     engine = make_engine()
     hold = pipeline.hold(call=0, step=2)
     first = engine.submit(request("first"))
@@ -263,6 +271,7 @@ def oom_when_more_than(images: int):
         if len(call.samples) > images:
             return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return None
+
     return fail
 
 
@@ -278,8 +287,9 @@ def test_out_of_memory_in_a_merged_batch_retries_each_job_alone(make_engine, pip
     assert counters["out_of_memory"] == 1 and counters["oom_retries"] == 2 and counters["failed"] == 0
 
 
-def test_out_of_memory_in_a_single_job_fails_only_it_and_the_next_job_is_served(make_engine,
-                                                                                 pipeline) -> None:
+def test_out_of_memory_in_a_single_job_fails_only_it_and_the_next_job_is_served(
+    make_engine, pipeline
+) -> None:
     pipeline.fail = oom_when_more_than(1)
     engine = make_engine(start=False)
     big, small = engine.submit(request("big", batch_size=2)), engine.submit(request("small", size=256))
@@ -291,8 +301,9 @@ def test_out_of_memory_in_a_single_job_fails_only_it_and_the_next_job_is_served(
     assert [call.prompts for call in pipeline.calls] == [["big", "big"], ["small"]]
 
 
-def test_an_ordinary_error_fails_the_batch_jobs_and_the_engine_serves_the_next(make_engine, pipeline,
-                                                                               caplog) -> None:
+def test_an_ordinary_error_fails_the_batch_jobs_and_the_engine_serves_the_next(
+    make_engine, pipeline, caplog
+) -> None:
     pipeline.fail = lambda call: RuntimeError("the model broke") if "good" not in call.prompts else None
     engine = make_engine(start=False)
     a, b = engine.submit(request("a")), engine.submit(request("b"))
@@ -317,16 +328,19 @@ def test_a_pipeline_that_ends_without_output_fails_its_jobs(make_engine, pipelin
     assert done.status == "failed" and "without producing images" in done.error
 
 
-@pytest.mark.parametrize(("error", "expected"), [
-    (torch.OutOfMemoryError("CUDA out of memory"), True),
-    (MemoryError(), True),
-    (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"), True),
-    (RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"), True),
-    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), True),
-    (type("XlaOutOfMemoryError", (Exception,), {})("resource exhausted"), True),
-    (RuntimeError("shape mismatch"), False),
-    (ValueError("size: must be 64"), False),
-])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), True),
+        (MemoryError(), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB"), True),
+        (RuntimeError("MPS backend out of memory (MPS allocated: 1 GB)"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), True),
+        (type("XlaOutOfMemoryError", (Exception,), {})("resource exhausted"), True),
+        (RuntimeError("shape mismatch"), False),
+        (ValueError("size: must be 64"), False),
+    ],
+)
 def test_out_of_memory_is_recognised_by_type_class_name_or_message(error, expected) -> None:
     assert is_out_of_memory(error) is expected
 
@@ -405,8 +419,13 @@ def test_subscribe_yields_queued_started_every_step_then_succeeded(make_engine) 
     assert [e["seq"] for e in seen] == list(range(len(seen)))
     assert seen[0]["position"] == 1 and {e["job_id"] for e in seen} == {job.id}
     steps = [(e["stage"], e["stage_index"], e["step"], e["total"]) for e in seen if e["type"] == "progress"]
-    assert steps == [("base", 0, 1, 3), ("base", 0, 2, 3), ("base", 0, 3, 3), ("upsample", 1, 1, 2),
-                     ("upsample", 1, 2, 2)]
+    assert steps == [
+        ("base", 0, 1, 3),
+        ("base", 0, 2, 3),
+        ("base", 0, 3, 3),
+        ("upsample", 1, 1, 2),
+        ("upsample", 1, 2, 2),
+    ]
     assert seen[-1]["job"]["status"] == "succeeded" and seen[-1]["job"]["id"] == job.id
     json.dumps(seen)
 
@@ -419,7 +438,11 @@ def test_a_late_subscriber_gets_the_history_then_live_events(make_engine, pipeli
     events = engine.subscribe(job.id, timeout=WAIT)
     early = [next(events) for _ in range(4)]
     assert [(e.type, getattr(e, "step", None)) for e in early] == [
-        ("queued", None), ("started", None), ("progress", 1), ("progress", 2)]
+        ("queued", None),
+        ("started", None),
+        ("progress", 1),
+        ("progress", 2),
+    ]
     hold.release()
     rest = list(events)
     assert [e.type for e in rest] == ["progress"] * (STEPS - 2) + ["succeeded"]
@@ -595,5 +618,11 @@ def test_engine_config_rejects_bad_limits() -> None:
         EngineConfig(job_timeout=float("inf"))
     with pytest.raises(ValueError, match=r"^preview_every: "):
         EngineConfig(preview_every=-1)
-    assert EngineConfig().to_dict() == {"max_queue": 32, "max_batch_images": 8, "batching": True,
-                                        "job_timeout": 1800.0, "keep_finished": 256, "preview_every": 5}
+    assert EngineConfig().to_dict() == {
+        "max_queue": 32,
+        "max_batch_images": 8,
+        "batching": True,
+        "job_timeout": 1800.0,
+        "keep_finished": 256,
+        "preview_every": 5,
+    }

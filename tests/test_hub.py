@@ -98,16 +98,14 @@ def test_registry_names_official_files_urls_and_presets() -> None:
     assert encoder.sha256 == "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 
 
-def test_base_url_argument_or_env_points_every_file_at_a_mirror(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_base_url_argument_or_env_points_every_file_at_a_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
     entry = hub.REGISTRY["upsample"]
     assert entry.source("http://mirror/glide/") == "http://mirror/glide/upsample.pt"
     monkeypatch.setenv("GLIDE_API_BASE_URL", "http://env-mirror")
     assert entry.source() == "http://env-mirror/upsample.pt"
 
 
-def test_cache_dir_comes_from_env_and_is_not_created(cache: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_dir_comes_from_env_and_is_not_created(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert hub.cache_dir() == cache
     assert not cache.exists()
     monkeypatch.delenv("GLIDE_API_CACHE")
@@ -115,29 +113,39 @@ def test_cache_dir_comes_from_env_and_is_not_created(cache: Path,
 
 
 def test_importing_the_hub_and_cli_creates_no_folders(tmp_path: Path) -> None:
-    env = {**os.environ, "GLIDE_API_CACHE": str(tmp_path / "c"), "HOME": str(tmp_path / "home"),
-           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
-    subprocess.run([sys.executable, "-c", "import glide_api.models.hub, glide_api.cli"],
-                   check=True, env=env, cwd=Path(__file__).parents[1])
+    env = {
+        **os.environ,
+        "GLIDE_API_CACHE": str(tmp_path / "c"),
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+    }
+    subprocess.run(
+        [sys.executable, "-c", "import glide_api.models.hub, glide_api.cli"],
+        check=True,
+        env=env,
+        cwd=Path(__file__).parents[1],
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 # ---- download ------------------------------------------------------------------------------
 
 
-def test_download_writes_exact_bytes_and_records_their_sha256(server: FileServer,
-                                                              tmp_path: Path) -> None:
+def test_download_writes_exact_bytes_and_records_their_sha256(server: FileServer, tmp_path: Path) -> None:
     dest = download(f"{server.url}/blob.bin", tmp_path / "d" / "blob.bin", progress=False)
     assert dest.read_bytes() == BLOB
     record = json.loads((tmp_path / "d" / "blob.bin.sha256.json").read_text())
     assert record["sha256"] == sha256_file(dest)
     assert record["size"] == len(BLOB)
     assert sorted(p.name for p in dest.parent.iterdir() if not p.name.endswith(".lock")) == [
-        "blob.bin", "blob.bin.sha256.json"]
+        "blob.bin",
+        "blob.bin.sha256.json",
+    ]
 
 
 def test_interrupted_transfer_raises_download_error_and_keeps_only_the_part(
-        server: FileServer, tmp_path: Path) -> None:
+    server: FileServer, tmp_path: Path
+) -> None:
     server.drop_next_after(1_500_000)
     dest = tmp_path / "blob.bin"
     with pytest.raises(DownloadError, match="run again to resume"):
@@ -148,7 +156,8 @@ def test_interrupted_transfer_raises_download_error_and_keeps_only_the_part(
 
 
 def test_resume_after_interrupted_transfer_continues_from_the_part_with_a_range_request(
-        server: FileServer, tmp_path: Path) -> None:
+    server: FileServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "blob.bin"
     server.drop_next_after(1_500_000)
     with pytest.raises(DownloadError):
@@ -165,8 +174,7 @@ def test_resume_after_interrupted_transfer_continues_from_the_part_with_a_range_
     assert not (tmp_path / "blob.bin.part").exists()
 
 
-def test_server_ignoring_range_makes_the_download_start_over(server: FileServer,
-                                                            tmp_path: Path) -> None:
+def test_server_ignoring_range_makes_the_download_start_over(server: FileServer, tmp_path: Path) -> None:
     (tmp_path / "blob.bin.part").write_bytes(b"garbage that must not survive")
     server.ignore_range = True
     dest = download(f"{server.url}/blob.bin", tmp_path / "blob.bin", progress=False)
@@ -175,7 +183,8 @@ def test_server_ignoring_range_makes_the_download_start_over(server: FileServer,
 
 
 def test_remote_file_changed_since_the_part_was_started_restarts_from_zero(
-        server: FileServer, tmp_path: Path) -> None:
+    server: FileServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "blob.bin"
     server.drop_next_after(1_500_000)
     with pytest.raises(DownloadError):
@@ -186,24 +195,25 @@ def test_remote_file_changed_since_the_part_was_started_restarts_from_zero(
     assert dest.read_bytes() == new
 
 
-def test_416_for_a_complete_part_finishes_without_transferring_again(server: FileServer,
-                                                                     tmp_path: Path) -> None:
+def test_416_for_a_complete_part_finishes_without_transferring_again(
+    server: FileServer, tmp_path: Path
+) -> None:
     (tmp_path / "blob.bin.part").write_bytes(BLOB)  # stopped after the transfer, before the rename
     dest = download(f"{server.url}/blob.bin", tmp_path / "blob.bin", progress=False)
     assert dest.read_bytes() == BLOB
     assert len(server.requests_for("/blob.bin")) == 1
 
 
-def test_416_for_a_part_longer_than_the_file_starts_over(server: FileServer,
-                                                         tmp_path: Path) -> None:
+def test_416_for_a_part_longer_than_the_file_starts_over(server: FileServer, tmp_path: Path) -> None:
     (tmp_path / "blob.bin.part").write_bytes(BLOB + b"stale tail")
     dest = download(f"{server.url}/blob.bin", tmp_path / "blob.bin", progress=False)
     assert dest.read_bytes() == BLOB
     assert [("Range" in r.headers) for r in server.requests_for("/blob.bin")] == [True, False]
 
 
-def test_wrong_pinned_hash_raises_checksum_mismatch_and_leaves_no_file(server: FileServer,
-                                                                       tmp_path: Path) -> None:
+def test_wrong_pinned_hash_raises_checksum_mismatch_and_leaves_no_file(
+    server: FileServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "blob.bin"
     with pytest.raises(ChecksumMismatch, match="expected 0000"):
         download(f"{server.url}/blob.bin", dest, sha256="0" * 64, progress=False)
@@ -212,7 +222,8 @@ def test_wrong_pinned_hash_raises_checksum_mismatch_and_leaves_no_file(server: F
 
 
 def test_404_raises_download_error_naming_url_and_status_and_leaves_nothing(
-        server: FileServer, tmp_path: Path) -> None:
+    server: FileServer, tmp_path: Path
+) -> None:
     dest = tmp_path / "missing.bin"
     with pytest.raises(DownloadError, match=r"/missing\.bin: HTTP 404"):
         download(f"{server.url}/missing.bin", dest, progress=False)
@@ -221,7 +232,8 @@ def test_404_raises_download_error_naming_url_and_status_and_leaves_nothing(
 
 
 def test_two_concurrent_downloads_of_one_file_transfer_it_once(
-        server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server: FileServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="glide_api")
     server.chunk_delay = 0.005  # ~0.25 s transfer: the second caller arrives while it runs
     dest = tmp_path / "blob.bin"
@@ -246,8 +258,9 @@ def test_two_concurrent_downloads_of_one_file_transfer_it_once(
     assert dest.read_bytes() == BLOB
 
 
-def test_verify_file_rehash_catches_a_change_that_kept_size_and_mtime(server: FileServer,
-                                                                      tmp_path: Path) -> None:
+def test_verify_file_rehash_catches_a_change_that_kept_size_and_mtime(
+    server: FileServer, tmp_path: Path
+) -> None:
     dest = download(f"{server.url}/blob.bin", tmp_path / "blob.bin", progress=False)
     st = dest.stat()
     dest.write_bytes(bytes(len(BLOB)))
@@ -271,7 +284,8 @@ def test_cache_hit_makes_no_network_call_even_with_the_server_down(server: FileS
 
 
 def test_offline_with_nothing_cached_raises_one_line_weights_not_found(
-        server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(WeightsNotFound) as info:
         hub.fetch_checkpoint("base", base_url=server.url, offline=True)
     message = str(info.value)
@@ -284,8 +298,7 @@ def test_offline_with_nothing_cached_raises_one_line_weights_not_found(
     assert server.requests == []
 
 
-def test_unreachable_server_raises_weights_not_found_with_the_fetch_command(
-        tmp_path: Path) -> None:
+def test_unreachable_server_raises_weights_not_found_with_the_fetch_command(tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     with pytest.raises(WeightsNotFound) as info:
         hub.fetch_file("upsample", cache=other, base_url=closed_port_url(), progress=False)
@@ -297,7 +310,8 @@ def test_unreachable_server_raises_weights_not_found_with_the_fetch_command(
 
 
 def test_pt_is_converted_to_safetensors_once_and_then_loaded_from_it(
-        server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = hub.load_checkpoint("base", base_url=server.url, progress=False)
     assert_same_tensors(first, fake_state_dict())
     converted = cache / "base.safetensors"
@@ -345,8 +359,7 @@ def test_conversion_is_used_when_its_pt_was_deleted(server: FileServer, cache: P
     hub.fetch_checkpoint("base", base_url=server.url, progress=False)
     (cache / "base.pt").unlink()
     server.stop()
-    assert_same_tensors(hub.load_checkpoint("base", offline=True, sha256=good),
-                        fake_state_dict())
+    assert_same_tensors(hub.load_checkpoint("base", offline=True, sha256=good), fake_state_dict())
     with pytest.raises(ChecksumMismatch):
         hub.fetch_checkpoint("base", sha256="f" * 64)
 
@@ -381,11 +394,14 @@ def test_conversion_gives_tied_weights_their_own_storage(tmp_path: Path) -> None
 # ---- tokenizer files ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (GOLDEN_DIR / "encoder.json.gz").is_file(),
-                    reason=f"GPT-2 tokenizer copies not found in {GOLDEN_DIR}")
+@pytest.mark.skipif(
+    not (GOLDEN_DIR / "encoder.json.gz").is_file(), reason=f"GPT-2 tokenizer copies not found in {GOLDEN_DIR}"
+)
 def test_tokenizer_files_are_downloaded_once_and_match_the_pinned_hashes() -> None:
-    files = {name: gzip.decompress((GOLDEN_DIR / f"{name}.gz").read_bytes())
-             for name in ("encoder.json", "vocab.bpe")}
+    files = {
+        name: gzip.decompress((GOLDEN_DIR / f"{name}.gz").read_bytes())
+        for name in ("encoder.json", "vocab.bpe")
+    }
     with FileServer(files) as s:
         enc, bpe = hub.tokenizer_files(base_url=s.url, progress=False)
         assert enc.read_bytes() == files["encoder.json"]
@@ -395,8 +411,7 @@ def test_tokenizer_files_are_downloaded_once_and_match_the_pinned_hashes() -> No
 
 
 def test_tokenizer_with_wrong_bytes_is_rejected(cache: Path) -> None:
-    with FileServer({"encoder.json": b"{}", "vocab.bpe": b"#"}) as s, \
-            pytest.raises(ChecksumMismatch):
+    with FileServer({"encoder.json": b"{}", "vocab.bpe": b"#"}) as s, pytest.raises(ChecksumMismatch):
         hub.tokenizer_files(base_url=s.url, progress=False)
     assert not (cache / "encoder.json").exists()
 
@@ -405,7 +420,9 @@ def test_tokenizer_files_come_from_a_folder_that_holds_both(tmp_path: Path) -> N
     (tmp_path / "encoder.json").write_text("{}")
     (tmp_path / "vocab.bpe").write_text("#")
     assert hub.tokenizer_files(folder=tmp_path, offline=True) == (
-        tmp_path / "encoder.json", tmp_path / "vocab.bpe")
+        tmp_path / "encoder.json",
+        tmp_path / "vocab.bpe",
+    )
     (tmp_path / "vocab.bpe").unlink()
     with pytest.raises(WeightsNotFound, match=r"vocab\.bpe is missing"):
         hub.tokenizer_files(folder=tmp_path, offline=True)
@@ -413,8 +430,9 @@ def test_tokenizer_files_come_from_a_folder_that_holds_both(tmp_path: Path) -> N
 
 # ---- model folders and specs -------------------------------------------------------------------
 
-SMALL = ModelConfig.preset("base").replace(image_size=32, channel_mult="1,2,2", num_channels=64,
-                                           xf_layers=2, text_ctx=16)
+SMALL = ModelConfig.preset("base").replace(
+    image_size=32, channel_mult="1,2,2", num_channels=64, xf_layers=2, text_ctx=16
+)
 
 
 def test_model_folder_round_trip(tmp_path: Path) -> None:
@@ -448,13 +466,11 @@ def test_model_folder_without_weights_raises_weights_not_found(tmp_path: Path) -
         hub.read_model_folder(tmp_path / "nowhere")
 
 
-def test_resolve_model_takes_official_names_and_folders(server: FileServer,
-                                                        tmp_path: Path) -> None:
+def test_resolve_model_takes_official_names_and_folders(server: FileServer, tmp_path: Path) -> None:
     config, state_dict = hub.resolve_model("base", base_url=server.url, progress=False)
     assert config == ModelConfig.preset("base")
     assert_same_tensors(state_dict, fake_state_dict())
-    folder = hub.save_model_folder(tmp_path / "tuned", config=SMALL,
-                                   state_dict=fake_state_dict(3))
+    folder = hub.save_model_folder(tmp_path / "tuned", config=SMALL, state_dict=fake_state_dict(3))
     config, state_dict = hub.resolve_model(str(folder))
     assert config == SMALL
     assert_same_tensors(state_dict, fake_state_dict(3))
@@ -470,8 +486,7 @@ def test_resolve_model_rejects_unknown_names_listing_the_official_ones() -> None
 # ---- listing the cache -------------------------------------------------------------------------
 
 
-def test_cached_models_lists_downloaded_converted_and_partial_files(server: FileServer,
-                                                                    cache: Path) -> None:
+def test_cached_models_lists_downloaded_converted_and_partial_files(server: FileServer, cache: Path) -> None:
     assert hub.cached_models() == []
     server.files["upsample.pt"] = pt_bytes(fake_state_dict(4))
     hub.fetch_checkpoint("base", base_url=server.url, progress=False)

@@ -22,8 +22,12 @@ from glide_api.models.config import ModelConfig
 from glide_api.models.glide import create_model
 
 OFFICIAL = ("base", "upsample", "base-inpaint", "upsample-inpaint")
-PARAMETER_COUNTS = {"base": 385_030_726, "upsample": 398_361_286,
-                    "base-inpaint": 385_037_638, "upsample-inpaint": 398_368_198}
+PARAMETER_COUNTS = {
+    "base": 385_030_726,
+    "upsample": 398_361_286,
+    "base-inpaint": 385_037_638,
+    "upsample-inpaint": 398_368_198,
+}
 
 
 def meta_model(config):
@@ -107,14 +111,26 @@ def test_fp16_mode_follows_the_reference_dtype_rule() -> None:
     model = meta_model("base").convert_to_fp16()
     dtypes = {k: v.dtype for k, v in model.state_dict().items()}
     half = torch.float16
-    for key in ("input_blocks.0.0.weight", "input_blocks.5.1.qkv.weight",
-                "input_blocks.5.1.encoder_kv.bias", "input_blocks.5.0.skip_connection.weight",
-                "transformer.resblocks.0.attn.c_qkv.weight", "transformer_proj.weight",
-                "token_embedding.weight"):
+    for key in (
+        "input_blocks.0.0.weight",
+        "input_blocks.5.1.qkv.weight",
+        "input_blocks.5.1.encoder_kv.bias",
+        "input_blocks.5.0.skip_connection.weight",
+        "transformer.resblocks.0.attn.c_qkv.weight",
+        "transformer_proj.weight",
+        "token_embedding.weight",
+    ):
         assert dtypes[key] == half, key
-    for key in ("positional_embedding", "padding_embedding", "time_embed.0.weight",
-                "input_blocks.1.0.emb_layers.1.weight", "input_blocks.1.0.in_layers.0.weight",
-                "out.2.weight", "final_ln.weight", "transformer.resblocks.0.ln_1.weight"):
+    for key in (
+        "positional_embedding",
+        "padding_embedding",
+        "time_embed.0.weight",
+        "input_blocks.1.0.emb_layers.1.weight",
+        "input_blocks.1.0.in_layers.0.weight",
+        "out.2.weight",
+        "final_ln.weight",
+        "transformer.resblocks.0.ln_1.weight",
+    ):
         assert dtypes[key] == torch.float32, key
     assert model.dtype == half
 
@@ -153,15 +169,18 @@ def test_partial_option_dict_is_completed_from_its_kinds_defaults() -> None:
     assert ModelConfig.from_options({"num_channels": 64}).image_size == 64
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"image_size": 96}, "image_size=96"),
-    ({"image_size": 32, "channel_mult": "1,2"}, "must equal 2\\*\\*"),
-    ({"imagesize": 64}, "unknown model option\\(s\\) 'imagesize'"),
-    ({"noise_schedule": "cosine"}, "noise_schedule='cosine'"),
-    ({"num_channels": 100}, "multiple of 32"),
-    ({"xf_heads": 7}, "xf_heads=7"),
-    ({"attention_resolutions": "32,x"}, "attention_resolutions"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"image_size": 96}, "image_size=96"),
+        ({"image_size": 32, "channel_mult": "1,2"}, "must equal 2\\*\\*"),
+        ({"imagesize": 64}, "unknown model option\\(s\\) 'imagesize'"),
+        ({"noise_schedule": "cosine"}, "noise_schedule='cosine'"),
+        ({"num_channels": 100}, "multiple of 32"),
+        ({"xf_heads": 7}, "xf_heads=7"),
+        ({"attention_resolutions": "32,x"}, "attention_resolutions"),
+    ],
+)
 def test_invalid_config_is_a_value_error_naming_the_option(options, message) -> None:
     with pytest.raises(ValueError, match=message):
         create_model(options)

@@ -29,14 +29,17 @@ def test_notebook_is_stored_without_outputs_and_uses_the_small_models_by_default
     code = [c for c in cells if c["cell_type"] == "code"]
     assert code, "the notebook has code cells"
     for cell in code:
-        assert cell.get("outputs") == [] and cell.get("execution_count") is None, \
+        assert cell.get("outputs") == [] and cell.get("execution_count") is None, (
             "clear the outputs before committing (CI executes the notebook itself)"
+        )
     switch = "".join(code[0]["source"])
     assert "USE_OFFICIAL_WEIGHTS = False" in switch, "the first code cell is the switch, off by default"
 
 
-@pytest.mark.skipif(not (GOLDEN_DIR / "golden.json").is_file(),
-                    reason=f"the small test models come from {GOLDEN_DIR} (set GLIDE_API_GOLDEN_DIR)")
+@pytest.mark.skipif(
+    not (GOLDEN_DIR / "golden.json").is_file(),
+    reason=f"the small test models come from {GOLDEN_DIR} (set GLIDE_API_GOLDEN_DIR)",
+)
 def test_notebook_runs_end_to_end_and_shows_images(tmp_path, monkeypatch) -> None:
     nbformat = pytest.importorskip("nbformat", reason="pip install nbformat (dev extra)")
     nbclient = pytest.importorskip("nbclient", reason="pip install nbclient (dev extra)")
@@ -50,8 +53,12 @@ def test_notebook_runs_end_to_end_and_shows_images(tmp_path, monkeypatch) -> Non
     # cores (on a busy 2-core machine two threads ran this notebook 2-6x slower than one).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(notebook, kernel_name="python3", timeout=CELL_TIMEOUT_S,
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+    )
     start = time.perf_counter()
     try:
         client.execute()  # raises CellExecutionError, naming the cell, on the first error
@@ -61,8 +68,11 @@ def test_notebook_runs_end_to_end_and_shows_images(tmp_path, monkeypatch) -> Non
 
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    pngs = [base64.b64decode(o.data["image/png"]) for o in outputs
-            if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
+    pngs = [
+        base64.b64decode(o.data["image/png"])
+        for o in outputs
+        if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})
+    ]
     assert len(pngs) >= 4, f"expected the schedule plot and the generated images, got {len(pngs)} images"
     for png in pngs:
         with Image.open(io.BytesIO(png)) as image:

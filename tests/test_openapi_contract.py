@@ -24,8 +24,14 @@ def contract_url(small_pipeline):
     from glide_api.config import ServiceConfig
     from glide_api.server import create_app
 
-    config = ServiceConfig(base_steps="2", upsample_steps="2", max_steps=3, max_batch_size=2,
-                           max_prompt_chars=200, sync_timeout=60)
+    config = ServiceConfig(
+        base_steps="2",
+        upsample_steps="2",
+        max_steps=3,
+        max_batch_size=2,
+        max_prompt_chars=200,
+        sync_timeout=60,
+    )
     with running(create_app(config, pipeline=small_pipeline)) as url:
         yield url
 
@@ -37,8 +43,12 @@ def test_api_never_answers_5xx_and_matches_its_schema(contract_url) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case) -> None:
             case.call_and_validate(checks=[not_a_server_error, response_schema_conformance], timeout=120)
 

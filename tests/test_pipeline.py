@@ -70,8 +70,9 @@ def test_upsampling_given_pictures_follows_each_samples_seed_and_refuses_a_misco
 
 
 def test_metadata_chunk_round_trips_and_reproduces_the_image(small_pipeline) -> None:
-    request = GenerationRequest.create("a blue ball", size=64, seed=3, guidance_scale=4.0,
-                                       upsample_temp=0.9, **FAST)
+    request = GenerationRequest.create(
+        "a blue ball", size=64, seed=3, guidance_scale=4.0, upsample_temp=0.9, **FAST
+    )
     image = small_pipeline.generate(request).images[0]
     metadata = read_png_metadata(image.png)
     assert metadata == image.metadata
@@ -86,7 +87,8 @@ def test_progress_is_reported_after_every_step_of_every_stage(small_pipeline) ->
     events = list(small_pipeline.stream(BatchSettings(size=64, **FAST), [Sample("x", 1), Sample("y", 2)]))
     progress = [e for e in events if isinstance(e, StageProgress)]
     assert [(e.stage, e.step, e.total) for e in progress] == (
-        [("base 32", i, 4) for i in range(1, 5)] + [("upsample 64", i, 3) for i in range(1, 4)])
+        [("base 32", i, 4) for i in range(1, 5)] + [("upsample 64", i, 3) for i in range(1, 4)]
+    )
     assert {e.stages for e in progress} == {2}
     assert progress[0].pred_x0.shape == (2, 3, 32, 32)
     output = events[-1]
@@ -129,8 +131,9 @@ def test_inpainting_keeps_known_pixels_and_changes_the_masked_region(small_pipel
     image = checkerboard(64)
     mask = Image.new("L", (64, 64), 255)
     mask.paste(0, (16, 16, 48, 48))  # paint the centre
-    request = GenerationRequest.create("a red ball", size=64, seed=1, task="inpaint", **FAST,
-                                       image=png_bytes(image), mask=png_bytes(mask))
+    request = GenerationRequest.create(
+        "a red ball", size=64, seed=1, task="inpaint", **FAST, image=png_bytes(image), mask=png_bytes(mask)
+    )
     out = np.asarray(small_pipeline.generate(request).images[0].image, dtype=np.int32)
     src = np.asarray(image, dtype=np.int32)
     keep = np.asarray(mask) == 255
@@ -149,16 +152,22 @@ def test_inpainting_mask_can_be_the_images_alpha_channel(small_pipeline) -> None
 
 
 def test_inpainting_image_and_mask_of_different_sizes_is_an_error(small_pipeline) -> None:
-    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint",
-                                       image=png_bytes(checkerboard(64)),
-                                       mask=png_bytes(Image.new("L", (32, 32), 0)))
+    request = GenerationRequest.create(
+        "x",
+        size=64,
+        seed=1,
+        task="inpaint",
+        image=png_bytes(checkerboard(64)),
+        mask=png_bytes(Image.new("L", (32, 32), 0)),
+    )
     with pytest.raises(ValueError, match="mask: its size 32x32 differs from the image's 64x64"):
         small_pipeline.generate(request)
 
 
 def test_inpainting_without_a_mask_or_alpha_is_an_error(small_pipeline) -> None:
-    request = GenerationRequest.create("x", size=64, seed=1, task="inpaint",
-                                       image=png_bytes(checkerboard(64)))
+    request = GenerationRequest.create(
+        "x", size=64, seed=1, task="inpaint", image=png_bytes(checkerboard(64))
+    )
     with pytest.raises(ValueError, match="mask: give a mask image"):
         small_pipeline.generate(request)
 
@@ -190,8 +199,15 @@ def test_an_opaque_rgba_mask_is_read_by_its_grey_levels(small_pipeline) -> None:
     # Browser canvases save RGBA even when fully opaque: black must still mean "paint".
     mask = Image.new("RGBA", (64, 64), (255, 255, 255, 255))
     mask.paste((0, 0, 0, 255), (0, 0, 64, 32))
-    request = GenerationRequest.create("sky", size=64, seed=2, task="inpaint", **FAST,
-                                       image=png_bytes(checkerboard(64)), mask=png_bytes(mask))
+    request = GenerationRequest.create(
+        "sky",
+        size=64,
+        seed=2,
+        task="inpaint",
+        **FAST,
+        image=png_bytes(checkerboard(64)),
+        mask=png_bytes(mask),
+    )
     out = np.asarray(small_pipeline.generate(request).images[0].image, dtype=np.int32)
     src = np.asarray(checkerboard(64), dtype=np.int32)
     assert np.abs(out[40:] - src[40:]).max() <= 1 and np.abs(out[:24] - src[:24]).mean() > 10

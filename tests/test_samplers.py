@@ -101,7 +101,7 @@ def test_stopping_the_loop_stops_calling_the_model() -> None:
 def test_guidance_scale_one_equals_the_conditional_model() -> None:
     def paired(x, t):  # first half "conditional", second half "unconditional"
         out = toy_model(x, t)
-        return torch.cat([out[: len(x) // 2], out[len(x) // 2:] * 0.5])
+        return torch.cat([out[: len(x) // 2], out[len(x) // 2 :] * 0.5])
 
     x = torch.randn(2, 3, 4, 4)
     t = torch.tensor([10, 10])
@@ -112,7 +112,7 @@ def test_guidance_scale_one_equals_the_conditional_model() -> None:
 def test_guidance_scale_is_per_sample() -> None:
     def paired(x, t):
         out = toy_model(x, t)
-        return torch.cat([out[: len(x) // 2], out[len(x) // 2:] * 0.5])
+        return torch.cat([out[: len(x) // 2], out[len(x) // 2 :] * 0.5])
 
     x = torch.randn(2, 3, 4, 4)
     t = torch.tensor([10, 10])
@@ -130,11 +130,14 @@ def test_recorded_noise_must_fit_the_batch_and_the_steps() -> None:
         noise(torch.Size([1, 3, 8, 8]))
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"sampler": "euler"}, "sampler must be one of"),
-    ({"sampler": "ancestral", "eta": 0.5}, "ddim sampler only"),
-    ({"sampler": "ddim", "eta": 2.0}, "eta must be in"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sampler": "euler"}, "sampler must be one of"),
+        ({"sampler": "ancestral", "eta": 0.5}, "ddim sampler only"),
+        ({"sampler": "ddim", "eta": 2.0}, "eta must be in"),
+    ],
+)
 def test_bad_sampler_settings_are_value_errors(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         next(sample(toy_model, SCHEDULE, torch.zeros(1, 3, 8, 8), noise=SeededNoise([0]), **kwargs))

@@ -37,8 +37,7 @@ def guided_base(run: dict, settings: dict):
     return classifier_free_guidance(lambda x, t: model(x, t, text=text), scales), b
 
 
-@pytest.mark.parametrize(("sampler", "expected"), [("ancestral", "ddpm_fast27"),
-                                                   ("ddim", "ddim_fast27")])
+@pytest.mark.parametrize(("sampler", "expected"), [("ancestral", "ddpm_fast27"), ("ddim", "ddim_fast27")])
 def test_guided_base_sampling_matches_reference(run, settings, sampler, expected) -> None:
     model_fn, b = guided_base(run, settings)
     schedule = Schedule(noise_schedule="squaredcos_cap_v2", respacing=settings["base_respacing"])
@@ -54,8 +53,9 @@ def test_guided_base_sampling_matches_reference(run, settings, sampler, expected
         assert error.max().item() <= MAX_ABS
 
 
-@pytest.mark.parametrize(("sampler", "expected"), [("ancestral", "up_ddpm_fast27"),
-                                                   ("ddim", "up_ddim_fast27")])
+@pytest.mark.parametrize(
+    ("sampler", "expected"), [("ancestral", "up_ddpm_fast27"), ("ddim", "up_ddim_fast27")]
+)
 def test_upsampler_sampling_matches_reference(run, settings, sampler, expected) -> None:
     model = small_model("small-upsample")
     low_res = run["up_low_res"]
@@ -63,16 +63,26 @@ def test_upsampler_sampling_matches_reference(run, settings, sampler, expected) 
     text = model.encode_text(run["up_tokens"], run["up_mask"])
     schedule = Schedule(noise_schedule="linear", respacing=settings["up_respacing"])
     x_T = run["up_x_T"] * settings["upsample_temp"]
-    out = sample_to_end(sample(lambda x, t: model(x, t, text=text, low_res=low_res), schedule, x_T,
-                               noise=RecordedNoise(run["up_step_noise"]), sampler=sampler))
+    out = sample_to_end(
+        sample(
+            lambda x, t: model(x, t, text=text, low_res=low_res),
+            schedule,
+            x_T,
+            noise=RecordedNoise(run["up_step_noise"]),
+            sampler=sampler,
+        )
+    )
     assert (out - run[expected]).abs().max().item() <= MAX_ABS
 
 
 def test_sampling_loop_yields_every_step_with_original_timesteps(run, settings) -> None:
     model_fn, b = guided_base(run, settings)
     schedule = Schedule(noise_schedule="squaredcos_cap_v2", respacing="fast27")
-    steps = list(sample(model_fn, schedule, run["x_T"][:b],
-                        noise=RecordedNoise(run["step_noise"][:, :b]), sampler="ddim"))
+    steps = list(
+        sample(
+            model_fn, schedule, run["x_T"][:b], noise=RecordedNoise(run["step_noise"][:, :b]), sampler="ddim"
+        )
+    )
     assert [s.step for s in steps] == list(range(1, 28))
     assert [s.timestep for s in steps] == settings["base_timesteps"][::-1]
     assert steps[-1].is_last and not steps[0].is_last

@@ -37,16 +37,16 @@ def test_ddim_respacing_uses_a_fixed_stride_from_zero() -> None:
 def test_cosine_100_schedule_matches_spec_check_values() -> None:
     s = Schedule(noise_schedule="squaredcos_cap_v2", respacing="100")
     assert s.betas.dtype == np.float64
-    np.testing.assert_allclose(s.betas[:3], [4.1284224822e-05, 6.7984006851e-04, 1.1655155529e-03],
-                               rtol=0, atol=5e-11)
+    np.testing.assert_allclose(
+        s.betas[:3], [4.1284224822e-05, 6.7984006851e-04, 1.1655155529e-03], rtol=0, atol=5e-11
+    )
     np.testing.assert_allclose(s.betas[-1], 0.9999899992, rtol=0, atol=5e-11)
     np.testing.assert_allclose(s.alphas_cumprod[-1], 2.42876690702e-09, rtol=1e-10)
 
 
 def test_linear_fast27_schedule_matches_spec_check_values() -> None:
     s = Schedule(noise_schedule="linear", respacing="fast27")
-    np.testing.assert_allclose(s.betas[:3], [1.0e-04, 7.2149533746e-03, 1.6745839973e-02],
-                               rtol=0, atol=5e-11)
+    np.testing.assert_allclose(s.betas[:3], [1.0e-04, 7.2149533746e-03, 1.6745839973e-02], rtol=0, atol=5e-11)
     np.testing.assert_allclose(s.betas[-3:], [0.9400766593, 0.0160359359, 0.972125411], rtol=0, atol=5e-11)
 
 
@@ -61,14 +61,17 @@ def test_network_sees_original_timesteps() -> None:
     assert t.dtype == torch.int64 and t.tolist() == [997, 997, 997]
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("2000", "cannot take 2000 steps"),
-    ("ddim999", "no integer stride"),
-    ("fast", "not understood"),
-    ("10,,3", "not understood"),
-    ("0", "at least 1"),
-    ("-5", "not understood"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("2000", "cannot take 2000 steps"),
+        ("ddim999", "no integer stride"),
+        ("fast", "not understood"),
+        ("10,,3", "not understood"),
+        ("0", "at least 1"),
+        ("-5", "not understood"),
+    ],
+)
 def test_impossible_respacing_is_a_value_error_naming_it(spec, message) -> None:
     with pytest.raises(ValueError, match=message):
         space_timesteps(1000, spec)

@@ -36,8 +36,9 @@ def test_image_returns_the_original_fields_and_a_png(server_url) -> None:
 def test_a_batch_comes_back_as_one_strip_plus_each_image(server_url) -> None:
     requests.post(f"{server_url}/basemodel?diffusion_steps=3", timeout=10)
     requests.post(f"{server_url}/upmodel?diffusion_steps=2", timeout=10)
-    r = get_image(server_url, size=32, prompt="a red cube", batch_size=3, guidance_scale=4.0,
-                  upsample_temp=0.9, seed=4)
+    r = get_image(
+        server_url, size=32, prompt="a red cube", batch_size=3, guidance_scale=4.0, upsample_temp=0.9, seed=4
+    )
     body = r.json()
     strip = Image.open(io.BytesIO(base64.b64decode(body["image"])))
     assert strip.size == (96, 32)
@@ -65,16 +66,19 @@ def test_basemodel_and_upmodel_answer_parameter_counts_and_change_later_jobs(ser
     assert metadata["base_respacing"] == "4" and metadata["upsample_respacing"] == "3"
 
 
-@pytest.mark.parametrize(("params", "param"), [
-    ({"size": 100, "prompt": "x"}, "size"),
-    ({"size": "big", "prompt": "x"}, "size"),
-    ({"prompt": "x"}, "size"),
-    ({"size": 64}, "prompt"),
-    ({"size": 64, "prompt": "x", "upsample_temp": 1.5}, "upsample_temp"),
-    ({"size": 64, "prompt": "x", "batch_size": 0}, "batch_size"),
-    ({"size": 64, "prompt": "x", "batch_size": 100}, "n"),
-    ({"size": 64, "prompt": "x", "guidance_scale": "strong"}, "guidance_scale"),
-])
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"size": 100, "prompt": "x"}, "size"),
+        ({"size": "big", "prompt": "x"}, "size"),
+        ({"prompt": "x"}, "size"),
+        ({"size": 64}, "prompt"),
+        ({"size": 64, "prompt": "x", "upsample_temp": 1.5}, "upsample_temp"),
+        ({"size": 64, "prompt": "x", "batch_size": 0}, "batch_size"),
+        ({"size": 64, "prompt": "x", "batch_size": 100}, "n"),
+        ({"size": 64, "prompt": "x", "guidance_scale": "strong"}, "guidance_scale"),
+    ],
+)
 def test_bad_image_parameters_are_400_naming_the_parameter(server_url, params, param) -> None:
     r = get_image(server_url, **params)
     assert r.status_code == 400
@@ -96,8 +100,14 @@ def test_curl_calls_from_the_original_readme(server_url) -> None:
 
     assert "base_model_total_parameters" in curl("-X", "POST", f"{server_url}/basemodel?diffusion_steps=2")
     assert "upsample_model_total_parameters" in curl("-X", "POST", f"{server_url}/upmodel?diffusion_steps=2")
-    body = curl("-G", f"{server_url}/image", "--data-urlencode", "size=64",
-                "--data-urlencode", 'prompt="mountains in the night"')
+    body = curl(
+        "-G",
+        f"{server_url}/image",
+        "--data-urlencode",
+        "size=64",
+        "--data-urlencode",
+        'prompt="mountains in the night"',
+    )
     assert body["image_size"] == 64 and body["data_type"] == "image/png;base64"
     # Unquoted in a shell, the README's URL loses everything after '&': the server names what is missing.
     assert curl(f"{server_url}/image?size=64")["error"]["param"] == "prompt"

@@ -28,8 +28,13 @@ def png_file(image: Image.Image) -> io.BytesIO:
 
 
 def test_generate_returns_base64_pngs_of_the_asked_size(client) -> None:
-    result = client.images.generate(prompt="a corgi", n=2, size="64x64", response_format="b64_json",
-                                    extra_body={**GLIDE, "seed": 5, "guidance_scale": 4.0})
+    result = client.images.generate(
+        prompt="a corgi",
+        n=2,
+        size="64x64",
+        response_format="b64_json",
+        extra_body={**GLIDE, "seed": 5, "guidance_scale": 4.0},
+    )
     assert len(result.data) == 2 and result.created > 0
     images = [base64.b64decode(d.b64_json) for d in result.data]
     assert Image.open(io.BytesIO(images[0])).size == (64, 64)
@@ -55,8 +60,14 @@ def test_edit_with_image_and_transparent_mask(client) -> None:
     image = Image.new("RGB", (64, 64), (200, 10, 10))
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 64, 32))  # transparent: paint here
-    result = client.images.edit(image=png_file(image), mask=png_file(mask), prompt="blue sky", size="64x64",
-                                response_format="b64_json", extra_body={**GLIDE, "seed": 1})
+    result = client.images.edit(
+        image=png_file(image),
+        mask=png_file(mask),
+        prompt="blue sky",
+        size="64x64",
+        response_format="b64_json",
+        extra_body={**GLIDE, "seed": 1},
+    )
     out = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json))).convert("RGB")
     assert out.getpixel((32, 60)) == (200, 10, 10)  # the opaque part of the mask is kept
     assert read_png_metadata(base64.b64decode(result.data[0].b64_json))["task"] == "inpaint"
@@ -70,8 +81,13 @@ def test_edit_with_a_list_of_images_uses_the_first(client) -> None:
 
 
 def test_streaming_sends_partial_images_then_the_completed_image(client) -> None:
-    stream = client.images.generate(prompt="a corgi", size="64x64", stream=True, partial_images=2,
-                                    extra_body={"steps": "10", "upsample_steps": "5"})
+    stream = client.images.generate(
+        prompt="a corgi",
+        size="64x64",
+        stream=True,
+        partial_images=2,
+        extra_body={"steps": "10", "upsample_steps": "5"},
+    )
     events = list(stream)
     kinds = [e.type for e in events]
     assert kinds[-1] == "image_generation.completed"

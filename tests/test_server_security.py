@@ -16,8 +16,9 @@ KEY = "sk-test-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def locked_url(small_pipeline):
-    config = ServiceConfig(api_keys=(KEY, "second-key"), rate_limit=30, max_body_bytes=2048,
-                           max_upload_bytes=4096)
+    config = ServiceConfig(
+        api_keys=(KEY, "second-key"), rate_limit=30, max_body_bytes=2048, max_upload_bytes=4096
+    )
     with running(create_app(config, pipeline=small_pipeline)) as url:
         yield url
 
@@ -27,12 +28,18 @@ def auth(key: str = KEY) -> dict[str, str]:
 
 
 def test_apis_need_a_valid_key_when_keys_are_configured(locked_url) -> None:
-    for method, path in (("get", "/v1/settings"), ("post", "/v1/generations"), ("get", "/image"),
-                         ("post", "/basemodel?diffusion_steps=5"), ("post", "/v1/images/generations"),
-                         ("get", "/metrics")):
+    for method, path in (
+        ("get", "/v1/settings"),
+        ("post", "/v1/generations"),
+        ("get", "/image"),
+        ("post", "/basemodel?diffusion_steps=5"),
+        ("post", "/v1/images/generations"),
+        ("get", "/metrics"),
+    ):
         r = getattr(requests, method)(locked_url + path, timeout=10)
         assert r.status_code == 401, path
         assert r.json()["error"]["code"] == "invalid_api_key" and r.headers["WWW-Authenticate"] == "Bearer"
+
     def status(key: str) -> int:
         return requests.get(f"{locked_url}/v1/settings", headers=auth(key), timeout=10).status_code
 
@@ -68,22 +75,33 @@ def test_oversized_bodies_are_413(locked_url) -> None:
     r = requests.post(f"{locked_url}/v1/generations", json={"prompt": "x" * 5000}, headers=auth(), timeout=10)
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
     big = b"\x89PNG" + b"0" * 1_200_000  # past the whole multipart limit
-    r = requests.post(f"{locked_url}/v1/inpaint", data={"prompt": "x"}, headers=auth(),
-                      files={"image": ("a.png", big, "image/png")}, timeout=10)
+    r = requests.post(
+        f"{locked_url}/v1/inpaint",
+        data={"prompt": "x"},
+        headers=auth(),
+        files={"image": ("a.png", big, "image/png")},
+        timeout=10,
+    )
     assert r.status_code == 413
 
 
 def test_upload_over_the_per_file_limit_is_400_naming_it(locked_url) -> None:
-    r = requests.post(f"{locked_url}/v1/inpaint", data={"prompt": "x"}, headers=auth(),
-                      files={"image": ("a.png", b"0" * 4500, "image/png")}, timeout=10)
+    r = requests.post(
+        f"{locked_url}/v1/inpaint",
+        data={"prompt": "x"},
+        headers=auth(),
+        files={"image": ("a.png", b"0" * 4500, "image/png")},
+        timeout=10,
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "image"
 
 
 def test_cors_is_off_unless_configured(server_url, small_pipeline) -> None:
     r = requests.get(f"{server_url}/v1/settings", headers={"Origin": "https://evil.example"}, timeout=10)
     assert "Access-Control-Allow-Origin" not in r.headers
-    with running(create_app(ServiceConfig(cors_origins=("https://app.example",)),
-                            pipeline=small_pipeline)) as url:
+    with running(
+        create_app(ServiceConfig(cors_origins=("https://app.example",)), pipeline=small_pipeline)
+    ) as url:
         ok = requests.get(f"{url}/v1/settings", headers={"Origin": "https://app.example"}, timeout=10)
         assert ok.headers["Access-Control-Allow-Origin"] == "https://app.example"
         other = requests.get(f"{url}/v1/settings", headers={"Origin": "https://evil.example"}, timeout=10)
@@ -92,8 +110,12 @@ def test_cors_is_off_unless_configured(server_url, small_pipeline) -> None:
 
 def test_logs_never_contain_the_key(locked_url, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
-        requests.post(f"{locked_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"},
-                      headers=auth(), timeout=60)
+        requests.post(
+            f"{locked_url}/v1/generations",
+            json={"prompt": "x", "size": 32, "steps": "2"},
+            headers=auth(),
+            timeout=60,
+        )
         requests.get(f"{locked_url}/v1/settings", headers=auth("wrong-key-abc"), timeout=10)
     assert KEY not in caplog.text and "wrong-key-abc" not in caplog.text
 
@@ -101,15 +123,17 @@ def test_logs_never_contain_the_key(locked_url, caplog) -> None:
 def test_images_are_written_only_under_server_chosen_names(small_pipeline, tmp_path) -> None:
     config = ServiceConfig(image_dir=str(tmp_path / "images"))
     with running(create_app(config, pipeline=small_pipeline)) as url:
-        job = requests.post(f"{url}/v1/generations", json={"prompt": "../../etc/passwd", "size": 32,
-                                                           "steps": "2"}, timeout=60).json()
+        job = requests.post(
+            f"{url}/v1/generations", json={"prompt": "../../etc/passwd", "size": 32, "steps": "2"}, timeout=60
+        ).json()
     files = list((tmp_path / "images").iterdir())
     assert len(files) == 1 and files[0].name.startswith(job["id"]) and files[0].suffix == ".png"
 
 
 def test_offline_without_cached_models_stays_up_and_names_what_is_missing(tmp_path) -> None:
-    config = ServiceConfig(offline=True, cache_dir=str(tmp_path), base_inpaint="none",
-                           upsample_inpaint="none")
+    config = ServiceConfig(
+        offline=True, cache_dir=str(tmp_path), base_inpaint="none", upsample_inpaint="none"
+    )
     app = create_app(config)
     with running(app) as url:
         service = app.extensions["glide_api"]

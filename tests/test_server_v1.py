@@ -23,8 +23,11 @@ def png(image: Image.Image) -> bytes:
 
 
 def test_synchronous_generation_returns_the_finished_job_with_image_urls(server_url) -> None:
-    r = requests.post(f"{server_url}/v1/generations", json={"prompt": "a red cube", "size": 64, "n": 2,
-                                                            "seed": 10, **FAST}, timeout=120)
+    r = requests.post(
+        f"{server_url}/v1/generations",
+        json={"prompt": "a red cube", "size": 64, "n": 2, "seed": 10, **FAST},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["status"] == "succeeded" and job["request"]["seeds"] == [10, 11]
@@ -36,8 +39,9 @@ def test_synchronous_generation_returns_the_finished_job_with_image_urls(server_
 
 
 def test_async_generation_answers_202_and_streams_events_in_order(server_url) -> None:
-    r = requests.post(f"{server_url}/v1/generations", json={"prompt": "sky", "size": 64, **FAST},
-                      headers=ASYNC, timeout=30)
+    r = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "sky", "size": 64, **FAST}, headers=ASYNC, timeout=30
+    )
     assert r.status_code == 202 and r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
     job_id = r.json()["id"]
     with requests.get(f"{server_url}/v1/jobs/{job_id}/events?previews=true", stream=True, timeout=120) as s:
@@ -47,25 +51,34 @@ def test_async_generation_answers_202_and_streams_events_in_order(server_url) ->
     assert names[0] == "queued" and names[-1] == "succeeded"
     assert names.count("started") == 1 and names.index("started") < names.index("progress")
     progress = [data for name, data in events if name == "progress"]
-    assert [(p["stage"], p["step"]) for p in progress] == [("base 32", 1), ("base 32", 2), ("base 32", 3),
-                                                          ("upsample 64", 1), ("upsample 64", 2)]
+    assert [(p["stage"], p["step"]) for p in progress] == [
+        ("base 32", 1),
+        ("base 32", 2),
+        ("base 32", 3),
+        ("upsample 64", 1),
+        ("upsample 64", 2),
+    ]
     assert any(p["preview"] for p in progress)
     assert events[-1][1]["job"]["images"][0]["url"].endswith("/images/0.png")
     assert [d["seq"] for _, d in events] == sorted(d["seq"] for _, d in events)
 
 
 def test_events_of_a_finished_job_replay_its_history(server_url) -> None:
-    job = requests.post(f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"},
-                        timeout=60).json()
+    job = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"}, timeout=60
+    ).json()
     with requests.get(f"{server_url}/v1/jobs/{job['id']}/events", stream=True, timeout=30) as s:
         names = [name for name, _ in read_events(s)]
     assert names[0] == "queued" and names[-1] == "succeeded"
 
 
 def test_cancel_stops_a_running_job_within_a_step_and_the_next_job_runs(server_url) -> None:
-    slow = requests.post(f"{server_url}/v1/generations", json={"prompt": "slow", "size": 256,
-                                                               "steps": "200", "upsample_steps": "50"},
-                         headers=ASYNC, timeout=30).json()
+    slow = requests.post(
+        f"{server_url}/v1/generations",
+        json={"prompt": "slow", "size": 256, "steps": "200", "upsample_steps": "50"},
+        headers=ASYNC,
+        timeout=30,
+    ).json()
     with requests.get(f"{server_url}/v1/jobs/{slow['id']}/events", stream=True, timeout=120) as s:
         steps_seen = 0
         for name, data in read_events(s):
@@ -77,8 +90,9 @@ def test_cancel_stops_a_running_job_within_a_step_and_the_next_job_runs(server_u
                 break
     assert name == "cancelled" and steps_seen <= 3
     assert requests.get(f"{server_url}/v1/jobs/{slow['id']}", timeout=30).json()["status"] == "cancelled"
-    after = requests.post(f"{server_url}/v1/generations", json={"prompt": "next", "size": 32, "steps": "2"},
-                          timeout=60)
+    after = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "next", "size": 32, "steps": "2"}, timeout=60
+    )
     assert after.json()["status"] == "succeeded"
 
 
@@ -86,9 +100,12 @@ def test_inpaint_takes_a_multipart_image_and_mask(server_url) -> None:
     image = Image.new("RGB", (64, 64), (10, 200, 10))
     mask = Image.new("L", (64, 64), 255)
     mask.paste(0, (0, 0, 64, 16))
-    r = requests.post(f"{server_url}/v1/inpaint", data={"prompt": "a sun", "size": "64", "seed": "3", **FAST},
-                      files={"image": ("in.png", png(image), "image/png"),
-                             "mask": ("mask.png", png(mask), "image/png")}, timeout=120)
+    r = requests.post(
+        f"{server_url}/v1/inpaint",
+        data={"prompt": "a sun", "size": "64", "seed": "3", **FAST},
+        files={"image": ("in.png", png(image), "image/png"), "mask": ("mask.png", png(mask), "image/png")},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     out = Image.open(io.BytesIO(requests.get(server_url + r.json()["images"][0]["url"], timeout=30).content))
     assert out.convert("RGB").getpixel((32, 60)) == (10, 200, 10)
@@ -109,22 +126,25 @@ def error_of(response: requests.Response) -> dict:
     return body["error"]
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"prompt": "x", "size": 100}, "size", "must be one of 32, 64, 128, 256"),
-    ({"prompt": "x", "n": 0}, "n", "greater than or equal to 1"),
-    ({"prompt": "x", "n": 99}, "n", "at most"),
-    ({"prompt": "x" * 5000}, "prompt", "at most 1000 characters"),
-    ({"prompt": ""}, "prompt", "must not be empty"),
-    ({"size": 64}, "prompt", "Field required"),
-    ({"prompt": "x", "steps": "abc"}, "steps", "not understood"),
-    ({"prompt": "x", "steps": 5000}, "steps", "cannot take 5000 steps"),
-    ({"prompt": "x", "sampler": "euler"}, "sampler", "ancestral"),
-    ({"prompt": "x", "upsample_temp": 2}, "upsample_temp", "less than or equal to 1"),
-    ({"prompt": "x", "guidance_scale": "big"}, "guidance_scale", "valid number"),
-    ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
-    ({"prompt": "x", "colour": "red"}, "colour", "Extra inputs are not permitted"),
-    ({"prompt": 42}, "prompt", "valid string"),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"prompt": "x", "size": 100}, "size", "must be one of 32, 64, 128, 256"),
+        ({"prompt": "x", "n": 0}, "n", "greater than or equal to 1"),
+        ({"prompt": "x", "n": 99}, "n", "at most"),
+        ({"prompt": "x" * 5000}, "prompt", "at most 1000 characters"),
+        ({"prompt": ""}, "prompt", "must not be empty"),
+        ({"size": 64}, "prompt", "Field required"),
+        ({"prompt": "x", "steps": "abc"}, "steps", "not understood"),
+        ({"prompt": "x", "steps": 5000}, "steps", "cannot take 5000 steps"),
+        ({"prompt": "x", "sampler": "euler"}, "sampler", "ancestral"),
+        ({"prompt": "x", "upsample_temp": 2}, "upsample_temp", "less than or equal to 1"),
+        ({"prompt": "x", "guidance_scale": "big"}, "guidance_scale", "valid number"),
+        ({"prompt": "x", "seed": -1}, "seed", "greater than or equal to 0"),
+        ({"prompt": "x", "colour": "red"}, "colour", "Extra inputs are not permitted"),
+        ({"prompt": 42}, "prompt", "valid string"),
+    ],
+)
 def test_bad_generation_input_is_400_naming_the_field(server_url, body, param, words) -> None:
     r = requests.post(f"{server_url}/v1/generations", json=body, timeout=30)
     assert r.status_code == 400
@@ -134,30 +154,43 @@ def test_bad_generation_input_is_400_naming_the_field(server_url, body, param, w
 
 
 def test_malformed_json_is_400(server_url) -> None:
-    r = requests.post(f"{server_url}/v1/generations", data="{not json",
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        f"{server_url}/v1/generations",
+        data="{not json",
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and "request body" in error_of(r)["message"]
     r = requests.post(f"{server_url}/v1/generations", json=[1, 2], timeout=30)
     assert r.status_code == 400
 
 
 def test_unknown_job_is_404(server_url) -> None:
-    for method, path in (("get", "/v1/jobs/nope"), ("post", "/v1/jobs/nope/cancel"),
-                         ("get", "/v1/jobs/nope/events"), ("get", "/v1/jobs/nope/images/0.png")):
+    for method, path in (
+        ("get", "/v1/jobs/nope"),
+        ("post", "/v1/jobs/nope/cancel"),
+        ("get", "/v1/jobs/nope/events"),
+        ("get", "/v1/jobs/nope/images/0.png"),
+    ):
         r = getattr(requests, method)(server_url + path, timeout=10)
         assert r.status_code == 404 and error_of(r)["param"] == "id"
 
 
 def test_image_index_out_of_range_is_400(server_url) -> None:
-    job = requests.post(f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"},
-                        timeout=60).json()
+    job = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"}, timeout=60
+    ).json()
     r = requests.get(f"{server_url}/v1/jobs/{job['id']}/images/5.png", timeout=10)
     assert r.status_code == 400 and error_of(r)["param"] == "index"
 
 
 def test_inpaint_upload_that_is_not_an_image_is_400(server_url) -> None:
-    r = requests.post(f"{server_url}/v1/inpaint", data={"prompt": "x", "size": "32", "steps": "2"},
-                      files={"image": ("a.png", b"definitely not a png", "image/png")}, timeout=30)
+    r = requests.post(
+        f"{server_url}/v1/inpaint",
+        data={"prompt": "x", "size": "32", "steps": "2"},
+        files={"image": ("a.png", b"definitely not a png", "image/png")},
+        timeout=30,
+    )
     assert r.status_code == 400 and "not a readable image" in error_of(r)["message"]
 
 

@@ -20,9 +20,20 @@ from glide_api.training.losses import discretized_gaussian_log_likelihood, hybri
 from glide_api.training.synthetic import write_dataset
 
 # 32 px models of about 0.5M parameters: a training step takes some tens of milliseconds.
-TINY_BASE = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1,1",
-             "num_head_channels": 32, "attention_resolutions": "8", "dropout": 0.1, "text_ctx": 24,
-             "xf_width": 32, "xf_layers": 1, "xf_heads": 2, "n_vocab": 257}
+TINY_BASE = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1,1",
+    "num_head_channels": 32,
+    "attention_resolutions": "8",
+    "dropout": 0.1,
+    "text_ctx": 24,
+    "xf_width": 32,
+    "xf_layers": 1,
+    "xf_heads": 2,
+    "n_vocab": 257,
+}
 TINY_UPSAMPLE = {**TINY_BASE, "super_res": True, "noise_schedule": "linear", "attention_resolutions": ""}
 
 
@@ -43,8 +54,18 @@ def configs(tmp_path_factory):
 
 
 def settings(**changes) -> TrainConfig:
-    return TrainConfig(**{"steps": 6, "batch_size": 4, "lr": 1e-3, "crop_min": 0.8, "flip": True,
-                          "save_every": 0, "sample_every": 0, **changes})
+    return TrainConfig(
+        **{
+            "steps": 6,
+            "batch_size": 4,
+            "lr": 1e-3,
+            "crop_min": 0.8,
+            "flip": True,
+            "save_every": 0,
+            "sample_every": 0,
+            **changes,
+        }
+    )
 
 
 # ---- the loss ----------------------------------------------------------------------------------
@@ -62,8 +83,9 @@ def test_normal_kl_is_zero_for_equal_gaussians_and_matches_the_closed_form() -> 
 def test_discretised_gaussian_gives_the_256_levels_a_total_probability_of_one() -> None:
     levels = torch.arange(256, dtype=torch.float32) / 127.5 - 1
     for mean, log_scale in ((0.1, -2.0), (-0.95, -4.0), (0.999, -1.0)):
-        logp = discretized_gaussian_log_likelihood(levels, mean=torch.tensor(mean),
-                                                   log_scale=torch.tensor(log_scale))
+        logp = discretized_gaussian_log_likelihood(
+            levels, mean=torch.tensor(mean), log_scale=torch.tensor(log_scale)
+        )
         assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
 
 
@@ -91,16 +113,20 @@ def test_hybrid_loss_trains_epsilon_by_mse_and_the_variance_by_the_bound_only() 
     assert out.grad[:, :3].abs().max() == 0 and out.grad[:, 3:].abs().max() > 0
 
 
-@pytest.mark.parametrize(("weighting", "expected"), [
-    ("eps", lambda a: torch.ones_like(a)),
-    ("p2", lambda a: 1 - a),  # 1 / (1 + SNR)
-    ("truncated-snr", lambda a: ((1 - a) / a).clamp(1, 100)),  # max(1, 1 / SNR), at most 100
-])
+@pytest.mark.parametrize(
+    ("weighting", "expected"),
+    [
+        ("eps", lambda a: torch.ones_like(a)),
+        ("p2", lambda a: 1 - a),  # 1 / (1 + SNR)
+        ("truncated-snr", lambda a: ((1 - a) / a).clamp(1, 100)),  # max(1, 1 / SNR), at most 100
+    ],
+)
 def test_mse_weightings_scale_each_samples_mse_by_its_noise_level(weighting, expected) -> None:
     schedule, x0, noise, t, x_t, out = _diffused([0, 100, 500, 850, 999], seed=1)
     plain = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t)
-    weighted = hybrid_loss(schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
-                           mse_weight=mse_weights(schedule, weighting))
+    weighted = hybrid_loss(
+        schedule, out, x0=x0, x_t=x_t, noise=noise, t=t, mse_weight=mse_weights(schedule, weighting)
+    )
     assert torch.equal(weighted.mse, plain.mse) and torch.equal(weighted.vb, plain.vb)  # reported unweighted
     weight = expected(torch.tensor(schedule.alphas_cumprod[t.numpy()])).float()
     torch.testing.assert_close(weighted.loss, plain.mse * weight + plain.vb)
@@ -157,8 +183,9 @@ def test_caption_dropout_empties_about_its_share_of_captions(shapes) -> None:
 
 
 def test_upsampler_batches_pair_random_patches_with_their_8_bit_bicubic_reduction(shapes) -> None:
-    data = ImageCaptionData(find_examples(shapes), image_size=64, super_res=True, patch_size=32,
-                            caption_dropout=0.0, seed=0)
+    data = ImageCaptionData(
+        find_examples(shapes), image_size=64, super_res=True, patch_size=32, caption_dropout=0.0, seed=0
+    )
     batch = data.batch(0, 3)
     assert batch.images.shape == (3, 3, 32, 32) and batch.low_res.shape == (3, 3, 8, 8)
     levels = (batch.low_res + 1) * 127.5
@@ -178,45 +205,76 @@ def test_a_folder_without_captions_is_refused(tmp_path) -> None:
 # ---- training ------------------------------------------------------------------------------------
 
 
-def test_from_scratch_the_text_enters_the_embedding_through_a_zeroed_projection(shapes, configs,
-                                                                               tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "new", model=str(configs["base"]),
-                             config=settings(steps=1), device="cpu")
+def test_from_scratch_the_text_enters_the_embedding_through_a_zeroed_projection(
+    shapes, configs, tmp_path
+) -> None:
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path / "new",
+        model=str(configs["base"]),
+        config=settings(steps=1),
+        device="cpu",
+    )
     assert trainer.model.transformer_proj.weight.abs().max() == 0
     trainer.save()
     # Fine-tuning keeps the weights it starts from.
-    tuned = Trainer.create(data_dir=shapes, out=tmp_path / "tuned", init=str(tmp_path / "new"),
-                           config=settings(steps=1), device="cpu")
+    tuned = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path / "tuned",
+        init=str(tmp_path / "new"),
+        config=settings(steps=1),
+        device="cpu",
+    )
     torch.testing.assert_close(tuned.model.token_embedding.weight, trainer.ema.token_embedding.weight)
 
 
 def test_a_frozen_text_encoder_stays_put_while_the_rest_learns(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]), device="cpu",
-                             config=settings(steps=4, text_lr_scale=0.0))  # zero-init layers wake in turn
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path,
+        model=str(configs["base"]),
+        device="cpu",
+        config=settings(steps=4, text_lr_scale=0.0),
+    )  # zero-init layers wake in turn
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     list(trainer.fit())
     after = trainer.model.state_dict()
     assert torch.equal(before["token_embedding.weight"], after["token_embedding.weight"])
-    assert torch.equal(before["transformer.resblocks.0.mlp.c_fc.weight"],
-                       after["transformer.resblocks.0.mlp.c_fc.weight"])
+    assert torch.equal(
+        before["transformer.resblocks.0.mlp.c_fc.weight"], after["transformer.resblocks.0.mlp.c_fc.weight"]
+    )
     assert not torch.equal(before["transformer_proj.weight"], after["transformer_proj.weight"])
     assert not torch.equal(before["out.2.weight"], after["out.2.weight"])
 
 
 def test_a_base_model_can_train_at_a_lower_resolution_first(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]), device="cpu",
-                             config=settings(steps=1, train_size=16))
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path,
+        model=str(configs["base"]),
+        device="cpu",
+        config=settings(steps=1, train_size=16),
+    )
     assert trainer.data.batch(0, 2).images.shape == (2, 3, 16, 16)
     list(trainer.fit())
     with pytest.raises(ValueError, match="train_size"):
-        Trainer.create(data_dir=shapes, out=tmp_path / "up", model=str(configs["upsample"]), device="cpu",
-                       config=settings(steps=1, train_size=16))
+        Trainer.create(
+            data_dir=shapes,
+            out=tmp_path / "up",
+            model=str(configs["upsample"]),
+            device="cpu",
+            config=settings(steps=1, train_size=16),
+        )
 
 
 def test_loss_goes_down_over_a_few_dozen_steps(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path, model=str(configs["base"]),
-                             config=settings(steps=40, batch_size=8, crop_min=1.0, flip=False),
-                             device="cpu")
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path,
+        model=str(configs["base"]),
+        config=settings(steps=40, batch_size=8, crop_min=1.0, flip=False),
+        device="cpu",
+    )
     losses = [r.loss for r in trainer.fit()]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.7 * first, (first, last)
@@ -226,9 +284,18 @@ def _train(shapes, configs, out, *, steps, resume=False, kind="base"):
     if resume:
         trainer = Trainer.resume(out, steps=steps, device="cpu")
     else:
-        trainer = Trainer.create(data_dir=shapes, out=out, model=str(configs[kind]), device="cpu",
-                                 config=settings(steps=steps, caption_dropout=0.5, offset_noise=0.1,
-                                                 patch_size=16 if kind == "upsample" else None))
+        trainer = Trainer.create(
+            data_dir=shapes,
+            out=out,
+            model=str(configs[kind]),
+            device="cpu",
+            config=settings(
+                steps=steps,
+                caption_dropout=0.5,
+                offset_noise=0.1,
+                patch_size=16 if kind == "upsample" else None,
+            ),
+        )
     for _ in trainer.fit():
         pass
     return trainer
@@ -260,35 +327,61 @@ def test_a_run_saved_with_a_single_optimizer_group_resumes_bit_for_bit(shapes, c
     saved = state["optimizer"]
     hyper = {k: v for k, v in saved["param_groups"][0].items() if k not in ("params", "lr_scale")}
     order = [index[id(p)] for p in split.model.parameters()]
-    state["optimizer"] = {"state": {old: saved["state"][new] for old, new in enumerate(order)},
-                          "param_groups": [{**hyper, "params": list(range(len(order)))}]}
+    state["optimizer"] = {
+        "state": {old: saved["state"][new] for old, new in enumerate(order)},
+        "param_groups": [{**hyper, "params": list(range(len(order)))}],
+    }
     torch.save(state, path)
 
     resumed = _train(shapes, configs, tmp_path / "split", steps=4, resume=True)
-    for (name, x), y in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(),
-                            strict=True):
+    for (name, x), y in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(x, y), name
 
 
 def test_bf16_training_runs_on_the_cpu_with_float32_master_weights(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["base"]), device="cpu",
-                             precision="bf16", config=settings(steps=2))
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path / "run",
+        model=str(configs["base"]),
+        device="cpu",
+        precision="bf16",
+        config=settings(steps=2),
+    )
     results = list(trainer.fit())
     assert all(math.isfinite(r.loss) for r in results)
     assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
 
 
 def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["base"]), device="cpu",
-                             config=settings(steps=2, sample_every=2, sample_count=2, sample_steps="2",
-                                             save_dtype="fp16"))
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path / "run",
+        model=str(configs["base"]),
+        device="cpu",
+        config=settings(steps=2, sample_every=2, sample_count=2, sample_steps="2", save_dtype="fp16"),
+    )
     results = list(trainer.fit())
     assert results[-1].saved == tmp_path / "run" and results[-1].samples is not None
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "training-state.pt", "loss.csv",
-                 "loss.png", "samples/step-0000002.png"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training-state.pt",
+        "loss.csv",
+        "loss.png",
+        "samples/step-0000002.png",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
-    pipeline = GlidePipeline.load(base=str(tmp_path / "run"), upsample=None, device="cpu", precision="fp32",
-                                  offline=True, cache=tmp_path / "empty-cache")
+    pipeline = GlidePipeline.load(
+        base=str(tmp_path / "run"),
+        upsample=None,
+        device="cpu",
+        precision="fp32",
+        offline=True,
+        cache=tmp_path / "empty-cache",
+    )
     from glide_api.pipeline.params import GenerationRequest
 
     output = pipeline.generate(GenerationRequest.create("a red circle", size=32, seed=1, base_respacing="2"))
@@ -300,8 +393,13 @@ def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_
 
 
 def test_an_upsampler_preview_shows_its_input_its_sample_and_the_original(shapes, configs, tmp_path) -> None:
-    trainer = Trainer.create(data_dir=shapes, out=tmp_path / "run", model=str(configs["upsample"]),
-                             device="cpu", config=settings(sample_count=2, sample_steps="2"))
+    trainer = Trainer.create(
+        data_dir=shapes,
+        out=tmp_path / "run",
+        model=str(configs["upsample"]),
+        device="cpu",
+        config=settings(sample_count=2, sample_steps="2"),
+    )
     sheet = Image.open(trainer.write_samples())
     assert sheet.size == (2 * 32 + 2, 3 * 32 + 2 * 2)  # rows of two 32 px pictures, 2 px apart
     fixed = trainer.data.fixed(2)
@@ -313,8 +411,27 @@ def test_an_upsampler_preview_shows_its_input_its_sample_and_the_original(shapes
 def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, capsys) -> None:
     out = tmp_path / "run"
     common = ["--no-progress", "--device", "cpu", "--save-every", "2", "--sample-every", "0"]
-    assert main(["train", "--synthetic", "12", "--config", str(configs["base"]), "--out", str(out),
-                 "--steps", "2", "--batch-size", "2", "--mse-weighting", "p2", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--synthetic",
+                "12",
+                "--config",
+                str(configs["base"]),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--mse-weighting",
+                "p2",
+                *common,
+            ]
+        )
+        == 0
+    )
     assert len(list((out / "data").glob("*.txt"))) == 12
     assert Trainer.resume(out, device="cpu").config.mse_weighting == "p2"
     assert "trained to step 2" in capsys.readouterr().out
@@ -325,7 +442,8 @@ def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, cap
 
 
 def test_a_resumed_run_may_lower_the_learning_rate_and_keeps_its_optimiser_state(
-        shapes, configs, tmp_path) -> None:
+    shapes, configs, tmp_path
+) -> None:
     first = _train(shapes, configs, tmp_path / "run", steps=3)
     resumed = Trainer.resume(tmp_path / "run", steps=5, device="cpu", lr=2e-4)
     saved = first.optimizer.state_dict()["state"]

@@ -49,7 +49,11 @@ def test_shapes_lie_within_the_spread_of_the_middle_and_always_inside_the_pictur
     # The spread moves shapes only: kinds, colours, sizes and captions stay those of (seed, index).
     near, anywhere = sample_spec(3, 7, spread=0.1), sample_spec(3, 7)
     assert (near.shape, near.colour, near.extent, near.caption) == (
-        anywhere.shape, anywhere.colour, anywhere.extent, anywhere.caption)
+        anywhere.shape,
+        anywhere.colour,
+        anywhere.extent,
+        anywhere.caption,
+    )
     with pytest.raises(ValueError, match=r"spread: must be between 0 and 0\.5"):
         sample_spec(0, 0, spread=0.6)
 
@@ -79,8 +83,9 @@ def test_the_classifier_reads_the_data_set_itself_without_error(dataset) -> None
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_classifier_tells_each_shape_at_64_px(shape) -> None:
-    spec = ShapeSpec(shape=shape, colour="red", background="blue", size="small", center=(0.4, 0.6),
-                     extent=0.3, caption="")
+    spec = ShapeSpec(
+        shape=shape, colour="red", background="blue", size="small", center=(0.4, 0.6), extent=0.3, caption=""
+    )
     reading = classify(render(spec, size=64))
     assert (reading.shape, reading.colour, reading.background) == (shape, "red", "blue")
 

@@ -19,8 +19,13 @@ FAST = ["--base-steps", "3", "--upsample-steps", "2"]  # set the server's defaul
 
 
 def generate(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), "--url", url, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--url", url, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def linked_images(page: str) -> list[str]:
@@ -46,8 +51,20 @@ def test_v1_run_writes_the_images_and_an_escaped_gallery_linking_them(server_url
 
 def test_legacy_run_uses_the_original_route_and_writes_each_image(server_url, tmp_path) -> None:
     out = tmp_path / "legacy"
-    run = generate(server_url, "--legacy", "mountains in the night", "--size", "64", "--batch-size", "2",
-                   "--guidance-scale", "2.5", "--out", str(out), *FAST)
+    run = generate(
+        server_url,
+        "--legacy",
+        "mountains in the night",
+        "--size",
+        "64",
+        "--batch-size",
+        "2",
+        "--guidance-scale",
+        "2.5",
+        "--out",
+        str(out),
+        *FAST,
+    )
     assert run.returncode == 0, run.stderr
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2 and all(Image.open(p).size == (64, 64) for p in pngs)

@@ -40,26 +40,45 @@ HIDDEN = {"prompt", "seed", "size"}  # shown on their own lines, not among the s
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("prompt", help="what to draw")
-    parser.add_argument("--url", default=os.environ.get("GLIDE_API_URL", "http://127.0.0.1:5000"),
-                        help="the server (default: $GLIDE_API_URL or http://127.0.0.1:5000)")
-    parser.add_argument("--api-key", default=os.environ.get("GLIDE_API_KEY"),
-                        help="API key, if the server wants one (default: $GLIDE_API_KEY)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("GLIDE_API_URL", "http://127.0.0.1:5000"),
+        help="the server (default: $GLIDE_API_URL or http://127.0.0.1:5000)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("GLIDE_API_KEY"),
+        help="API key, if the server wants one (default: $GLIDE_API_KEY)",
+    )
     parser.add_argument("--size", type=int, help="image size in pixels (default: the server's)")
     parser.add_argument("--n", "--batch-size", dest="n", type=int, default=1, help="number of images")
     parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance (server default 3.0)")
     parser.add_argument("--upsample-temp", type=float, help="upsampler noise scale (server default 0.997)")
     parser.add_argument("--seed", type=int, help="seed of the first image (image i uses seed+i)")
-    parser.add_argument("--base-steps", type=int, metavar="N",
-                        help="first set the server's base model steps (POST /basemodel)")
-    parser.add_argument("--upsample-steps", type=int, metavar="N",
-                        help="first set the server's upsampler steps (POST /upmodel)")
+    parser.add_argument(
+        "--base-steps",
+        type=int,
+        metavar="N",
+        help="first set the server's base model steps (POST /basemodel)",
+    )
+    parser.add_argument(
+        "--upsample-steps",
+        type=int,
+        metavar="N",
+        help="first set the server's upsampler steps (POST /upmodel)",
+    )
     parser.add_argument("--legacy", action="store_true", help="use the original GET /image route")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds to wait for the images (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for the images (default {DEFAULT_TIMEOUT:g})",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     if args.n < 1:
@@ -116,8 +135,15 @@ class StageProgress:
 
 def run_v1(client: GlideClient, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Queue a job, follow its events, save its images; one record per image for the gallery."""
-    job = client.generate(args.prompt, size=args.size, n=args.n, seed=args.seed,
-                          guidance_scale=args.guidance_scale, upsample_temp=args.upsample_temp, wait=False)
+    job = client.generate(
+        args.prompt,
+        size=args.size,
+        n=args.n,
+        seed=args.seed,
+        guidance_scale=args.guidance_scale,
+        upsample_temp=args.upsample_temp,
+        wait=False,
+    )
     progress = StageProgress(enabled=not args.no_progress)
     progress.note(f"job {job.id} queued")
     deadline = time.monotonic() + args.timeout
@@ -134,8 +160,10 @@ def run_v1(client: GlideClient, args: argparse.Namespace) -> list[dict[str, Any]
         progress.close()
     job = client.wait(job.id, timeout=max(1.0, deadline - time.monotonic()))  # raises if it failed
     paths = client.save_images(job, args.out)
-    return [image_record(path.name, job.prompt, image.seed, image.metadata, job=job)
-            for path, image in zip(paths, job.images, strict=True)]
+    return [
+        image_record(path.name, job.prompt, image.seed, image.metadata, job=job)
+        for path, image in zip(paths, job.images, strict=True)
+    ]
 
 
 def run_legacy(client: GlideClient, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -144,8 +172,14 @@ def run_legacy(client: GlideClient, args: argparse.Namespace) -> list[dict[str, 
     if not args.no_progress:
         print(f"GET /image (size {size}, batch {args.n}): waiting for the images...", file=sys.stderr)
     given = {"guidance_scale": args.guidance_scale, "upsample_temp": args.upsample_temp}
-    result = client.legacy_image(args.prompt, size=size, batch_size=args.n, seed=args.seed,
-                                 timeout=args.timeout, **{k: v for k, v in given.items() if v is not None})
+    result = client.legacy_image(
+        args.prompt,
+        size=size,
+        batch_size=args.n,
+        seed=args.seed,
+        timeout=args.timeout,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     job_tag = re.sub(r"[^0-9a-f]", "", str(result.get("job_id", "")))[:8] or "legacy"
     records = []
@@ -158,8 +192,9 @@ def run_legacy(client: GlideClient, args: argparse.Namespace) -> list[dict[str, 
     return records
 
 
-def image_record(name: str, prompt: str, seed: int, metadata: dict[str, Any], *,
-                 job: Job | None = None) -> dict[str, Any]:
+def image_record(
+    name: str, prompt: str, seed: int, metadata: dict[str, Any], *, job: Job | None = None
+) -> dict[str, Any]:
     settings = {k: v for k, v in metadata.items() if k not in HIDDEN and v is not None}
     if job is not None:
         settings.update(job_id=job.id, chain=" → ".join(job.chain))
@@ -176,12 +211,12 @@ def png_metadata(png: bytes) -> dict[str, Any]:
     offset, prefix = len(PNG_SIGNATURE), METADATA_KEY + b"\0"
     try:
         while offset + 8 <= len(png):
-            length, kind = struct.unpack(">I4s", png[offset:offset + 8])
-            data = png[offset + 8:offset + 8 + length]
+            length, kind = struct.unpack(">I4s", png[offset : offset + 8])
+            data = png[offset + 8 : offset + 8 + length]
             if kind == b"tEXt" and data.startswith(prefix):
-                return json.loads(data[len(prefix):].decode("latin-1"))
+                return json.loads(data[len(prefix) :].decode("latin-1"))
             if kind == b"zTXt" and data.startswith(prefix):  # + one byte: the compression method
-                return json.loads(zlib.decompress(data[len(prefix) + 1:]).decode("latin-1"))
+                return json.loads(zlib.decompress(data[len(prefix) + 1 :]).decode("latin-1"))
             if kind == b"IEND":
                 break
             offset += 12 + length
@@ -229,18 +264,25 @@ def write_gallery(folder: Path, records: list[dict[str, Any]], *, source: str) -
     figures = []
     for r in records:
         href = quote(r["file"])
-        rows = [("prompt", r["prompt"]), ("seed", r["seed"]), ("size", r["size"]),
-                *sorted(r["settings"].items())]
+        rows = [
+            ("prompt", r["prompt"]),
+            ("seed", r["seed"]),
+            ("size", r["size"]),
+            *sorted(r["settings"].items()),
+        ]
         items = "".join(f"<dt>{e(str(k))}</dt><dd>{e(_text(v))}</dd>" for k, v in rows)
-        figures.append(f'<figure><a href="{href}"><img src="{href}" alt="{e(r["prompt"])}"></a>\n'
-                       f'<figcaption><a href="{href}">{e(r["file"])}</a>\n<dl>{items}</dl></figcaption>'
-                       '</figure>')
+        figures.append(
+            f'<figure><a href="{href}"><img src="{href}" alt="{e(r["prompt"])}"></a>\n'
+            f'<figcaption><a href="{href}">{e(r["file"])}</a>\n<dl>{items}</dl></figcaption>'
+            "</figure>"
+        )
     prompts = sorted({r["prompt"] for r in records})
     title = "glide-api: " + (prompts[0] if len(prompts) == 1 else f"{len(prompts)} prompts")
     summary = f"{len(records)} image(s) from {source}, {time.strftime('%Y-%m-%d %H:%M:%S')}"
     page = folder / "index.html"
-    page.write_text(PAGE.format(title=e(title), summary=e(summary), figures="\n".join(figures)),
-                    encoding="utf-8")
+    page.write_text(
+        PAGE.format(title=e(title), summary=e(summary), figures="\n".join(figures)), encoding="utf-8"
+    )
     return page
 
 

@@ -18,13 +18,15 @@ DEMO_MODELS: dict[str, Path] = {
 }
 # What a user of the demo should know before typing a prompt (shown by /v1/models and the UI).
 DEMO_EXAMPLE = "a red circle on a blue background"
-DEMO_ABOUT = ("A small demo trained only on synthetic pictures of one shape (circle, square, triangle or "
-              "cross) in one colour (red, green, blue, yellow, white or black) on a plain background of "
-              "another, e.g. \"" + DEMO_EXAMPLE + "\". Other words mean nothing to it.")
+DEMO_ABOUT = (
+    "A small demo trained only on synthetic pictures of one shape (circle, square, triangle or "
+    "cross) in one colour (red, green, blue, yellow, white or black) on a plain background of "
+    'another, e.g. "' + DEMO_EXAMPLE + '". Other words mean nothing to it.'
+)
 
 
 def demo_name(path: str | Path) -> str | None:
-    """"demo-base" or "demo-upsample" when `path` is that shipped folder, else None."""
+    """ "demo-base" or "demo-upsample" when `path` is that shipped folder, else None."""
     try:
         resolved = Path(path).expanduser().resolve()
     except (OSError, RuntimeError):

@@ -68,16 +68,21 @@ def predict(
     eps, v = model_output[:, :channels], model_output[:, channels:]
     # v ∈ [-1, 1] interpolates the log-variance between β̃ (clipped) and β, unclamped.
     frac = (v + 1) / 2
-    log_variance = (frac * extract(schedule.log_betas, i, x)
-                    + (1 - frac) * extract(schedule.posterior_log_variance_clipped, i, x))
-    pred_x0 = (extract(schedule.sqrt_recip_alphas_cumprod, i, x) * x
-               - extract(schedule.sqrt_recipm1_alphas_cumprod, i, x) * eps)
+    log_variance = frac * extract(schedule.log_betas, i, x) + (1 - frac) * extract(
+        schedule.posterior_log_variance_clipped, i, x
+    )
+    pred_x0 = (
+        extract(schedule.sqrt_recip_alphas_cumprod, i, x) * x
+        - extract(schedule.sqrt_recipm1_alphas_cumprod, i, x) * eps
+    )
     if denoised_fn is not None:
         pred_x0 = denoised_fn(pred_x0)
     if clip_denoised:
         pred_x0 = pred_x0.clamp(-1, 1)
-    mean = (extract(schedule.posterior_mean_coef1, i, x) * pred_x0
-            + extract(schedule.posterior_mean_coef2, i, x) * x)
+    mean = (
+        extract(schedule.posterior_mean_coef1, i, x) * pred_x0
+        + extract(schedule.posterior_mean_coef2, i, x) * x
+    )
     return Prediction(mean=mean, log_variance=log_variance, pred_x0=pred_x0)
 
 
@@ -110,12 +115,14 @@ def ddim_step(
 ) -> StepOutput:
     """One DDIM step; ε is re-derived from the clipped x̂₀ (SPEC §5.5). eta = 0 is deterministic."""
     p = predict(schedule, model_output, x, i, clip_denoised=clip_denoised, denoised_fn=denoised_fn)
-    eps = ((extract(schedule.sqrt_recip_alphas_cumprod, i, x) * x - p.pred_x0)
-           / extract(schedule.sqrt_recipm1_alphas_cumprod, i, x))
+    eps = (extract(schedule.sqrt_recip_alphas_cumprod, i, x) * x - p.pred_x0) / extract(
+        schedule.sqrt_recipm1_alphas_cumprod, i, x
+    )
     alpha_bar = extract(schedule.alphas_cumprod, i, x)
     alpha_bar_prev = extract(schedule.alphas_cumprod_prev, i, x)
-    sigma = (eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))
-             * torch.sqrt(1 - alpha_bar / alpha_bar_prev))
+    sigma = (
+        eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+    )
     mean = p.pred_x0 * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
     x_prev = mean + (i != 0) * sigma * noise
     return StepOutput(x_prev=x_prev, pred_x0=p.pred_x0)
@@ -160,6 +167,7 @@ class RecordedNoise:
 
 # ---- the loop ---------------------------------------------------------------------------------
 
+
 def sample(
     model_fn: ModelFn,
     schedule: Schedule,
@@ -191,14 +199,28 @@ def sample(
             model_output = model_fn(x, t)
             step_noise = noise(x.shape)
             if sampler == "ddim":
-                out = ddim_step(schedule, model_output, x, i, step_noise, eta=eta,
-                                clip_denoised=clip_denoised, denoised_fn=denoised_fn)
+                out = ddim_step(
+                    schedule,
+                    model_output,
+                    x,
+                    i,
+                    step_noise,
+                    eta=eta,
+                    clip_denoised=clip_denoised,
+                    denoised_fn=denoised_fn,
+                )
             else:
-                out = ancestral_step(schedule, model_output, x, i, step_noise,
-                                     clip_denoised=clip_denoised, denoised_fn=denoised_fn)
+                out = ancestral_step(
+                    schedule,
+                    model_output,
+                    x,
+                    i,
+                    step_noise,
+                    clip_denoised=clip_denoised,
+                    denoised_fn=denoised_fn,
+                )
         x = out.x_prev
-        yield SampleStep(step=n, total=total, timestep=int(schedule.timesteps[i]), x=x,
-                         pred_x0=out.pred_x0)
+        yield SampleStep(step=n, total=total, timestep=int(schedule.timesteps[i]), x=x, pred_x0=out.pred_x0)
 
 
 def sample_to_end(steps: Iterable[SampleStep]) -> Tensor:

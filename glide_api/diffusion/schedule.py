@@ -26,12 +26,15 @@ def beta_schedule(name: str, num_steps: int) -> np.ndarray:
         scale = 1000 / num_steps
         return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
     if name == "squaredcos_cap_v2":
+
         def alpha_bar(u: float) -> float:
             return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
 
         return np.array(
-            [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
-             for i in range(num_steps)],
+            [
+                min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
+                for i in range(num_steps)
+            ],
             dtype=np.float64,
         )
     raise ValueError(f"unknown noise_schedule {name!r}; expected one of {', '.join(BETA_SCHEDULES)}")
@@ -64,8 +67,8 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
         )
     if not re.fullmatch(r"\d+(,\d+)*", spec):
         raise ValueError(
-            f"respacing {respacing!r} is not understood; use a step count such as \"100\", "
-            f"section counts such as \"10,10,3,2,2\", \"ddimN\" or \"fast27\""
+            f'respacing {respacing!r} is not understood; use a step count such as "100", '
+            f'section counts such as "10,10,3,2,2", "ddimN" or "fast27"'
         )
     counts = [int(c) for c in spec.split(",")]
     if any(c < 1 for c in counts):
@@ -117,8 +120,7 @@ class Schedule:
         posterior_variance = b * (1.0 - ac_prev) / (1.0 - ac)
         # β̃_0 = 0, so index 0 reuses β̃_1 before the log.
         self.posterior_log_variance_clipped = np.log(
-            np.append(posterior_variance[1], posterior_variance[1:]) if len(b) > 1
-            else np.array([b[0]])
+            np.append(posterior_variance[1], posterior_variance[1:]) if len(b) > 1 else np.array([b[0]])
         )
         self.posterior_mean_coef1 = b * np.sqrt(ac_prev) / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - ac_prev) * np.sqrt(1.0 - b) / (1.0 - ac)
@@ -128,8 +130,10 @@ class Schedule:
         return len(self.timesteps)
 
     def __repr__(self) -> str:
-        return (f"Schedule(noise_schedule={self.noise_schedule!r}, diffusion_steps="
-                f"{self.diffusion_steps}, respacing={self.respacing!r}, steps={len(self)})")
+        return (
+            f"Schedule(noise_schedule={self.noise_schedule!r}, diffusion_steps="
+            f"{self.diffusion_steps}, respacing={self.respacing!r}, steps={len(self)})"
+        )
 
     def original_timesteps(self, i: int | Tensor, *, batch: int, device: torch.device | str) -> Tensor:
         """The network's timestep input for step i: int64 [batch] of original timesteps."""
@@ -151,5 +155,7 @@ def extract(table: np.ndarray, i: int | Tensor, like: Tensor) -> Tensor:
 
 def q_sample(schedule: Schedule, x0: Tensor, i: Tensor, noise: Tensor) -> Tensor:
     """Diffuse x0 to step i: √ᾱ_i x0 + √(1-ᾱ_i) ε."""
-    return (extract(schedule.sqrt_alphas_cumprod, i, x0) * x0
-            + extract(schedule.sqrt_one_minus_alphas_cumprod, i, x0) * noise)
+    return (
+        extract(schedule.sqrt_alphas_cumprod, i, x0) * x0
+        + extract(schedule.sqrt_one_minus_alphas_cumprod, i, x0) * noise
+    )

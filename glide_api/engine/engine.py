@@ -66,16 +66,24 @@ class EngineConfig:
     preview_every: int = 5
 
     def __post_init__(self) -> None:
-        for name, least in (("max_queue", 1), ("max_batch_images", 1), ("keep_finished", 1),
-                            ("preview_every", 0)):
+        for name, least in (
+            ("max_queue", 1),
+            ("max_batch_images", 1),
+            ("keep_finished", 1),
+            ("preview_every", 0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name}: must be an integer of at least {least} (got {value!r})")
         if not isinstance(self.batching, bool):
             raise ValueError(f"batching: must be true or false (got {self.batching!r})")
         timeout = self.job_timeout
-        if (isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout)
-                or timeout <= 0):
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise ValueError(f"job_timeout: must be a positive number of seconds (got {timeout!r})")
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,22 +110,37 @@ class Engine:
     Thread-safe: any number of threads may call any method.
     """
 
-    def __init__(self, pipeline: Pipeline, config: EngineConfig | None = None, *,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 store: JobStore | None = None,
-                 on_success: Callable[[str, JobResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        config: EngineConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        store: JobStore | None = None,
+        on_success: Callable[[str, JobResult], None] | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._config = config if config is not None else EngineConfig()
         self._wall_clock = wall_clock
         self._stats = EngineStats()
-        self._store: JobStore = (store if store is not None
-                                 else MemoryJobStore(keep_finished=self._config.keep_finished))
+        self._store: JobStore = (
+            store if store is not None else MemoryJobStore(keep_finished=self._config.keep_finished)
+        )
         self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
         self._worker = Worker(
-            pipeline=pipeline, store=self._store, queue=self._queue, stats=self._stats,
-            max_batch_images=self._config.max_batch_images, batching=self._config.batching,
-            job_timeout=self._config.job_timeout, preview_every=self._config.preview_every,
-            clock=clock, wall_clock=wall_clock, on_success=on_success)
+            pipeline=pipeline,
+            store=self._store,
+            queue=self._queue,
+            stats=self._stats,
+            max_batch_images=self._config.max_batch_images,
+            batching=self._config.batching,
+            job_timeout=self._config.job_timeout,
+            preview_every=self._config.preview_every,
+            clock=clock,
+            wall_clock=wall_clock,
+            on_success=on_success,
+        )
         self._lock = threading.Lock()  # guards the lifecycle fields and the defaults
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -164,15 +187,17 @@ class Engine:
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                logger.warning("engine worker: still busy %s s after close; left running as a daemon",
-                               timeout)
+                logger.warning(
+                    "engine worker: still busy %s s after close; left running as a daemon", timeout
+                )
 
     def __enter__(self) -> Engine:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # ---- jobs -------------------------------------------------------------------------------------
@@ -188,8 +213,9 @@ class Engine:
             raise TypeError(f"request: must be a GenerationRequest, got {type(request).__name__}")
         limit = self._config.max_batch_images
         if request.batch_size > limit:
-            raise ValueError(f"batch_size: at most {limit} images per job on this server "
-                             f"(got {request.batch_size})")
+            raise ValueError(
+                f"batch_size: at most {limit} images per job on this server (got {request.batch_size})"
+            )
         self._pipeline.validate(request.settings)
         job = Job.new(request, at=self._wall_clock())
 
@@ -197,15 +223,21 @@ class Engine:
             self._store.add(job, Queued(job_id=job.id, position=position))
 
         try:
-            position = self._queue.put(QueueEntry(job.id, request.settings, request.batch_size),
-                                       on_admit=admit)
+            position = self._queue.put(
+                QueueEntry(job.id, request.settings, request.batch_size), on_admit=admit
+            )
         except QueueFull as e:
             self._stats.count("rejected")
             logger.info("job %s: refused, the queue is full (retry after %d s)", job.id, e.retry_after)
             raise
         self._stats.count("submitted")
-        logger.info("job %s: queued at position %d (%d images, size %d)", job.id, position,
-                    request.batch_size, request.settings.size)
+        logger.info(
+            "job %s: queued at position %d (%d images, size %d)",
+            job.id,
+            position,
+            request.batch_size,
+            request.settings.size,
+        )
         return job
 
     def get(self, job_id: str) -> Job:
@@ -239,8 +271,15 @@ class Engine:
         """PNG bytes of image `index` of a succeeded job (`NoResult` otherwise, `IndexError`)."""
         return self._store.image(job_id, index)
 
-    def subscribe(self, job_id: str, *, previews: bool = False, after: int | None = None,
-                  timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+    def subscribe(
+        self,
+        job_id: str,
+        *,
+        previews: bool = False,
+        after: int | None = None,
+        timeout: float | None = None,
+        heartbeat: float | None = None,
+    ) -> Iterator[Event]:
         """The job's events, in order: those already past, then live ones, ending with its final event
         (a finished job's history is replayed and ends).
 
@@ -250,8 +289,9 @@ class Engine:
             `Heartbeat` after this many quiet seconds (lets a server notice a gone client).
         `JobNotFound` for an unknown id (raised by this call). A slow reader never holds up the worker.
         """
-        return self._store.events(job_id, previews=previews, after=after, timeout=timeout,
-                                  heartbeat=heartbeat)
+        return self._store.events(
+            job_id, previews=previews, after=after, timeout=timeout, heartbeat=heartbeat
+        )
 
     # ---- defaults ---------------------------------------------------------------------------------
 
@@ -259,14 +299,20 @@ class Engine:
     def defaults(self) -> Defaults:
         return self._defaults
 
-    def update_defaults(self, *, base_respacing: str | None = None,
-                        upsample_respacing: str | None = None) -> Defaults:
+    def update_defaults(
+        self, *, base_respacing: str | None = None, upsample_respacing: str | None = None
+    ) -> Defaults:
         """Change the respacing used by `settings_for` from now on (None: keep). Validated by the
         `BatchSettings` rules (ValueError naming the field). Jobs already submitted keep theirs;
         no weights are reloaded."""
-        changes = {name: value for name, value in (("base_respacing", base_respacing),
-                                                   ("upsample_respacing", upsample_respacing))
-                   if value is not None}
+        changes = {
+            name: value
+            for name, value in (
+                ("base_respacing", base_respacing),
+                ("upsample_respacing", upsample_respacing),
+            )
+            if value is not None
+        }
         with self._lock:
             new = dataclasses.replace(self._defaults, **changes)
             BatchSettings(size=1, **new.to_dict())  # the respacing rules do not depend on the size

@@ -135,8 +135,9 @@ class Job:
             return dataclasses.replace(self, cancel_requested=True)
         return self
 
-    def finish(self, status: JobStatus, *, at: float, error: str | None = None,
-               result: JobResult | None = None) -> Job:
+    def finish(
+        self, status: JobStatus, *, at: float, error: str | None = None, result: JobResult | None = None
+    ) -> Job:
         if status not in TERMINAL:
             raise InvalidTransition(f"job {self.id}: {status!r} is not a final status")
         if self.done:

@@ -68,8 +68,10 @@ class JobQueue:
                 raise EngineClosed("the engine is shut down and takes no new jobs")
             if len(self._entries) >= self._max_jobs:
                 retry_after = max(1, math.ceil(self._retry_after()))
-                raise QueueFull(f"the queue is full ({self._max_jobs} jobs waiting); retry in about "
-                                f"{retry_after} s", retry_after=retry_after)
+                raise QueueFull(
+                    f"the queue is full ({self._max_jobs} jobs waiting); retry in about {retry_after} s",
+                    retry_after=retry_after,
+                )
             position = len(self._entries) + 1
             if on_admit is not None:
                 on_admit(position)

@@ -17,8 +17,18 @@ STEP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60
 JOB_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 RECENT = 256  # observations kept per histogram for estimates and summaries
 
-COUNTERS = ("submitted", "rejected", "succeeded", "failed", "cancelled", "timed_out", "out_of_memory",
-            "oom_retries", "batches", "images")
+COUNTERS = (
+    "submitted",
+    "rejected",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "out_of_memory",
+    "oom_retries",
+    "batches",
+    "images",
+)
 HISTOGRAMS = {
     "job_seconds": JOB_BUCKETS,  # a job's run, from its start to its final status
     "queue_seconds": JOB_BUCKETS,  # a job's wait, from submission to its start

@@ -50,12 +50,20 @@ class JobStore(Protocol):
     def start(self, job_id: str, *, at: float) -> Job | None:
         """queued -> running, publishing `Started`; None if the job is no longer queued or known."""
 
-    def advance(self, job_id: str, progress: JobProgress, event: Progress, *,
-                preview: str | None = None) -> None:
+    def advance(
+        self, job_id: str, progress: JobProgress, event: Progress, *, preview: str | None = None
+    ) -> None:
         """Record a running job's progress and publish `event` (with `preview` for those who asked)."""
 
-    def finish(self, job_id: str, status: JobStatus, *, at: float, error: str | None = None,
-               result: JobResult | None = None) -> Job | None:
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        at: float,
+        error: str | None = None,
+        result: JobResult | None = None,
+    ) -> Job | None:
         """Move the job to a final status and publish its final event; None if it already had one."""
 
     def request_cancel(self, job_id: str, *, at: float) -> Job:
@@ -76,8 +84,15 @@ class JobStore(Protocol):
     def wait(self, job_id: str, *, timeout: float | None) -> Job:
         """Block until the job is finished or `timeout` seconds passed; returns its snapshot."""
 
-    def events(self, job_id: str, *, previews: bool = False, after: int | None = None,
-               timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+    def events(
+        self,
+        job_id: str,
+        *,
+        previews: bool = False,
+        after: int | None = None,
+        timeout: float | None = None,
+        heartbeat: float | None = None,
+    ) -> Iterator[Event]:
         """The job's events in order (history, then live) up to its final event; see `MemoryJobStore`."""
 
 
@@ -136,8 +151,9 @@ class MemoryJobStore:
             self._append(record, Started(job_id=job_id))
             return record.job
 
-    def advance(self, job_id: str, progress: JobProgress, event: Progress, *,
-                preview: str | None = None) -> None:
+    def advance(
+        self, job_id: str, progress: JobProgress, event: Progress, *, preview: str | None = None
+    ) -> None:
         with self._cond:
             record = self._records.get(job_id)
             if record is None or record.job.status != "running":
@@ -147,8 +163,15 @@ class MemoryJobStore:
             if preview is not None:
                 record.previews.append((seq, preview))  # keyed by the seq of its progress event
 
-    def finish(self, job_id: str, status: JobStatus, *, at: float, error: str | None = None,
-               result: JobResult | None = None) -> Job | None:
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        *,
+        at: float,
+        error: str | None = None,
+        result: JobResult | None = None,
+    ) -> Job | None:
         with self._cond:
             record = self._records.get(job_id)
             if record is None or record.job.done:
@@ -209,8 +232,15 @@ class MemoryJobStore:
                 self._cond.wait(remaining)
             return record.job
 
-    def events(self, job_id: str, *, previews: bool = False, after: int | None = None,
-               timeout: float | None = None, heartbeat: float | None = None) -> Iterator[Event]:
+    def events(
+        self,
+        job_id: str,
+        *,
+        previews: bool = False,
+        after: int | None = None,
+        timeout: float | None = None,
+        heartbeat: float | None = None,
+    ) -> Iterator[Event]:
         """Every event of the job after `after` (a `seq`; None: from the first), history then live.
 
         Ends after the job's final event. `previews`: attach preview PNGs to progress events (and
@@ -226,8 +256,9 @@ class MemoryJobStore:
         start = 0 if after is None else max(0, after + 1)
         return self._follow(record, start=start, previews=previews, timeout=timeout, heartbeat=heartbeat)
 
-    def _follow(self, record: _Record, *, start: int, previews: bool, timeout: float | None,
-                heartbeat: float | None) -> Iterator[Event]:
+    def _follow(
+        self, record: _Record, *, start: int, previews: bool, timeout: float | None, heartbeat: float | None
+    ) -> Iterator[Event]:
         # Holding the record (not the id) lets a subscriber finish reading a job evicted meanwhile.
         cursor = start
         now = time.monotonic()
@@ -247,8 +278,11 @@ class MemoryJobStore:
                         if heartbeat is not None and now >= quiet_since + heartbeat:
                             beat = True
                             break
-                        wake = [t for t in (deadline, None if heartbeat is None else quiet_since + heartbeat)
-                                if t is not None]
+                        wake = [
+                            t
+                            for t in (deadline, None if heartbeat is None else quiet_since + heartbeat)
+                            if t is not None
+                        ]
                         self._cond.wait(min(wake) - now if wake else None)
                     pending = record.history[cursor:]
                     kept_previews = dict(record.previews) if previews else {}

@@ -44,8 +44,16 @@ MAX_MESSAGE = 300  # characters of an exception shown to clients; the log has al
 # What counts as "out of memory": these exception types, any exception whose class name contains
 # "OutOfMemory", and messages with one of these phrases (CUDA/MPS/cuBLAS allocators, the CPU allocator).
 _OOM_TYPES: tuple[type[BaseException], ...] = tuple(
-    {t for t in (MemoryError, getattr(torch, "OutOfMemoryError", None),
-                 getattr(torch.cuda, "OutOfMemoryError", None)) if t is not None})
+    {
+        t
+        for t in (
+            MemoryError,
+            getattr(torch, "OutOfMemoryError", None),
+            getattr(torch.cuda, "OutOfMemoryError", None),
+        )
+        if t is not None
+    }
+)
 _OOM_PHRASES = ("out of memory", "can't allocate memory", "cublas_status_alloc_failed")
 
 
@@ -55,8 +63,9 @@ class Pipeline(Protocol):
     def validate(self, settings: BatchSettings) -> None:
         """Raise ValueError naming the field if these settings cannot be run (e.g. an unknown size)."""
 
-    def stream(self, settings: BatchSettings,
-               samples: Sequence[Sample]) -> Iterator[StageProgress | PipelineOutput]:
+    def stream(
+        self, settings: BatchSettings, samples: Sequence[Sample]
+    ) -> Iterator[StageProgress | PipelineOutput]:
         """Yield a `StageProgress` after every sampling step (pred_x0 rows in sample order), then one
         `PipelineOutput` whose `images[i]` belongs to `samples[i]`. Closing the iterator early stops
         the work within one step."""
@@ -98,10 +107,21 @@ class _Member:
 class Worker:
     """The device-owning loop. `run()` is the thread's target; it returns once the queue is closed."""
 
-    def __init__(self, *, pipeline: Pipeline, store: JobStore, queue: JobQueue, stats: EngineStats,
-                 max_batch_images: int, batching: bool, job_timeout: float, preview_every: int,
-                 clock: Callable[[], float], wall_clock: Callable[[], float],
-                 on_success: Callable[[str, JobResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        store: JobStore,
+        queue: JobQueue,
+        stats: EngineStats,
+        max_batch_images: int,
+        batching: bool,
+        job_timeout: float,
+        preview_every: int,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        on_success: Callable[[str, JobResult], None] | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._on_success = on_success
         self._store = store
@@ -116,8 +136,9 @@ class Worker:
 
     def run(self) -> None:
         logger.info("engine worker: started")
-        while (entries := self._queue.take(max_images=self._max_batch_images,
-                                           batching=self._batching)) is not None:
+        while (
+            entries := self._queue.take(max_images=self._max_batch_images, batching=self._batching)
+        ) is not None:
             self._queue.report_moves(self.tell_position)
             try:
                 self._serve(entries)
@@ -154,8 +175,13 @@ class Worker:
             samples.extend(own)
         active = {m.job_id: m for m in members}
         ids = _ids(members)
-        logger.info("jobs %s: sampling a batch of %d images (size %d, %s)", ids, len(samples),
-                    settings.size, settings.task)
+        logger.info(
+            "jobs %s: sampling a batch of %d images (size %d, %s)",
+            ids,
+            len(samples),
+            settings.size,
+            settings.task,
+        )
         self._stats.count("batches")
         self._stats.count("images", len(samples))
 
@@ -195,10 +221,22 @@ class Worker:
             self._recover(settings, members, active, failure)
 
     def _progress(self, member: _Member, step: StageProgress, now: float) -> None:
-        progress = JobProgress(stage=step.stage, stage_index=step.stage_index, stages=step.stages,
-                               step=step.step, total=step.total)
-        event = Progress(job_id=member.job_id, stage=step.stage, stage_index=step.stage_index,
-                         stages=step.stages, step=step.step, total=step.total, elapsed=now - member.started)
+        progress = JobProgress(
+            stage=step.stage,
+            stage_index=step.stage_index,
+            stages=step.stages,
+            step=step.step,
+            total=step.total,
+        )
+        event = Progress(
+            job_id=member.job_id,
+            stage=step.stage,
+            stage_index=step.stage_index,
+            stages=step.stages,
+            step=step.step,
+            total=step.total,
+            elapsed=now - member.started,
+        )
         self._store.advance(member.job_id, progress, event, preview=self._preview(member, step))
 
     def _preview(self, member: _Member, step: StageProgress) -> str | None:
@@ -215,22 +253,31 @@ class Worker:
             return None
         return base64.b64encode(png).decode("ascii")
 
-    def _deliver(self, active: dict[str, _Member], output: PipelineOutput, samples: list[Sample],
-                 now: float) -> None:
+    def _deliver(
+        self, active: dict[str, _Member], output: PipelineOutput, samples: list[Sample], now: float
+    ) -> None:
         if len(output.images) != len(samples) or any(
-                image.seed != sample.seed for image, sample in zip(output.images, samples, strict=False)):
+            image.seed != sample.seed for image, sample in zip(output.images, samples, strict=False)
+        ):
             # Refuse to hand anyone an image that may be someone else's.
-            raise RuntimeError(f"the pipeline returned {len(output.images)} images that do not match the "
-                               f"{len(samples)} samples (count or seeds)")
+            raise RuntimeError(
+                f"the pipeline returned {len(output.images)} images that do not match the "
+                f"{len(samples)} samples (count or seeds)"
+            )
         self._stop(active, now, timeouts=False)  # a cancel during the final decode still wins
         for job_id, member in list(active.items()):
             del active[job_id]
             result = JobResult(
-                images=tuple(ImageResult(png=image.png, seed=image.seed, metadata=dict(image.metadata))
-                             for image in output.images[member.rows]),
-                chain=tuple(output.chain), stage_seconds=dict(output.stage_seconds),
-                total_seconds=float(output.total_seconds), peak_memory_bytes=output.peak_memory_bytes,
-                models=dict(output.models))
+                images=tuple(
+                    ImageResult(png=image.png, seed=image.seed, metadata=dict(image.metadata))
+                    for image in output.images[member.rows]
+                ),
+                chain=tuple(output.chain),
+                stage_seconds=dict(output.stage_seconds),
+                total_seconds=float(output.total_seconds),
+                peak_memory_bytes=output.peak_memory_bytes,
+                models=dict(output.models),
+            )
             if self._store.finish(job_id, "succeeded", at=self._wall_clock(), result=result) is not None:
                 seconds = now - member.started
                 self._stats.count("succeeded")
@@ -261,8 +308,9 @@ class Worker:
     def _diagnose(self, error: Exception, ids: str, images: int) -> tuple[str, bool]:
         oom = is_out_of_memory(error)
         if oom:
-            logger.warning("jobs %s: out of device memory at a batch of %d images", ids, images,
-                           exc_info=error)
+            logger.warning(
+                "jobs %s: out of device memory at a batch of %d images", ids, images, exc_info=error
+            )
             message = f"out of device memory at a batch of {images} images; try a smaller batch_size"
         else:
             logger.error("jobs %s: generation failed", ids, exc_info=error)
@@ -272,8 +320,13 @@ class Worker:
         traceback.clear_frames(error.__traceback__)
         return message, oom
 
-    def _recover(self, settings: BatchSettings, members: list[_Member], active: dict[str, _Member],
-                 failure: tuple[str, bool]) -> None:
+    def _recover(
+        self,
+        settings: BatchSettings,
+        members: list[_Member],
+        active: dict[str, _Member],
+        failure: tuple[str, bool],
+    ) -> None:
         message, oom = failure
         left = list(active.values())
         if oom:

@@ -90,8 +90,9 @@ class ModelConfig:
                 f"unknown model option(s) {', '.join(map(repr, unknown))}; "
                 f"known options are {', '.join(sorted(known))}"
             )
-        kind = preset_name(super_res=bool(options.get("super_res", False)),
-                           inpaint=bool(options.get("inpaint", False)))
+        kind = preset_name(
+            super_res=bool(options.get("super_res", False)), inpaint=bool(options.get("inpaint", False))
+        )
         return cls(**{**PRESETS[kind], **options})
 
     @classmethod
@@ -169,8 +170,16 @@ def _validate(c: ModelConfig) -> None:
     def fail(option: str, rule: str) -> None:
         raise ValueError(f"invalid model option {option}={getattr(c, option)!r}: {rule}")
 
-    for name in ("image_size", "num_channels", "num_res_blocks", "text_ctx", "xf_width",
-                 "xf_heads", "diffusion_steps", "n_vocab"):
+    for name in (
+        "image_size",
+        "num_channels",
+        "num_res_blocks",
+        "text_ctx",
+        "xf_width",
+        "xf_heads",
+        "diffusion_steps",
+        "n_vocab",
+    ):
         value = getattr(c, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             fail(name, "must be a positive integer")
@@ -180,8 +189,11 @@ def _validate(c: ModelConfig) -> None:
         fail("channel_mult", 'must be a comma-separated string such as "1,2,3,4", or ""')
     if c.channel_mult == "":
         if c.image_size not in DEFAULT_CHANNEL_MULT:
-            fail("image_size", f"with channel_mult \"\" it must be one of "
-                               f"{sorted(DEFAULT_CHANNEL_MULT)} (or give channel_mult)")
+            fail(
+                "image_size",
+                f'with channel_mult "" it must be one of '
+                f"{sorted(DEFAULT_CHANNEL_MULT)} (or give channel_mult)",
+            )
     else:
         try:
             mults = [int(m) for m in c.channel_mult.split(",")]
@@ -190,8 +202,11 @@ def _validate(c: ModelConfig) -> None:
         if any(m <= 0 for m in mults):
             fail("channel_mult", "must be comma-separated positive integers")
         if 2 ** (len(mults) + 2) != c.image_size:
-            fail("image_size", f"must equal 2**(number of channel_mult levels + 2) = "
-                               f"{2 ** (len(mults) + 2)} for channel_mult {c.channel_mult!r}")
+            fail(
+                "image_size",
+                f"must equal 2**(number of channel_mult levels + 2) = "
+                f"{2 ** (len(mults) + 2)} for channel_mult {c.channel_mult!r}",
+            )
     try:
         resolutions = [int(r) for r in c.attention_resolutions.split(",") if r]
     except (ValueError, AttributeError):
@@ -201,8 +216,11 @@ def _validate(c: ModelConfig) -> None:
     for m in c.channel_mults:
         width = c.num_channels * m
         if width % GROUPNORM_GROUPS:
-            fail("num_channels", f"every level width (num_channels x channel_mult) must be a "
-                                 f"multiple of {GROUPNORM_GROUPS} for GroupNorm; {width} is not")
+            fail(
+                "num_channels",
+                f"every level width (num_channels x channel_mult) must be a "
+                f"multiple of {GROUPNORM_GROUPS} for GroupNorm; {width} is not",
+            )
         if c.num_head_channels > 0 and width % c.num_head_channels:
             fail("num_head_channels", f"must divide every level width; {width} is not a multiple")
     if c.num_head_channels <= 0 and c.num_head_channels != -1:

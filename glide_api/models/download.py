@@ -106,8 +106,7 @@ def record_sha256(path: Path, digest: str, *, as_path: Path | None = None) -> No
         logger.warning("could not record the sha256 of %s: %s", path, e)
 
 
-def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None,
-                rehash: bool = False) -> str:
+def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None, rehash: bool = False) -> str:
     """Check a file against its recorded sha256 (and `sha256`, if pinned); return its sha256.
 
     The file is re-hashed only if its size or mtime differ from the record, or if `rehash`. A file
@@ -118,8 +117,9 @@ def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None,
     record = _read_json(record_path(path))
     recorded = record.get("sha256") if isinstance(record.get("sha256"), str) else None
     st = path.stat()
-    unchanged = (recorded is not None and record.get("size") == st.st_size
-                 and record.get("mtime_ns") == st.st_mtime_ns)
+    unchanged = (
+        recorded is not None and record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+    )
     if recorded is not None and unchanged and not rehash:
         digest = recorded
     else:
@@ -128,7 +128,8 @@ def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None,
         if recorded is not None and recorded != digest:
             raise ChecksumMismatch(
                 f"{path} changed since its sha256 was recorded (now {digest[:16]}..., recorded "
-                f"{recorded[:16]}...); delete it and download it again")
+                f"{recorded[:16]}...); delete it and download it again"
+            )
         if not unchanged:
             record_sha256(path, digest)
     if sha256 is not None and digest != sha256.lower():
@@ -149,8 +150,14 @@ def human_size(n: float) -> str:
 # ---- download ----------------------------------------------------------------------------------
 
 
-def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None,
-             progress: bool = True, timeout: float = DEFAULT_TIMEOUT) -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Path:
     """Download `url` to `dest` (unless `dest` already exists) and return `dest`.
 
     - An existing `dest` is returned without any network call (checked by `verify_file`).
@@ -181,7 +188,8 @@ def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = Non
             part.unlink(missing_ok=True)
             _state_path(dest).unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"{url} has sha256 {digest}, expected {sha256.lower()}; the download was deleted")
+                f"{url} has sha256 {digest}, expected {sha256.lower()}; the download was deleted"
+            )
         record_sha256(part, digest, as_path=dest)
         os.replace(part, dest)
         _state_path(dest).unlink(missing_ok=True)
@@ -236,8 +244,9 @@ def _transfer(url: str, dest: Path, *, progress: bool, timeout: float) -> str:
                 logger.info("resuming %s at byte %d", url, offset)
             elif status == 200:
                 if offset:
-                    logger.info("server sent all of %s (Range ignored, or the file changed); "
-                                "starting over", url)
+                    logger.info(
+                        "server sent all of %s (Range ignored, or the file changed); starting over", url
+                    )
                 offset = 0
                 length = response.headers.get("Content-Length", "")
                 total = int(length) if length.isdigit() else None
@@ -264,8 +273,9 @@ def progress_hook(hook: ProgressHook) -> Iterator[None]:
         _progress_hook.reset(token)
 
 
-def _stream(response: requests.Response, part: Path, *, offset: int, total: int | None,
-            url: str, progress: bool) -> str:
+def _stream(
+    response: requests.Response, part: Path, *, offset: int, total: int | None, url: str, progress: bool
+) -> str:
     """Append the response body to `part` from `offset`; return the sha256 of the whole file.
 
     Progress goes to a terminal bar, to the log every 10% (servers have no terminal), and to the
@@ -277,8 +287,16 @@ def _stream(response: requests.Response, part: Path, *, offset: int, total: int 
                 h.update(chunk)
     received = offset
     name = part.name.removesuffix(".part")
-    bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=name, disable=None if progress else True, leave=False)
+    bar = tqdm(
+        total=total,
+        initial=offset,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=name,
+        disable=None if progress else True,
+        leave=False,
+    )
     hook = _progress_hook.get()
     last_report, last_decile = 0.0, -1
 
@@ -290,8 +308,13 @@ def _stream(response: requests.Response, part: Path, *, offset: int, total: int 
             last_report = now
         decile = received * 10 // total if total else -1
         if total and decile > last_decile:
-            logger.info("downloading %s: %s of %s (%d%%)", name, human_size(received), human_size(total),
-                        received * 100 // total)
+            logger.info(
+                "downloading %s: %s of %s (%d%%)",
+                name,
+                human_size(received),
+                human_size(total),
+                received * 100 // total,
+            )
             last_decile = decile
 
     try:
@@ -306,15 +329,17 @@ def _stream(response: requests.Response, part: Path, *, offset: int, total: int 
             except requests.RequestException as e:
                 raise DownloadError(
                     f"download of {url} broke off after {received} of {total or '?'} bytes "
-                    f"({_reason(e)}); {part} is kept: run again to resume") from e
+                    f"({_reason(e)}); {part} is kept: run again to resume"
+                ) from e
             f.flush()
             os.fsync(f.fileno())  # the rename that follows must not publish unwritten blocks
         report(final=True)
     finally:
         bar.close()
     if total is not None and received != total:
-        raise DownloadError(f"download of {url} ended after {received} of {total} bytes; "
-                            f"{part} is kept: run again to resume")
+        raise DownloadError(
+            f"download of {url} ended after {received} of {total} bytes; {part} is kept: run again to resume"
+        )
     return h.hexdigest()
 
 

@@ -57,13 +57,9 @@ class GlideUNet(nn.Module):
         if c.xf_padding:
             self.padding_embedding = nn.Parameter(torch.empty(c.text_ctx, width))
 
-        self.time_embed = nn.Sequential(
-            nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.time_embed = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self._build_unet()
-        self.out = nn.Sequential(
-            GroupNorm32(ch0, silu=True), nn.Identity(), nn.Conv2d(ch0, 6, 3, padding=1)
-        )
+        self.out = nn.Sequential(GroupNorm32(ch0, silu=True), nn.Identity(), nn.Conv2d(ch0, 6, 3, padding=1))
         nn.init.zeros_(self.out[2].weight)
         nn.init.zeros_(self.out[2].bias)
 
@@ -85,9 +81,14 @@ class GlideUNet(nn.Module):
         attn_ds = c.attention_downsample_factors
 
         def res(ch_in: int, ch_out: int, **resample: bool) -> ResBlock:
-            return ResBlock(channels=ch_in, out_channels=ch_out, emb_channels=emb_dim,
-                            dropout=c.dropout, use_scale_shift_norm=c.use_scale_shift_norm,
-                            **resample)
+            return ResBlock(
+                channels=ch_in,
+                out_channels=ch_out,
+                emb_channels=emb_dim,
+                dropout=c.dropout,
+                use_scale_shift_norm=c.use_scale_shift_norm,
+                **resample,
+            )
 
         def attn(ch: int, heads_option: int) -> AttentionBlock:
             heads = ch // c.num_head_channels if c.num_head_channels > 0 else heads_option
@@ -242,7 +243,10 @@ class GlideUNet(nn.Module):
         return self.out(h.to(x.dtype)).to(x.dtype)
 
     def _extra_inputs(
-        self, x: Tensor, low_res: Tensor | None, inpaint_image: Tensor | None,
+        self,
+        x: Tensor,
+        low_res: Tensor | None,
+        inpaint_image: Tensor | None,
         inpaint_mask: Tensor | None,
     ) -> list[Tensor]:
         """Channels concatenated after x: (image·mask, mask) for inpainting, then up(low_res) (SPEC §4)."""
@@ -257,8 +261,7 @@ class GlideUNet(nn.Module):
         if c.super_res:
             if low_res is None:
                 raise ValueError("an upsampler needs low_res [batch, 3, h, w]")
-            extra.append(F.interpolate(low_res, size=x.shape[-2:], mode="bilinear",
-                                       align_corners=False))
+            extra.append(F.interpolate(low_res, size=x.shape[-2:], mode="bilinear", align_corners=False))
         return extra
 
 
@@ -269,8 +272,11 @@ def state_dict_problems(model: nn.Module, state_dict: Mapping[str, Any]) -> list
     problems = []
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {list(got[k])} (expected {list(expected[k])})"
-              for k in expected if k in got and got[k] != expected[k]]
+    shapes = [
+        f"{k} {list(got[k])} (expected {list(expected[k])})"
+        for k in expected
+        if k in got and got[k] != expected[k]
+    ]
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)):
         if keys:
             shown = ", ".join(keys[:20]) + (f", … ({len(keys) - 20} more)" if len(keys) > 20 else "")

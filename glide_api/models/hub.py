@@ -133,10 +133,16 @@ _ENTRIES = (
     RemoteFile("upsample-inpaint", _DIFFUSION + "upsample_inpaint.pt", preset="upsample-inpaint"),
     RemoteFile("clip/image-enc", _DIFFUSION + "clip_image_enc.pt"),
     RemoteFile("clip/text-enc", _DIFFUSION + "clip_text_enc.pt"),
-    RemoteFile("gpt2/encoder.json", _GPT2 + "encoder.json",
-               sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
-    RemoteFile("gpt2/vocab.bpe", _GPT2 + "vocab.bpe",
-               sha256="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+    RemoteFile(
+        "gpt2/encoder.json",
+        _GPT2 + "encoder.json",
+        sha256="196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    RemoteFile(
+        "gpt2/vocab.bpe",
+        _GPT2 + "vocab.bpe",
+        sha256="1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
 )
 REGISTRY: Mapping[str, RemoteFile] = MappingProxyType({e.name: e for e in _ENTRIES})
 CHECKPOINTS: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.preset)  # the diffusion models
@@ -147,8 +153,7 @@ def _entry(name: str) -> RemoteFile:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown file name {name!r}; expected one of "
-                         f"{', '.join(REGISTRY)}") from None
+        raise ValueError(f"unknown file name {name!r}; expected one of {', '.join(REGISTRY)}") from None
 
 
 # ---- environment -------------------------------------------------------------------------------
@@ -178,9 +183,16 @@ def _fetch_command(name: str, cache: Path) -> str:
 # ---- official files: fetch, convert, load ------------------------------------------------------
 
 
-def fetch_file(name: str, *, cache: StrPath | None = None, base_url: str | None = None,
-               offline: bool = False, progress: bool = True, sha256: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT) -> Path:
+def fetch_file(
+    name: str,
+    *,
+    cache: StrPath | None = None,
+    base_url: str | None = None,
+    offline: bool = False,
+    progress: bool = True,
+    sha256: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Path:
     """The path of registry file `name` in the cache, downloaded first if missing.
 
     A cached file is checked (`verify_file`: record, the registry's pin, `sha256`) with no network
@@ -200,19 +212,29 @@ def fetch_file(name: str, *, cache: StrPath | None = None, base_url: str | None 
     hint = _fetch_command("tokenizer" if name in TOKENIZER_FILES else name, folder)
     if offline or offline_env():
         why = "offline=True" if offline else "GLIDE_API_OFFLINE is set"
-        raise WeightsNotFound(f"{entry.filename} is not in the cache {folder} and downloads are "
-                              f"off ({why}); fetch it with: {hint}")
+        raise WeightsNotFound(
+            f"{entry.filename} is not in the cache {folder} and downloads are "
+            f"off ({why}); fetch it with: {hint}"
+        )
     try:
-        return download(entry.source(base_url), dest, sha256=pin, progress=progress,
-                        timeout=timeout)
+        return download(entry.source(base_url), dest, sha256=pin, progress=progress, timeout=timeout)
     except HostUnreachable as e:
-        raise WeightsNotFound(f"{entry.filename} is not in the cache {folder}, and downloading it "
-                              f"failed: {e}; fetch it with: {hint}") from e
+        raise WeightsNotFound(
+            f"{entry.filename} is not in the cache {folder}, and downloading it "
+            f"failed: {e}; fetch it with: {hint}"
+        ) from e
 
 
-def fetch_checkpoint(name: str, *, cache: StrPath | None = None, base_url: str | None = None,
-                     offline: bool = False, progress: bool = True, sha256: str | None = None,
-                     timeout: float = DEFAULT_TIMEOUT) -> Path:
+def fetch_checkpoint(
+    name: str,
+    *,
+    cache: StrPath | None = None,
+    base_url: str | None = None,
+    offline: bool = False,
+    progress: bool = True,
+    sha256: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Path:
     """The path of checkpoint `name` converted to safetensors, downloading/converting as needed.
 
     The ``.pt`` is fetched (`fetch_file`) and converted once (`convert_checkpoint`); the
@@ -229,11 +251,19 @@ def fetch_checkpoint(name: str, *, cache: StrPath | None = None, base_url: str |
         verify_file(st)
         source = _safetensors_metadata(st).get("source_sha256")
         if sha256 is not None and source != sha256.lower():
-            raise ChecksumMismatch(f"{st} was converted from a file with sha256 {source}, "
-                                   f"expected {sha256.lower()}")
+            raise ChecksumMismatch(
+                f"{st} was converted from a file with sha256 {source}, expected {sha256.lower()}"
+            )
         return st
-    fetch_file(name, cache=folder, base_url=base_url, offline=offline, progress=progress,
-               sha256=sha256, timeout=timeout)
+    fetch_file(
+        name,
+        cache=folder,
+        base_url=base_url,
+        offline=offline,
+        progress=progress,
+        sha256=sha256,
+        timeout=timeout,
+    )
     digest = verify_file(pt)  # reads the record fetch_file has just checked: no hashing
     if _is_conversion_of(st, digest):
         return st
@@ -243,17 +273,33 @@ def fetch_checkpoint(name: str, *, cache: StrPath | None = None, base_url: str |
     return st
 
 
-def load_checkpoint(name: str, *, cache: StrPath | None = None, base_url: str | None = None,
-                    offline: bool = False, progress: bool = True, sha256: str | None = None,
-                    timeout: float = DEFAULT_TIMEOUT) -> dict[str, torch.Tensor]:
+def load_checkpoint(
+    name: str,
+    *,
+    cache: StrPath | None = None,
+    base_url: str | None = None,
+    offline: bool = False,
+    progress: bool = True,
+    sha256: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, torch.Tensor]:
     """The state_dict of checkpoint `name`, memory-mapped from its safetensors conversion.
 
     Downloads and converts as needed; options and errors are those of `fetch_checkpoint`.
     """
     from safetensors.torch import load_file
 
-    return load_file(fetch_checkpoint(name, cache=cache, base_url=base_url, offline=offline,
-                                      progress=progress, sha256=sha256, timeout=timeout))
+    return load_file(
+        fetch_checkpoint(
+            name,
+            cache=cache,
+            base_url=base_url,
+            offline=offline,
+            progress=progress,
+            sha256=sha256,
+            timeout=timeout,
+        )
+    )
 
 
 def convert_checkpoint(pt: StrPath, dest: StrPath | None = None) -> Path:
@@ -268,13 +314,15 @@ def convert_checkpoint(pt: StrPath, dest: StrPath | None = None) -> Path:
     digest = verify_file(pt, rehash=True)
     logger.info("converting %s to %s", pt, dest)
     tensors = _plain_tensors(_torch_load(pt), source=pt)
-    _save_safetensors(tensors, dest, record=True,
-                      metadata={"format": "pt", "source_sha256": digest, "source_file": pt.name})
+    _save_safetensors(
+        tensors, dest, record=True, metadata={"format": "pt", "source_sha256": digest, "source_file": pt.name}
+    )
     return dest
 
 
-def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, *,
-                      metadata: dict[str, str], record: bool = False) -> None:
+def _save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str], record: bool = False
+) -> None:
     """`safetensors.torch.save_file`, made atomic and durable, with an ordinary file's mode.
 
     With `record`, the file's sha256 is recorded (before it appears) for `verify_file`.
@@ -341,9 +389,9 @@ def _plain_tensors(state_dict: object, *, source: Path) -> dict[str, torch.Tenso
     import torch
 
     if not isinstance(state_dict, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
-        raise ValueError(f"{source} does not hold a flat state_dict (a mapping of names to "
-                         f"tensors)")
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise ValueError(f"{source} does not hold a flat state_dict (a mapping of names to tensors)")
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for key, tensor in state_dict.items():
@@ -358,9 +406,15 @@ def _plain_tensors(state_dict: object, *, source: Path) -> dict[str, torch.Tenso
 # ---- tokenizer files ---------------------------------------------------------------------------
 
 
-def tokenizer_files(*, folder: StrPath | None = None, offline: bool = False,
-                    cache: StrPath | None = None, base_url: str | None = None,
-                    progress: bool = True, timeout: float = DEFAULT_TIMEOUT) -> tuple[Path, Path]:
+def tokenizer_files(
+    *,
+    folder: StrPath | None = None,
+    offline: bool = False,
+    cache: StrPath | None = None,
+    base_url: str | None = None,
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[Path, Path]:
     """The paths of the GPT-2 BPE files ``(encoder.json, vocab.bpe)``.
 
     From `folder` (e.g. a model folder with its own tokenizer) when it holds both; otherwise from
@@ -375,8 +429,10 @@ def tokenizer_files(*, folder: StrPath | None = None, offline: bool = False,
         if enc.is_file() or bpe.is_file():
             missing = bpe if enc.is_file() else enc
             raise WeightsNotFound(f"{folder} holds half a tokenizer: {missing.name} is missing")
-    enc, bpe = (fetch_file(name, cache=cache, base_url=base_url, offline=offline,
-                           progress=progress, timeout=timeout) for name in TOKENIZER_FILES)
+    enc, bpe = (
+        fetch_file(name, cache=cache, base_url=base_url, offline=offline, progress=progress, timeout=timeout)
+        for name in TOKENIZER_FILES
+    )
     return enc, bpe
 
 
@@ -385,8 +441,7 @@ def tokenizer_files(*, folder: StrPath | None = None, offline: bool = False,
 _CONFIG, _WEIGHTS, _WEIGHTS_PT = "config.json", "model.safetensors", "model.pt"
 
 
-def save_model_folder(path: StrPath, *, config: ModelConfig,
-                      state_dict: Mapping[str, torch.Tensor]) -> Path:
+def save_model_folder(path: StrPath, *, config: ModelConfig, state_dict: Mapping[str, torch.Tensor]) -> Path:
     """Write a model folder, ``config.json`` (official option names) and ``model.safetensors``.
 
     Each file appears atomically, weights first, so a config.json is never ahead of its weights.
@@ -394,15 +449,17 @@ def save_model_folder(path: StrPath, *, config: ModelConfig,
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_safetensors(_plain_tensors(state_dict, source=folder), folder / _WEIGHTS,
-                      metadata={"format": "pt"})
+    _save_safetensors(_plain_tensors(state_dict, source=folder), folder / _WEIGHTS, metadata={"format": "pt"})
     text = json.dumps(config.to_options(), indent=2, sort_keys=True) + "\n"
     atomic_write(folder / _CONFIG, text.encode())
     return folder
 
 
-def read_model_folder(path: StrPath, *, sha256: str | None = None,
-                      ) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def read_model_folder(
+    path: StrPath,
+    *,
+    sha256: str | None = None,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Read a model folder: ``config.json`` and ``model.safetensors`` (preferred) or ``model.pt``.
 
     Raises `WeightsNotFound` for a missing folder or missing weights; `ValueError` for a path that
@@ -417,13 +474,13 @@ def read_model_folder(path: StrPath, *, sha256: str | None = None,
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a model folder: expected a folder holding {expected}")
     if not (folder / _CONFIG).is_file():
-        raise ValueError(f"{folder} is not a model folder: {_CONFIG} is missing "
-                         f"(a model folder holds {expected})")
+        raise ValueError(
+            f"{folder} is not a model folder: {_CONFIG} is missing (a model folder holds {expected})"
+        )
     config = ModelConfig.from_json_file(folder / _CONFIG)
     weights = next((folder / n for n in (_WEIGHTS, _WEIGHTS_PT) if (folder / n).is_file()), None)
     if weights is None:
-        raise WeightsNotFound(f"model folder {folder} has no weights: expected {_WEIGHTS} or "
-                              f"{_WEIGHTS_PT}")
+        raise WeightsNotFound(f"model folder {folder} has no weights: expected {_WEIGHTS} or {_WEIGHTS_PT}")
     if sha256 is not None and (digest := sha256_file(weights)) != sha256.lower():
         raise ChecksumMismatch(f"{weights} has sha256 {digest}, expected {sha256.lower()}")
     if weights.name == _WEIGHTS:
@@ -436,9 +493,16 @@ def read_model_folder(path: StrPath, *, sha256: str | None = None,
 # ---- model specs -------------------------------------------------------------------------------
 
 
-def resolve_model(spec: str, *, cache: StrPath | None = None, base_url: str | None = None,
-                  offline: bool = False, progress: bool = True, sha256: str | None = None,
-                  timeout: float = DEFAULT_TIMEOUT) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+def resolve_model(
+    spec: str,
+    *,
+    cache: StrPath | None = None,
+    base_url: str | None = None,
+    offline: bool = False,
+    progress: bool = True,
+    sha256: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """The configuration and state_dict that `spec` names.
 
     `spec` is an official name (`CHECKPOINTS`; from the cache, downloaded if needed, see
@@ -450,16 +514,27 @@ def resolve_model(spec: str, *, cache: StrPath | None = None, base_url: str | No
     folder's own tokenizer, if any, comes from ``tokenizer_files(folder=spec)``.)
     """
     if spec in CHECKPOINTS:
-        state_dict = load_checkpoint(spec, cache=cache, base_url=base_url, offline=offline,
-                                     progress=progress, sha256=sha256, timeout=timeout)
+        state_dict = load_checkpoint(
+            spec,
+            cache=cache,
+            base_url=base_url,
+            offline=offline,
+            progress=progress,
+            sha256=sha256,
+            timeout=timeout,
+        )
         return ModelConfig.preset(REGISTRY[spec].preset or spec), state_dict
     if spec in REGISTRY:
-        raise ValueError(f"{spec} is a download-only file, not a GLIDE model; models are "
-                         f"{', '.join(CHECKPOINTS)} or a model folder")
+        raise ValueError(
+            f"{spec} is a download-only file, not a GLIDE model; models are "
+            f"{', '.join(CHECKPOINTS)} or a model folder"
+        )
     if spec and Path(spec).expanduser().exists():
         return read_model_folder(Path(spec).expanduser(), sha256=sha256)
-    raise ValueError(f"unknown model {spec!r}: neither an official name "
-                     f"({', '.join(CHECKPOINTS)}) nor an existing model folder")
+    raise ValueError(
+        f"unknown model {spec!r}: neither an official name "
+        f"({', '.join(CHECKPOINTS)}) nor an existing model folder"
+    )
 
 
 # ---- what is cached ----------------------------------------------------------------------------
@@ -486,8 +561,7 @@ def cached_models(*, cache: StrPath | None = None) -> list[CachedFile]:
         st = folder / entry.converted_name if entry.converted_name else None
         converted = st if st is not None and st.is_file() else None
         if path.is_file():
-            found.append(CachedFile(entry.name, path, path.stat().st_size, converted,
-                                    recorded_sha256(path)))
+            found.append(CachedFile(entry.name, path, path.stat().st_size, converted, recorded_sha256(path)))
         elif converted is not None:
             try:
                 source = _safetensors_metadata(converted).get("source_sha256")
@@ -495,6 +569,7 @@ def cached_models(*, cache: StrPath | None = None) -> list[CachedFile]:
                 source = None  # listed anyway; loading it will report the problem
             found.append(CachedFile(entry.name, None, converted.stat().st_size, converted, source))
         elif part_path(path).is_file():
-            found.append(CachedFile(entry.name, None, part_path(path).stat().st_size, None, None,
-                                    partial=True))
+            found.append(
+                CachedFile(entry.name, None, part_path(path).stat().st_size, None, None, partial=True)
+            )
     return found

@@ -25,9 +25,7 @@ from torch import Tensor
 
 # The GPT-2 pre-tokenisation split (contractions, letters, digits, other, whitespace), as shipped
 # with tiktoken's gpt2 encoding.
-GPT2_SPLIT_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
+GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_END_TOKEN = 50256
 BYTE_END_TOKEN = 256
 TOKENIZER_JSON = "tokenizer.json"
@@ -82,8 +80,9 @@ class GlideTokenizer(Tokenizer):
 
     kind = "gpt2"
 
-    def __init__(self, encoding: object, *, end_token: int = GPT2_END_TOKEN,
-                 files: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, encoding: object, *, end_token: int = GPT2_END_TOKEN, files: tuple[Path, Path] | None = None
+    ) -> None:
         self._encoding = encoding
         self.end_token = end_token
         self.files = files  # (encoder.json, vocab.bpe) it was built from, if known
@@ -153,12 +152,13 @@ def tokenizer_type(folder: str | Path) -> str | None:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind not in TOKENIZER_TYPES:
-        raise ValueError(f"{path}: \"type\" must be one of {', '.join(TOKENIZER_TYPES)} (got {kind!r})")
+        raise ValueError(f'{path}: "type" must be one of {", ".join(TOKENIZER_TYPES)} (got {kind!r})')
     return kind
 
 
-def load_tokenizer(*, folder: str | Path | None = None, offline: bool = False,
-                   cache: str | Path | None = None) -> Tokenizer:
+def load_tokenizer(
+    *, folder: str | Path | None = None, offline: bool = False, cache: str | Path | None = None
+) -> Tokenizer:
     """The tokenizer a model folder names (see the module docstring), else GPT-2 from the cache.
 
     GPT-2 comes from `folder` when it holds encoder.json and vocab.bpe, else from the cache

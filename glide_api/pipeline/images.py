@@ -99,15 +99,18 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
     if mask_data is not None:
         mask_image = open_image(mask_data, name="mask")
         if mask_image.size != image.size:
-            raise ValueError(f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
-                             f"the image's {image.size[0]}x{image.size[1]}")
+            raise ValueError(
+                f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
+                f"the image's {image.size[0]}x{image.size[1]}"
+            )
         alpha = _transparency(mask_image)
         mask = alpha if alpha is not None else mask_image.convert("L")
     else:
         mask = _transparency(image)
         if mask is None:
-            raise ValueError("mask: give a mask image, or an image whose transparent pixels mark the "
-                             "area to paint")
+            raise ValueError(
+                "mask: give a mask image, or an image whose transparent pixels mark the area to paint"
+            )
     return image.convert("RGB"), mask
 
 

@@ -36,13 +36,22 @@ class LoadedModel:
 
     def describe(self) -> dict[str, object]:
         c = self.config
-        return {"name": self.name, "kind": c.kind, "image_size": c.image_size,
-                "parameters": sum(p.numel() for p in self.network.parameters()),
-                "text_ctx": c.text_ctx, "noise_schedule": c.noise_schedule,
-                "tokenizer": self.tokenizer.kind, "n_vocab": c.n_vocab,
-                "dtype": str(self.network.dtype).removeprefix("torch."),
-                **({"about": demo.DEMO_ABOUT, "example_prompt": demo.DEMO_EXAMPLE}
-                   if self.name in demo.DEMO_MODELS else {})}
+        return {
+            "name": self.name,
+            "kind": c.kind,
+            "image_size": c.image_size,
+            "parameters": sum(p.numel() for p in self.network.parameters()),
+            "text_ctx": c.text_ctx,
+            "noise_schedule": c.noise_schedule,
+            "tokenizer": self.tokenizer.kind,
+            "n_vocab": c.n_vocab,
+            "dtype": str(self.network.dtype).removeprefix("torch."),
+            **(
+                {"about": demo.DEMO_ABOUT, "example_prompt": demo.DEMO_EXAMPLE}
+                if self.name in demo.DEMO_MODELS
+                else {}
+            ),
+        }
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -55,7 +64,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA."""
+    """ "auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA."""
     if precision not in PRECISION_SETTINGS:
         raise ValueError(f"precision: must be one of {', '.join(PRECISION_SETTINGS)} (got {precision!r})")
     if precision == "auto":
@@ -72,8 +81,9 @@ def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideU
     return model.to(device)
 
 
-def load_model(spec: str, *, device: torch.device, precision: str, offline: bool = False,
-               cache: str | Path | None = None) -> LoadedModel:
+def load_model(
+    spec: str, *, device: torch.device, precision: str, offline: bool = False, cache: str | Path | None = None
+) -> LoadedModel:
     """Load an official checkpoint by name, or a model folder by path, ready for sampling.
 
     The shipped demo models load by name too (``demo-base``, ``demo-upsample``) and keep that name
@@ -87,9 +97,18 @@ def load_model(spec: str, *, device: torch.device, precision: str, offline: bool
     folder = Path(path) if Path(path).is_dir() else None
     tokenizer = load_tokenizer(folder=folder, offline=offline, cache=cache)
     if tokenizer.n_vocab != config.n_vocab:
-        raise ValueError(f"{spec}: its {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but "
-                         f"config.json says n_vocab={config.n_vocab}")
+        raise ValueError(
+            f"{spec}: its {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but "
+            f"config.json says n_vocab={config.n_vocab}"
+        )
     name = demo.demo_name(path) or spec
-    logger.info("loaded model %s (%s, %d px) on %s in %s in %.1f s", name, config.kind,
-                config.image_size, device, precision, time.perf_counter() - start)
+    logger.info(
+        "loaded model %s (%s, %d px) on %s in %s in %.1f s",
+        name,
+        config.kind,
+        config.image_size,
+        device,
+        precision,
+        time.perf_counter() - start,
+    )
     return LoadedModel(name=name, network=network, tokenizer=tokenizer)

@@ -63,7 +63,7 @@ class BatchSettings:
         for name in ("base_respacing", "upsample_respacing"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                fail(name, "must be a string such as \"100\", \"fast27\" or \"ddim50\"")
+                fail(name, 'must be a string such as "100", "fast27" or "ddim50"')
             try:
                 space_timesteps(self.diffusion_steps, value)
             except ValueError as e:
@@ -131,17 +131,40 @@ class GenerationRequest:
             raise ValueError("image: only inpainting takes an image and a mask")
 
     @classmethod
-    def create(cls, prompt: str, *, size: int, batch_size: int = 1, seed: int | None = None,
-               guidance_scale: float = DEFAULT_GUIDANCE_SCALE, **settings: Any) -> GenerationRequest:
+    def create(
+        cls,
+        prompt: str,
+        *,
+        size: int,
+        batch_size: int = 1,
+        seed: int | None = None,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        **settings: Any,
+    ) -> GenerationRequest:
         """Convenience: `seed` gives seeds seed, seed+1, … for the batch; other keywords are settings."""
         seeds = () if seed is None else tuple((seed + i) % (MAX_SEED + 1) for i in range(batch_size))
         image, mask = settings.pop("image", None), settings.pop("mask", None)
-        return cls(prompt=prompt, settings=BatchSettings(size=size, **settings), batch_size=batch_size,
-                   guidance_scale=guidance_scale, seeds=seeds, image=image, mask=mask)
+        return cls(
+            prompt=prompt,
+            settings=BatchSettings(size=size, **settings),
+            batch_size=batch_size,
+            guidance_scale=guidance_scale,
+            seeds=seeds,
+            image=image,
+            mask=mask,
+        )
 
     def samples(self) -> list[Sample]:
-        return [Sample(prompt=self.prompt, seed=s, guidance_scale=self.guidance_scale,
-                       image=self.image, mask=self.mask) for s in self.seeds]
+        return [
+            Sample(
+                prompt=self.prompt,
+                seed=s,
+                guidance_scale=self.guidance_scale,
+                image=self.image,
+                mask=self.mask,
+            )
+            for s in self.seeds
+        ]
 
     # ---- plain data ---------------------------------------------------------------------------
 
@@ -162,8 +185,12 @@ class GenerationRequest:
         """The request that reproduces one image, from the parameters stored in its PNG."""
         names = {f.name for f in dataclasses.fields(BatchSettings)}
         settings = BatchSettings(**{k: v for k, v in metadata.items() if k in names})
-        return cls(prompt=metadata["prompt"], settings=settings, guidance_scale=metadata["guidance_scale"],
-                   seeds=(metadata["seed"],))
+        return cls(
+            prompt=metadata["prompt"],
+            settings=settings,
+            guidance_scale=metadata["guidance_scale"],
+            seeds=(metadata["seed"],),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:

@@ -94,12 +94,17 @@ class GlidePipeline:
         self.precision = resolve_precision(precision, self.device)
         self.base, self.upsample = base, upsample
         self.base_inpaint, self.upsample_inpaint = base_inpaint, upsample_inpaint
-        for role, expected in (("base", "base"), ("upsample", "upsample"),
-                               ("base_inpaint", "base-inpaint"), ("upsample_inpaint", "upsample-inpaint")):
+        for role, expected in (
+            ("base", "base"),
+            ("upsample", "upsample"),
+            ("base_inpaint", "base-inpaint"),
+            ("upsample_inpaint", "upsample-inpaint"),
+        ):
             loaded: LoadedModel | None = getattr(self, role)
             if loaded is not None and loaded.config.kind != expected:
-                raise ValueError(f"{role}: {loaded.name} is a {loaded.config.kind} model, "
-                                 f"not a {expected} model")
+                raise ValueError(
+                    f"{role}: {loaded.name} is a {loaded.config.kind} model, not a {expected} model"
+                )
 
     @classmethod
     def load(
@@ -122,14 +127,21 @@ class GlidePipeline:
         """
         resolved = resolve_device(device)
         chosen = resolve_precision(precision, resolved)
-        specs = {"base": base, "upsample": upsample, "base_inpaint": base_inpaint,
-                 "upsample_inpaint": upsample_inpaint}
+        specs = {
+            "base": base,
+            "upsample": upsample,
+            "base_inpaint": base_inpaint,
+            "upsample_inpaint": upsample_inpaint,
+        }
         loaded: dict[str, LoadedModel | None] = {}
         for role, spec in specs.items():
             if spec is not None and on_load is not None:
                 on_load(role, spec)
-            loaded[role] = None if spec is None else load_model(spec, device=resolved, precision=chosen,
-                                                                offline=offline, cache=cache)
+            loaded[role] = (
+                None
+                if spec is None
+                else load_model(spec, device=resolved, precision=chosen, offline=offline, cache=cache)
+            )
         return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
     # ---- what can be made -----------------------------------------------------------------------
@@ -180,30 +192,45 @@ class GlidePipeline:
         """Raise ValueError naming the field when these models cannot honour `settings`."""
         base, _ = self._models(settings.task)
         if base is None:
-            raise ValueError(f"task: {settings.task} needs models that are not loaded "
-                             f"(start the service with the inpainting models to use it)")
+            raise ValueError(
+                f"task: {settings.task} needs models that are not loaded "
+                f"(start the service with the inpainting models to use it)"
+            )
         allowed = self.sizes(settings.task)
         if settings.size not in allowed:
-            raise ValueError(f"size: must be one of {', '.join(map(str, allowed))} for {settings.task} "
-                             f"with the loaded models (got {settings.size})")
+            raise ValueError(
+                f"size: must be one of {', '.join(map(str, allowed))} for {settings.task} "
+                f"with the loaded models (got {settings.size})"
+            )
         if base.config.diffusion_steps != settings.diffusion_steps:
-            raise ValueError(f"base_respacing: the base model has {base.config.diffusion_steps} "
-                             f"diffusion steps, the settings assume {settings.diffusion_steps}")
+            raise ValueError(
+                f"base_respacing: the base model has {base.config.diffusion_steps} "
+                f"diffusion steps, the settings assume {settings.diffusion_steps}"
+            )
 
     def device_memory(self) -> dict[str, int]:
         """Bytes of device memory allocated and reserved by torch now (0 on the CPU)."""
         if self.device.type != "cuda":
             return {"allocated": 0, "reserved": 0}
-        return {"allocated": torch.cuda.memory_allocated(self.device),
-                "reserved": torch.cuda.memory_reserved(self.device)}
+        return {
+            "allocated": torch.cuda.memory_allocated(self.device),
+            "reserved": torch.cuda.memory_reserved(self.device),
+        }
 
     def describe(self) -> dict[str, object]:
         """Loaded models and what they can make (for /v1/models and the UI)."""
-        models = {role: m.describe() for role in ("base", "upsample", "base_inpaint", "upsample_inpaint")
-                  if (m := getattr(self, role)) is not None}
-        return {"models": models, "device": str(self.device), "precision": self.precision,
-                "batch_invariant": self.batch_invariant,
-                "sizes": {"text2im": self.sizes("text2im"), "inpaint": self.sizes("inpaint")}}
+        models = {
+            role: m.describe()
+            for role in ("base", "upsample", "base_inpaint", "upsample_inpaint")
+            if (m := getattr(self, role)) is not None
+        }
+        return {
+            "models": models,
+            "device": str(self.device),
+            "precision": self.precision,
+            "batch_invariant": self.batch_invariant,
+            "sizes": {"text2im": self.sizes("text2im"), "inpaint": self.sizes("inpaint")},
+        }
 
     # ---- running ------------------------------------------------------------------------------
 
@@ -239,9 +266,15 @@ class GlidePipeline:
                 steps = self._upsample_steps(up, settings, samples, noise, stage.size, x, inpaint)
             for step in steps:
                 x = step.x
-                yield StageProgress(stage=stage.label, stage_index=sampling.index(stage),
-                                    stages=len(sampling), step=step.step, total=step.total,
-                                    elapsed=time.perf_counter() - start, pred_x0=step.pred_x0)
+                yield StageProgress(
+                    stage=stage.label,
+                    stage_index=sampling.index(stage),
+                    stages=len(sampling),
+                    step=step.step,
+                    total=step.total,
+                    elapsed=time.perf_counter() - start,
+                    pred_x0=step.pred_x0,
+                )
             stage_seconds[stage.label] = time.perf_counter() - stage_start
         assert x is not None
         pictures = images.to_pil(x)
@@ -253,12 +286,18 @@ class GlidePipeline:
         names = {"base": base.name, **({"upsample": up.name} if len(sampling) > 1 and up else {})}
         outputs = [self._image(p, s, settings, chain, names) for p, s in zip(pictures, samples, strict=True)]
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        yield PipelineOutput(images=outputs, chain=chain, stage_seconds=stage_seconds,
-                             total_seconds=time.perf_counter() - start, peak_memory_bytes=peak,
-                             models=names)
+        yield PipelineOutput(
+            images=outputs,
+            chain=chain,
+            stage_seconds=stage_seconds,
+            total_seconds=time.perf_counter() - start,
+            peak_memory_bytes=peak,
+            models=names,
+        )
 
-    def upsample_images(self, low_res: torch.Tensor, samples: Sequence[Sample],
-                        settings: BatchSettings) -> list[Image.Image]:
+    def upsample_images(
+        self, low_res: torch.Tensor, samples: Sequence[Sample], settings: BatchSettings
+    ) -> list[Image.Image]:
         """One upsampler pass over given low-res images (B x 3 x b x b in [-1, 1]) to its own size,
         sample i with its prompt and seed: how a trainer previews an upsampler on its data."""
         if self.upsample is None:
@@ -266,12 +305,25 @@ class GlidePipeline:
         if low_res.shape[0] != len(samples):
             raise ValueError(f"samples: one per low-res image ({low_res.shape[0]}), got {len(samples)}")
         noise = SeededNoise([s.seed for s in samples], device=self.device)
-        steps = self._upsample_steps(self.upsample, settings, samples, noise, self.upsample.config.image_size,
-                                     low_res.to(self.device), None)
+        steps = self._upsample_steps(
+            self.upsample,
+            settings,
+            samples,
+            noise,
+            self.upsample.config.image_size,
+            low_res.to(self.device),
+            None,
+        )
         return images.to_pil(sample_to_end(steps))
 
-    def _base_steps(self, loaded: LoadedModel, settings: BatchSettings, samples: Sequence[Sample],
-                    noise: SeededNoise, inpaint: InpaintInputs | None) -> Iterator[SampleStep]:
+    def _base_steps(
+        self,
+        loaded: LoadedModel,
+        settings: BatchSettings,
+        samples: Sequence[Sample],
+        noise: SeededNoise,
+        inpaint: InpaintInputs | None,
+    ) -> Iterator[SampleStep]:
         """The base stage: classifier-free guidance over B prompt rows and B empty-prompt rows."""
         net, config = loaded.network, loaded.config
         b, size = len(samples), config.image_size
@@ -285,12 +337,27 @@ class GlidePipeline:
         # Sample i's rows are its prompt row i and its empty-prompt row b + i.
         paired = self._network_fn(net, tokens, mask, extra, groups=[[i, b + i] for i in range(b)])
         model_fn = classifier_free_guidance(paired, [s.guidance_scale for s in samples])
-        return self._sample(model_fn, config, settings.base_respacing, settings.base_sampler, settings,
-                            noise(torch.Size([b, 3, size, size])), noise, denoised_fn)
+        return self._sample(
+            model_fn,
+            config,
+            settings.base_respacing,
+            settings.base_sampler,
+            settings,
+            noise(torch.Size([b, 3, size, size])),
+            noise,
+            denoised_fn,
+        )
 
-    def _upsample_steps(self, loaded: LoadedModel, settings: BatchSettings, samples: Sequence[Sample],
-                        noise: SeededNoise, size: int, previous: torch.Tensor,
-                        inpaint: InpaintInputs | None) -> Iterator[SampleStep]:
+    def _upsample_steps(
+        self,
+        loaded: LoadedModel,
+        settings: BatchSettings,
+        samples: Sequence[Sample],
+        noise: SeededNoise,
+        size: int,
+        previous: torch.Tensor,
+        inpaint: InpaintInputs | None,
+    ) -> Iterator[SampleStep]:
         """An upsampler pass to `size`, conditioned on the previous image quantised to 8 bits."""
         net, config = loaded.network, loaded.config
         b = len(samples)
@@ -305,11 +372,26 @@ class GlidePipeline:
 
         # upsample_temp scales only the start noise, as the reference.
         x_T = noise(torch.Size([b, 3, size, size])) * settings.upsample_temp
-        return self._sample(model_fn, config, settings.upsample_respacing, settings.upsample_sampler,
-                            settings, x_T, noise, denoised_fn)
+        return self._sample(
+            model_fn,
+            config,
+            settings.upsample_respacing,
+            settings.upsample_sampler,
+            settings,
+            x_T,
+            noise,
+            denoised_fn,
+        )
 
-    def _network_fn(self, net: GlideUNet, tokens: torch.Tensor, mask: torch.Tensor,
-                    extra: dict[str, torch.Tensor], *, groups: list[list[int]]) -> ModelFn:
+    def _network_fn(
+        self,
+        net: GlideUNet,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        extra: dict[str, torch.Tensor],
+        *,
+        groups: list[list[int]],
+    ) -> ModelFn:
         """The network as a (x, t) -> output function, its text encoded once for the whole run.
 
         `groups` lists each sample's rows; with `batch_invariant` the network runs group by group.
@@ -332,16 +414,35 @@ class GlidePipeline:
         return network
 
     @staticmethod
-    def _sample(model_fn: ModelFn, config: ModelConfig, respacing: str, sampler: str,
-                settings: BatchSettings, x_T: torch.Tensor, noise: SeededNoise,
-                denoised_fn: DenoisedFn | None) -> Iterator[SampleStep]:
+    def _sample(
+        model_fn: ModelFn,
+        config: ModelConfig,
+        respacing: str,
+        sampler: str,
+        settings: BatchSettings,
+        x_T: torch.Tensor,
+        noise: SeededNoise,
+        denoised_fn: DenoisedFn | None,
+    ) -> Iterator[SampleStep]:
         schedule = schedule_for(config.noise_schedule, config.diffusion_steps, respacing)
-        return sample(model_fn, schedule, x_T, noise=noise, sampler=sampler,
-                      eta=settings.eta if sampler == "ddim" else 0.0, denoised_fn=denoised_fn)
+        return sample(
+            model_fn,
+            schedule,
+            x_T,
+            noise=noise,
+            sampler=sampler,
+            eta=settings.eta if sampler == "ddim" else 0.0,
+            denoised_fn=denoised_fn,
+        )
 
     @staticmethod
-    def _image(picture: Image.Image, sample_: Sample, settings: BatchSettings, chain: list[str],
-               models: dict[str, str]) -> GeneratedImage:
+    def _image(
+        picture: Image.Image,
+        sample_: Sample,
+        settings: BatchSettings,
+        chain: list[str],
+        models: dict[str, str],
+    ) -> GeneratedImage:
         metadata = {
             "generator": f"glide-api {__version__}",
             "prompt": sample_.prompt,
@@ -351,5 +452,10 @@ class GlidePipeline:
             "chain": chain,
             "models": models,
         }
-        return GeneratedImage(image=picture, png=images.encode_png(picture, metadata), seed=sample_.seed,
-                              prompt=sample_.prompt, metadata=metadata)
+        return GeneratedImage(
+            image=picture,
+            png=images.encode_png(picture, metadata),
+            seed=sample_.seed,
+            prompt=sample_.prompt,
+            metadata=metadata,
+        )

@@ -1,7 +1,7 @@
 """The app factory: `create_app(config)` builds the APIFlask app, its service and its blueprints.
 
-    flask --app glide_api.server run           # development server, settings from the environment
-    glide-api serve                             # production: gunicorn, one process owns the models
+flask --app glide_api.server run           # development server, settings from the environment
+glide-api serve                             # production: gunicorn, one process owns the models
 """
 
 from __future__ import annotations
@@ -20,24 +20,36 @@ from .service import Service
 
 logger = logging.getLogger(__name__)
 
-DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css",
-               "favicon-32x32.png")
+DOCS_ASSETS = (
+    "swagger-ui-bundle.js",
+    "swagger-ui-standalone-preset.js",
+    "swagger-ui.css",
+    "favicon-32x32.png",
+)
 
 
-def create_app(config: ServiceConfig | None = None, *, pipeline: GlidePipeline | None = None,
-               load_models: bool = True) -> APIFlask:
+def create_app(
+    config: ServiceConfig | None = None, *, pipeline: GlidePipeline | None = None, load_models: bool = True
+) -> APIFlask:
     """Build the app. Without `pipeline`, the configured models load in a background thread (the
     app answers at once; `/readyz` tells when it is ready). `config` defaults to the environment
     and `GLIDE_API_CONFIG` file."""
     config = config or ServiceConfig.load()
     # static_folder=None: the UI blueprint serves /static itself (with its own caching headers).
-    app = APIFlask("glide_api.server", title="glide-api", version=__version__, docs_path="/docs",
-                   spec_path="/openapi.json", docs_ui="swagger-ui", static_folder=None)
+    app = APIFlask(
+        "glide_api.server",
+        title="glide-api",
+        version=__version__,
+        docs_path="/docs",
+        spec_path="/openapi.json",
+        docs_ui="swagger-ui",
+        static_folder=None,
+    )
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400,
         DESCRIPTION="Self-hosted GLIDE text-to-image: the original Glide-Api routes, a jobs API with "
-                    "progress events, and the OpenAI Images API. Errors are "
-                    '`{"error": {"message", "type", "param", "code"}}`.',
+        "progress events, and the OpenAI Images API. Errors are "
+        '`{"error": {"message", "type", "param", "code"}}`.',
         SWAGGER_UI_BUNDLE_JS="/docs/assets/swagger-ui-bundle.js",
         SWAGGER_UI_STANDALONE_PRESET_JS="/docs/assets/swagger-ui-standalone-preset.js",
         SWAGGER_UI_CSS="/docs/assets/swagger-ui.css",
@@ -57,9 +69,15 @@ def create_app(config: ServiceConfig | None = None, *, pipeline: GlidePipeline |
     app.add_url_rule("/docs/assets/<path:name>", "docs_assets", _docs_asset)
     if pipeline is None and load_models:
         service.start_loading()
-    logger.info("glide-api %s: %s", __version__, {k: v for k, v in config.public_dict().items()
-                                                   if k in ("host", "port", "device", "precision",
-                                                            "base", "upsample", "api_keys")})
+    logger.info(
+        "glide-api %s: %s",
+        __version__,
+        {
+            k: v
+            for k, v in config.public_dict().items()
+            if k in ("host", "port", "device", "precision", "base", "upsample", "api_keys")
+        },
+    )
     return app
 
 

@@ -73,19 +73,26 @@ def install(app: Flask, config: ServiceConfig) -> None:
             scheme, _, token = header.partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
-                return error_response(401, "authentication: send the API key as 'Authorization: Bearer "
-                                           "KEY'", headers={"WWW-Authenticate": "Bearer"})
+                return error_response(
+                    401,
+                    "authentication: send the API key as 'Authorization: Bearer KEY'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             if not any(hmac.compare_digest(token.encode(), k) for k in keys):
-                return error_response(401, "authentication: the API key is not valid",
-                                      headers={"WWW-Authenticate": "Bearer"})
+                return error_response(
+                    401, "authentication: the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+                )
             key = token
         g.client = client_label(key)
         if limiter is not None:
             wait = limiter.acquire(g.client)
             if wait > 0:
-                return error_response(429, f"rate limit: at most {config.rate_limit} requests per minute",
-                                      code="rate_limit_exceeded",
-                                      headers={"Retry-After": str(max(1, math.ceil(wait)))})
+                return error_response(
+                    429,
+                    f"rate limit: at most {config.rate_limit} requests per minute",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         is_upload = request.mimetype == "multipart/form-data"  # bounded by MAX_CONTENT_LENGTH instead
         if (request.content_length or 0) > config.max_body_bytes and not is_upload:
             return error_response(413, f"request body: at most {config.max_body_bytes} bytes")

@@ -31,9 +31,17 @@ def respacing(value: str | int | None, name: str, *, max_steps: int) -> str | No
     return text
 
 
-def build_request(service: Service, *, prompt: str, size: int | None, n: int, options: GlideOptions,
-                  task: str = "text2im", image: bytes | None = None,
-                  mask: bytes | None = None) -> GenerationRequest:
+def build_request(
+    service: Service,
+    *,
+    prompt: str,
+    size: int | None,
+    n: int,
+    options: GlideOptions,
+    task: str = "text2im",
+    image: bytes | None = None,
+    mask: bytes | None = None,
+) -> GenerationRequest:
     """A `GenerationRequest` from API fields: server limits first, then the engine's defaults."""
     c = service.config
     engine = service.engine
@@ -53,15 +61,26 @@ def build_request(service: Service, *, prompt: str, size: int | None, n: int, op
     if size is None:
         size = engine.pipeline.default_size(task)
     settings = engine.settings_for(
-        size=size, task=task,
+        size=size,
+        task=task,
         base_respacing=respacing(options.steps, "steps", max_steps=c.max_steps),
         upsample_respacing=respacing(options.upsample_steps, "upsample_steps", max_steps=c.max_steps),
-        base_sampler=options.sampler, upsample_sampler=options.upsample_sampler, eta=options.eta,
-        upsample_temp=options.upsample_temp)
+        base_sampler=options.sampler,
+        upsample_sampler=options.upsample_sampler,
+        eta=options.eta,
+        upsample_temp=options.upsample_temp,
+    )
     guidance = options.guidance_scale if options.guidance_scale is not None else 3.0
     seeds = () if options.seed is None else tuple((options.seed + i) % 2**32 for i in range(n))
-    return GenerationRequest(prompt=prompt, settings=settings, batch_size=n, guidance_scale=guidance,
-                             seeds=seeds, image=image, mask=mask)
+    return GenerationRequest(
+        prompt=prompt,
+        settings=settings,
+        batch_size=n,
+        guidance_scale=guidance,
+        seeds=seeds,
+        image=image,
+        mask=mask,
+    )
 
 
 def job_json(job: Job, image_url: Callable[[str, int], str]) -> dict[str, Any]:
@@ -76,13 +95,21 @@ def job_json(job: Job, image_url: Callable[[str, int], str]) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "progress": None if job.progress is None else job.progress.to_dict(),
         "error": job.error,
-        "request": {"prompt": request["prompt"], "task": request["settings"]["task"],
-                    "size": request["settings"]["size"], "batch_size": request["batch_size"],
-                    "guidance_scale": request["guidance_scale"], "seeds": request["seeds"],
-                    "settings": request["settings"]},
-        "images": [] if result is None else [
+        "request": {
+            "prompt": request["prompt"],
+            "task": request["settings"]["task"],
+            "size": request["settings"]["size"],
+            "batch_size": request["batch_size"],
+            "guidance_scale": request["guidance_scale"],
+            "seeds": request["seeds"],
+            "settings": request["settings"],
+        },
+        "images": []
+        if result is None
+        else [
             {"index": i, "seed": im.seed, "url": image_url(job.id, i), "metadata": im.metadata}
-            for i, im in enumerate(result.images)],
+            for i, im in enumerate(result.images)
+        ],
         "chain": [] if result is None else list(result.chain),
         "stage_seconds": {} if result is None else dict(result.stage_seconds),
         "total_seconds": None if result is None else result.total_seconds,

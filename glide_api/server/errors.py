@@ -20,12 +20,27 @@ logger = logging.getLogger(__name__)
 
 # "name: rule" — our ValueErrors start with the parameter they are about.
 _PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_\[\]]*): ")
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
-          404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
-          413: "invalid_request_error", 415: "invalid_request_error", 429: "rate_limit_error",
-          503: "server_error"}
-_CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 409: "not_finished",
-          413: "payload_too_large", 415: "unsupported_media_type", 503: "not_ready"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+_CODES = {
+    401: "invalid_api_key",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "not_finished",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    503: "not_ready",
+}
 
 
 class JobFailed(GlideError):
@@ -36,10 +51,22 @@ class JobFailed(GlideError):
         self.status = status
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    body = {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param,
-                      "code": code or _CODES.get(status)}}
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(status, "server_error"),
+            "param": param,
+            "code": code or _CODES.get(status),
+        }
+    }
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -94,8 +121,9 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(QueueFull)
     def queue_full(error: QueueFull) -> Response:
-        return error_response(429, str(error), code="queue_full",
-                              headers={"Retry-After": str(error.retry_after)})
+        return error_response(
+            429, str(error), code="queue_full", headers={"Retry-After": str(error.retry_after)}
+        )
 
     @app.errorhandler(JobNotFound)
     def job_not_found(error: JobNotFound) -> Response:
@@ -107,8 +135,9 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(ModelNotReady)
     def not_ready(error: ModelNotReady) -> Response:
-        return error_response(503, f"not ready: {error.reason}",
-                              headers={"Retry-After": str(error.retry_after)})
+        return error_response(
+            503, f"not ready: {error.reason}", headers={"Retry-After": str(error.retry_after)}
+        )
 
     @app.errorhandler(JobFailed)
     def job_failed(error: JobFailed) -> Response:

@@ -20,16 +20,25 @@ def healthz() -> dict[str, Any]:
 
 
 @bp.get("/readyz")
-@bp.doc(summary="Readiness: 200 once the models are loaded, else 503 with the reason",
-        responses={503: "not ready: `reason`, and `missing` files with the `command` that fetches them"})
+@bp.doc(
+    summary="Readiness: 200 once the models are loaded, else 503 with the reason",
+    responses={503: "not ready: `reason`, and `missing` files with the `command` that fetches them"},
+)
 def readyz() -> tuple[dict[str, Any], int]:
     status = service().readiness()
     return status, 200 if status["ready"] else 503
 
 
 @bp.get("/metrics")
-@bp.doc(summary="Prometheus metrics", responses={200: {
-    "description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
+@bp.doc(
+    summary="Prometheus metrics",
+    responses={
+        200: {
+            "description": "text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics() -> Response:
     from prometheus_client import CollectorRegistry, generate_latest
 

@@ -33,19 +33,24 @@ bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
 @bp.get("/image")
 @bp.input(LegacyImageQuery, location="query", arg_name="query")
 @bp.output(LegacyImageOut)
-@bp.doc(summary="Generate images (the original route)",
-        description="Waits for the images; a batch comes back as one PNG strip in `image`.")
+@bp.doc(
+    summary="Generate images (the original route)",
+    description="Waits for the images; a batch comes back as one PNG strip in `image`.",
+)
 def image(query: LegacyImageQuery) -> dict[str, Any]:
-    options = GlideOptions(guidance_scale=query.guidance_scale, upsample_temp=query.upsample_temp,
-                           seed=query.seed)
-    request = build_request(service(), prompt=_unquoted(query.prompt), size=query.size,
-                            n=query.batch_size, options=options)
+    options = GlideOptions(
+        guidance_scale=query.guidance_scale, upsample_temp=query.upsample_temp, seed=query.seed
+    )
+    request = build_request(
+        service(), prompt=_unquoted(query.prompt), size=query.size, n=query.batch_size, options=options
+    )
     start = time.perf_counter()
     job = wait_for(service().engine.submit(request))
     seconds = time.perf_counter() - start
     pngs = [image.png for image in job.result.images]
-    strip = pngs[0] if len(pngs) == 1 else images.encode_png(
-        images.strip([images.open_image(p) for p in pngs]))
+    strip = (
+        pngs[0] if len(pngs) == 1 else images.encode_png(images.strip([images.open_image(p) for p in pngs]))
+    )
     memory = service().engine.pipeline.device_memory()
     return {
         "data_type": "image/png;base64",

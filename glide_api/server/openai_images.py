@@ -29,22 +29,30 @@ _SIZE = re.compile(r"^\s*(\d+)\s*(?:x\s*(\d+))?\s*$")
 
 
 def _size(value: str | None, task: str) -> int | None:
-    """"256x256" (or "256") -> 256; None or "auto" -> the default size."""
+    """ "256x256" (or "256") -> 256; None or "auto" -> the default size."""
     if value is None or value.strip().lower() == "auto":
         return None
     match = _SIZE.match(value)
     if match is None or (match.group(2) and match.group(1) != match.group(2)):
         sizes = ", ".join(f"{s}x{s}" for s in service().engine.pipeline.sizes(task))
-        raise ValueError(f"size: must be a square size these models make ({sizes}) or auto "
-                         f"(got {value!r})")
+        raise ValueError(f"size: must be a square size these models make ({sizes}) or auto (got {value!r})")
     return int(match.group(1))
 
 
-def _submit(body: OpenAIImageOptions, *, task: str, image: bytes | None = None,
-            mask: bytes | None = None) -> tuple[Engine, Job]:
+def _submit(
+    body: OpenAIImageOptions, *, task: str, image: bytes | None = None, mask: bytes | None = None
+) -> tuple[Engine, Job]:
     size = _size(body.size, task)
-    req = build_request(service(), prompt=body.prompt, size=size, n=body.n or 1, options=body, task=task,
-                        image=image, mask=mask)
+    req = build_request(
+        service(),
+        prompt=body.prompt,
+        size=size,
+        n=body.n or 1,
+        options=body,
+        task=task,
+        image=image,
+        mask=mask,
+    )
     engine = service().engine
     return engine, engine.submit(req)
 
@@ -52,8 +60,11 @@ def _submit(body: OpenAIImageOptions, *, task: str, image: bytes | None = None,
 def _answer(body: OpenAIImageOptions, engine: Engine, job: Job, *, kind: str) -> Any:
     if body.stream:
         stream = _event_stream(engine, job, kind=kind, partial_images=body.partial_images or 0)
-        return Response(stream_with_context(stream), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return Response(
+            stream_with_context(stream),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     done = wait_for(job)
     size = done.request["settings"]["size"]
     data = []
@@ -62,15 +73,21 @@ def _answer(body: OpenAIImageOptions, engine: Engine, job: Job, *, kind: str) ->
             data.append({"url": url_for("v1.job_image", job_id=done.id, index=i, _external=True)})
         else:
             data.append({"b64_json": base64.b64encode(image.png).decode("ascii")})
-    return {"created": int(done.finished_at or time.time()), "data": data, "size": f"{size}x{size}",
-            "output_format": "png"}
+    return {
+        "created": int(done.finished_at or time.time()),
+        "data": data,
+        "size": f"{size}x{size}",
+        "output_format": "png",
+    }
 
 
 @bp.post("/generations")
 @bp.input(OpenAIImagesGenerateIn, arg_name="body")
 @bp.output(OpenAIImagesOut)
-@bp.doc(summary="Create images (OpenAI Images API)",
-        description="`response_format` b64_json (default) or url; `stream=true` answers with events.")
+@bp.doc(
+    summary="Create images (OpenAI Images API)",
+    description="`response_format` b64_json (default) or url; `stream=true` answers with events.",
+)
 def generations(body: OpenAIImagesGenerateIn) -> Any:
     engine, job = _submit(body, task="text2im")
     return _answer(body, engine, job, kind="image_generation")
@@ -79,9 +96,11 @@ def generations(body: OpenAIImagesGenerateIn) -> Any:
 @bp.post("/edits")
 @bp.input(OpenAIImagesEditIn, location="form_and_files", arg_name="body")
 @bp.output(OpenAIImagesOut)
-@bp.doc(summary="Edit an image (OpenAI Images API)",
-        description="The mask's transparent pixels mark the area to paint; without a mask, the image's "
-                    "own transparency does. Send `image` or `image[]` (the first image is used).")
+@bp.doc(
+    summary="Edit an image (OpenAI Images API)",
+    description="The mask's transparent pixels mark the area to paint; without a mask, the image's "
+    "own transparency does. Send `image` or `image[]` (the first image is used).",
+)
 def edits(body: OpenAIImagesEditIn) -> Any:
     upload = body.image or next(iter(request.files.getlist("image[]")), None)
     if upload is None:
@@ -103,19 +122,37 @@ def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -
         elif event.type == "progress" and sent < partial_images and event.preview:
             done = (event.stage_index + event.step / event.total) / event.stages
             if done >= (sent + 1) / (partial_images + 1):
-                yield sse(f"{kind}.partial_image", {
-                    "type": f"{kind}.partial_image", "b64_json": event.preview, "partial_image_index": sent,
-                    "created_at": int(time.time()), **common})
+                yield sse(
+                    f"{kind}.partial_image",
+                    {
+                        "type": f"{kind}.partial_image",
+                        "b64_json": event.preview,
+                        "partial_image_index": sent,
+                        "created_at": int(time.time()),
+                        **common,
+                    },
+                )
                 sent += 1
         elif event.type == "succeeded":
-            usage = {"input_tokens": 0, "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
-                     "output_tokens": 0, "total_tokens": 0}
+            usage = {
+                "input_tokens": 0,
+                "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+                "output_tokens": 0,
+                "total_tokens": 0,
+            }
             result = engine.get(job.id).result
             for image in result.images if result else ():
                 png = image.png
-                yield sse(f"{kind}.completed", {
-                    "type": f"{kind}.completed", "b64_json": base64.b64encode(png).decode("ascii"),
-                    "created_at": int(time.time()), "usage": usage, **common})
+                yield sse(
+                    f"{kind}.completed",
+                    {
+                        "type": f"{kind}.completed",
+                        "b64_json": base64.b64encode(png).decode("ascii"),
+                        "created_at": int(time.time()),
+                        "usage": usage,
+                        **common,
+                    },
+                )
         elif event.type in ("failed", "cancelled"):
             message = event.to_dict().get("message") or f"job {job.id} was cancelled"
             yield sse("error", error_body(message))
@@ -123,4 +160,3 @@ def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -
 
 def error_body(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": "job_failed"}}
-

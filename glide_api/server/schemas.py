@@ -19,19 +19,28 @@ Steps = str | int  # a step count (50) or a respacing string ("50", "fast27", "d
 class GlideOptions(BaseModel):
     """GLIDE's knobs, shared by every generation endpoint (all optional: server defaults apply)."""
 
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seed of the first image; image i "
-                                                                   "uses seed+i; random when absent")
-    guidance_scale: float | None = Field(None, ge=0, le=100, description="classifier-free guidance "
-                                                                          "(default 3.0)")
-    steps: Steps | None = Field(None, description="base model steps: a count or respacing string "
-                                                  "(default: the server's, initially 100)")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of the first image; image i uses seed+i; random when absent",
+    )
+    guidance_scale: float | None = Field(
+        None, ge=0, le=100, description="classifier-free guidance (default 3.0)"
+    )
+    steps: Steps | None = Field(
+        None,
+        description="base model steps: a count or respacing string (default: the server's, initially 100)",
+    )
     upsample_steps: Steps | None = Field(None, description="upsampler steps (default fast27)")
     sampler: SamplerName | None = Field(None, description="base sampler (default ancestral)")
-    upsample_sampler: SamplerName | None = Field(None, description="upsampler sampler (default ddim; "
-                                                                   "ancestral for inpainting)")
+    upsample_sampler: SamplerName | None = Field(
+        None, description="upsampler sampler (default ddim; ancestral for inpainting)"
+    )
     eta: float | None = Field(None, ge=0, le=1, description="DDIM eta (default 0)")
-    upsample_temp: float | None = Field(None, ge=0, le=1, description="upsampler start-noise scale "
-                                                                      "(default 0.997)")
+    upsample_temp: float | None = Field(
+        None, ge=0, le=1, description="upsampler start-noise scale (default 0.997)"
+    )
 
 
 # ---- v1 --------------------------------------------------------------------------------------------

@@ -32,8 +32,13 @@ class Service:
         self.config = config
         self._lock = threading.Lock()
         self._engine: Engine | None = None
-        self._status: dict[str, Any] = {"stage": "starting", "reason": "the models are loading",
-                                        "missing": [], "command": None, "failed": False}
+        self._status: dict[str, Any] = {
+            "stage": "starting",
+            "reason": "the models are loading",
+            "missing": [],
+            "command": None,
+            "failed": False,
+        }
         self._loader: threading.Thread | None = None
         self.started_at = time.time()
         if pipeline is not None:
@@ -54,11 +59,16 @@ class Service:
         offline = c.offline or hub.offline_env()
         missing = self._missing_files() if offline else []
         if missing:
-            self._set_status(stage="missing", failed=True, missing=missing,
-                             reason="model files are not in the cache and downloads are off",
-                             command=f"glide-api download {' '.join(self._official_specs())}")
-            logger.error("not ready: missing %s; fetch them with: %s", ", ".join(missing),
-                         self._status["command"])
+            self._set_status(
+                stage="missing",
+                failed=True,
+                missing=missing,
+                reason="model files are not in the cache and downloads are off",
+                command=f"glide-api download {' '.join(self._official_specs())}",
+            )
+            logger.error(
+                "not ready: missing %s; fetch them with: %s", ", ".join(missing), self._status["command"]
+            )
             return
 
         def on_load(role: str, spec: str) -> None:
@@ -66,17 +76,30 @@ class Service:
 
         def on_download(name: str, done: int, total: int | None) -> None:
             with self._lock:
-                self._status["reason"] = (f"downloading {name}: {human_size(done)}"
-                                          + (f" of {human_size(total)}" if total else ""))
+                self._status["reason"] = f"downloading {name}: {human_size(done)}" + (
+                    f" of {human_size(total)}" if total else ""
+                )
                 self._status["progress"] = done / total if total else None
+
         try:
             with progress_hook(on_download):
                 pipeline = GlidePipeline.load(
-                    **{role: c.model_spec(role) for role in ROLES}, device=c.device, precision=c.precision,
-                    offline=offline, batch_invariant=c.batch_invariant, cache=c.cache_dir, on_load=on_load)
+                    **{role: c.model_spec(role) for role in ROLES},
+                    device=c.device,
+                    precision=c.precision,
+                    offline=offline,
+                    batch_invariant=c.batch_invariant,
+                    cache=c.cache_dir,
+                    on_load=on_load,
+                )
         except WeightsNotFound as e:
-            self._set_status(stage="missing", failed=True, reason=str(e), missing=self._missing_files(),
-                             command=f"glide-api download {' '.join(self._official_specs())}")
+            self._set_status(
+                stage="missing",
+                failed=True,
+                reason=str(e),
+                missing=self._missing_files(),
+                command=f"glide-api download {' '.join(self._official_specs())}",
+            )
             logger.error("not ready: %s", e)
             return
         except Exception as e:  # any failure must leave the server up and saying why
@@ -87,22 +110,34 @@ class Service:
 
     def _start_engine(self, pipeline: GlidePipeline) -> None:
         c = self.config
-        engine = Engine(pipeline, EngineConfig(
-            max_queue=c.max_queue, max_batch_images=c.max_batch_images, job_timeout=c.job_timeout,
-            keep_finished=c.keep_finished, preview_every=c.preview_every), on_success=self._save_images)
+        engine = Engine(
+            pipeline,
+            EngineConfig(
+                max_queue=c.max_queue,
+                max_batch_images=c.max_batch_images,
+                job_timeout=c.job_timeout,
+                keep_finished=c.keep_finished,
+                preview_every=c.preview_every,
+            ),
+            on_success=self._save_images,
+        )
         engine.update_defaults(base_respacing=c.base_steps, upsample_respacing=c.upsample_steps)
         engine.start()
         with self._lock:
             self._engine = engine
-            self._status = {"stage": "ready", "reason": None, "missing": [], "command": None,
-                            "failed": False}
+            self._status = {"stage": "ready", "reason": None, "missing": [], "command": None, "failed": False}
         models = pipeline.describe()["models"]
         logger.info("ready: %s", ", ".join(f"{role} {m['name']}" for role, m in models.items()))
 
     def _set_status(self, **status: Any) -> None:
         with self._lock:
-            self._status = {"stage": "loading", "reason": None, "missing": [], "command": None,
-                            "failed": False} | status
+            self._status = {
+                "stage": "loading",
+                "reason": None,
+                "missing": [],
+                "command": None,
+                "failed": False,
+            } | status
 
     def _official_specs(self) -> list[str]:
         return [s for role in ROLES if (s := self.config.model_spec(role)) in hub.CHECKPOINTS]
@@ -145,9 +180,14 @@ class Service:
             status = dict(self._status)
         if self._engine is not None:
             return {"ready": True}
-        return {"ready": False, "reason": status["reason"], "missing": status["missing"],
-                "command": status["command"], "failed": status["failed"],
-                "loading": {"stage": status["stage"], "progress": status.get("progress")}}
+        return {
+            "ready": False,
+            "reason": status["reason"],
+            "missing": status["missing"],
+            "command": status["command"],
+            "failed": status["failed"],
+            "loading": {"stage": status["stage"], "progress": status.get("progress")},
+        }
 
     def _save_images(self, job_id: str, result: JobResult) -> None:
         """Write a finished job's images to `image_dir` under server-chosen names (never user text)."""

@@ -20,13 +20,16 @@ class _UiBlueprint(Blueprint):
         return 0
 
 
-bp = _UiBlueprint("ui", __name__, template_folder="templates", static_folder="static",
-                  static_url_path="/static")
+bp = _UiBlueprint(
+    "ui", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+)
 
 # Scripts and styles only from this origin (no inline code); images also as data: (previews) and
 # blob: URLs (results fetched with the API key, the uploaded picture and its mask).
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-                           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 @bp.get("/")

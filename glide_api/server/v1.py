@@ -22,24 +22,32 @@ from .schemas import (
 from .views import image_url, service, wait_for
 
 bp = APIBlueprint("v1", __name__, url_prefix="/v1", tag="Jobs")
-ASYNC_DOC = ("Synchronous by default: answers 200 with the finished job. With the header "
-             "`Prefer: respond-async` it answers 202 at once with the queued job (follow "
-             "`/v1/jobs/{id}/events` or poll `/v1/jobs/{id}`).")
+ASYNC_DOC = (
+    "Synchronous by default: answers 200 with the finished job. With the header "
+    "`Prefer: respond-async` it answers 202 at once with the queued job (follow "
+    "`/v1/jobs/{id}/events` or poll `/v1/jobs/{id}`)."
+)
 
 
 def _respond(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
     engine = service().engine
     if "respond-async" in request.headers.get("Prefer", ""):
-        return job_json(engine.get(job_id), image_url), 202, {"Location": f"/v1/jobs/{job_id}",
-                                                              "Preference-Applied": "respond-async"}
+        return (
+            job_json(engine.get(job_id), image_url),
+            202,
+            {"Location": f"/v1/jobs/{job_id}", "Preference-Applied": "respond-async"},
+        )
     return job_json(wait_for(engine.get(job_id)), image_url)
 
 
 @bp.post("/generations")
 @bp.input(GenerationIn, arg_name="body")
 @bp.output(JobOut, status_code=200)
-@bp.doc(summary="Generate images from a prompt", description=ASYNC_DOC,
-        responses={202: "the job was queued (asynchronous request)"})
+@bp.doc(
+    summary="Generate images from a prompt",
+    description=ASYNC_DOC,
+    responses={202: "the job was queued (asynchronous request)"},
+)
 def generations(body: GenerationIn) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
     return _respond(service().engine.submit(req).id)
@@ -48,13 +56,24 @@ def generations(body: GenerationIn) -> Any:
 @bp.post("/inpaint")
 @bp.input(InpaintIn, location="form_and_files", arg_name="form")
 @bp.output(JobOut, status_code=200)
-@bp.doc(summary="Repaint the masked part of an image", description=ASYNC_DOC,
-        responses={202: "the job was queued (asynchronous request)"})
+@bp.doc(
+    summary="Repaint the masked part of an image",
+    description=ASYNC_DOC,
+    responses={202: "the job was queued (asynchronous request)"},
+)
 def inpaint(form: InpaintIn) -> Any:
     image = form.image.read() if form.image else None
     mask = form.mask.read() if form.mask else None
-    req = build_request(service(), prompt=form.prompt, size=form.size, n=form.n, options=form,
-                        task="inpaint", image=image, mask=mask)
+    req = build_request(
+        service(),
+        prompt=form.prompt,
+        size=form.size,
+        n=form.n,
+        options=form,
+        task="inpaint",
+        image=image,
+        mask=mask,
+    )
     return _respond(service().engine.submit(req).id)
 
 
@@ -74,35 +93,56 @@ def job(job_id: str) -> dict[str, Any]:
 
 @bp.post("/jobs/<job_id>/cancel")
 @bp.output(JobOut)
-@bp.doc(summary="Cancel a job", description="A waiting job is cancelled at once, a running one "
-                                            "within one sampling step.")
+@bp.doc(
+    summary="Cancel a job",
+    description="A waiting job is cancelled at once, a running one within one sampling step.",
+)
 def cancel(job_id: str) -> dict[str, Any]:
     return job_json(service().engine.cancel(job_id), image_url)
 
 
 @bp.get("/jobs/<job_id>/events")
 @bp.input(EventsQuery, location="query", arg_name="query")
-@bp.doc(summary="Progress as server-sent events",
-        description="`queued`, `started`, `progress` (step, total, stage; with `previews=true` a base64 "
-                    "PNG preview), then one of `succeeded` (with the job), `failed` or `cancelled`. "
-                    "Each event's `id` is its sequence number; send `Last-Event-ID` to resume.",
-        responses={200: {"description": "an event stream",
-                         "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+@bp.doc(
+    summary="Progress as server-sent events",
+    description="`queued`, `started`, `progress` (step, total, stage; with `previews=true` a base64 "
+    "PNG preview), then one of `succeeded` (with the job), `failed` or `cancelled`. "
+    "Each event's `id` is its sequence number; send `Last-Event-ID` to resume.",
+    responses={
+        200: {
+            "description": "an event stream",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def events(job_id: str, query: EventsQuery) -> Response:
     engine = service().engine
     last = request.headers.get("Last-Event-ID", "")
-    stream = engine.subscribe(job_id, previews=query.previews, heartbeat=SSE_HEARTBEAT_SECONDS,
-                              after=int(last) if last.isdigit() else None)
+    stream = engine.subscribe(
+        job_id,
+        previews=query.previews,
+        heartbeat=SSE_HEARTBEAT_SECONDS,
+        after=int(last) if last.isdigit() else None,
+    )
     body = job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
-    return Response(stream_with_context(body), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(
+        stream_with_context(body),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @bp.get("/jobs/<job_id>/images/<int:index>.png")
-@bp.doc(summary="One image of a finished job, as PNG",
-        description="The PNG's `glide-api` text chunk holds every generation parameter.",
-        responses={200: {"description": "the image",
-                         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}})
+@bp.doc(
+    summary="One image of a finished job, as PNG",
+    description="The PNG's `glide-api` text chunk holds every generation parameter.",
+    responses={
+        200: {
+            "description": "the image",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def job_image(job_id: str, index: int) -> Response:
     engine = service().engine
     job = engine.get(job_id)
@@ -110,9 +150,14 @@ def job_image(job_id: str, index: int) -> Response:
     if job.result is not None and not 0 <= index < count:
         raise ValueError(f"index: this job has {count} image(s) (0 to {count - 1})")
     png = engine.image(job_id, index)
-    return Response(png, mimetype="image/png", headers={
-        "Cache-Control": "private, max-age=86400, immutable",
-        "Content-Disposition": f'inline; filename="glide-{job_id[:8]}-{index}.png"'})
+    return Response(
+        png,
+        mimetype="image/png",
+        headers={
+            "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Disposition": f'inline; filename="glide-{job_id[:8]}-{index}.png"',
+        },
+    )
 
 
 @bp.get("/models")
@@ -135,14 +180,26 @@ def settings() -> dict[str, Any]:
     defaults = engine.defaults
     pipeline = engine.pipeline
     return {
-        "defaults": {"size": pipeline.default_size("text2im"), "batch_size": 1, "guidance_scale": 3.0,
-                     "upsample_temp": 0.997, "steps": defaults.base_respacing,
-                     "upsample_steps": defaults.upsample_respacing, "sampler": "ancestral",
-                     "upsample_sampler": "ddim", "eta": 0.0},
-        "limits": {"max_batch_size": c.max_batch_size, "max_prompt_chars": c.max_prompt_chars,
-                   "max_upload_bytes": c.max_upload_bytes, "max_steps": c.max_steps,
-                   "max_queue": c.max_queue, "job_timeout": c.job_timeout,
-                   "rate_limit_per_minute": c.rate_limit},
+        "defaults": {
+            "size": pipeline.default_size("text2im"),
+            "batch_size": 1,
+            "guidance_scale": 3.0,
+            "upsample_temp": 0.997,
+            "steps": defaults.base_respacing,
+            "upsample_steps": defaults.upsample_respacing,
+            "sampler": "ancestral",
+            "upsample_sampler": "ddim",
+            "eta": 0.0,
+        },
+        "limits": {
+            "max_batch_size": c.max_batch_size,
+            "max_prompt_chars": c.max_prompt_chars,
+            "max_upload_bytes": c.max_upload_bytes,
+            "max_steps": c.max_steps,
+            "max_queue": c.max_queue,
+            "job_timeout": c.job_timeout,
+            "rate_limit_per_minute": c.rate_limit,
+        },
         "sizes": {"text2im": pipeline.sizes("text2im"), "inpaint": pipeline.sizes("inpaint")},
         "samplers": list(SAMPLERS),
     }

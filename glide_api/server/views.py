@@ -21,8 +21,11 @@ def wait_for(job: Job) -> Job:
         return done
     if not done.done:
         engine.cancel(job.id)
-        raise JobFailed(f"the job took longer than this server waits ({service().config.sync_timeout:g} s); "
-                        "use the asynchronous API for long jobs", status=504)
+        raise JobFailed(
+            f"the job took longer than this server waits ({service().config.sync_timeout:g} s); "
+            "use the asynchronous API for long jobs",
+            status=504,
+        )
     if done.status == "cancelled":
         raise JobFailed(f"job {job.id} was cancelled", status=409)
     # Failures the request could have avoided (e.g. out of memory at this batch size) are still the

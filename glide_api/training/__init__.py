@@ -20,8 +20,11 @@ from typing import Any
 
 __all__ = ["StepResult", "TrainConfig", "Trainer"]
 
-_EXPORTS = {"StepResult": "glide_api.training.trainer", "Trainer": "glide_api.training.trainer",
-            "TrainConfig": "glide_api.training.settings"}
+_EXPORTS = {
+    "StepResult": "glide_api.training.trainer",
+    "Trainer": "glide_api.training.trainer",
+    "TrainConfig": "glide_api.training.settings",
+}
 
 
 def __getattr__(name: str) -> Any:

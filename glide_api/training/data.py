@@ -74,9 +74,18 @@ def to_tensor(images: list[Image.Image]) -> Tensor:
 class ImageCaptionData:
     """Deterministic batches of (image, caption) for one model size (see the module docstring)."""
 
-    def __init__(self, examples: list[Example], *, image_size: int, super_res: bool = False,
-                 patch_size: int | None = None, crop_min: float = 1.0, flip: bool = False,
-                 caption_dropout: float = 0.2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        examples: list[Example],
+        *,
+        image_size: int,
+        super_res: bool = False,
+        patch_size: int | None = None,
+        crop_min: float = 1.0,
+        flip: bool = False,
+        caption_dropout: float = 0.2,
+        seed: int = 0,
+    ) -> None:
         if not examples:
             raise ValueError("data: no examples")
         if not 0.0 < crop_min <= 1.0:
@@ -85,8 +94,10 @@ class ImageCaptionData:
             raise ValueError(f"caption_dropout: must be in [0, 1] (got {caption_dropout})")
         patch_size = image_size if patch_size is None else patch_size
         if not 0 < patch_size <= image_size or (super_res and patch_size % 4):
-            raise ValueError(f"patch_size: must be in 1..{image_size}"
-                             f"{' and a multiple of 4' if super_res else ''} (got {patch_size})")
+            raise ValueError(
+                f"patch_size: must be in 1..{image_size}"
+                f"{' and a multiple of 4' if super_res else ''} (got {patch_size})"
+            )
         self.examples = examples
         self.image_size, self.super_res, self.patch_size = image_size, super_res, patch_size
         self.crop_min, self.flip, self.caption_dropout, self.seed = crop_min, flip, caption_dropout, seed

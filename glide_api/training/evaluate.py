@@ -48,9 +48,11 @@ class Adherence:
     images: tuple[Image.Image, ...] = ()  # the pictures scored, in order
 
     def __str__(self) -> str:
-        return (f"colour {self.colour:.0%} (chance {CHANCE['colour']:.0%}), background "
-                f"{self.background:.0%} (chance {CHANCE['background']:.0%}), shape {self.shape:.0%} "
-                f"(chance {CHANCE['shape']:.0%}) over {len(self.readings)} samples")
+        return (
+            f"colour {self.colour:.0%} (chance {CHANCE['colour']:.0%}), background "
+            f"{self.background:.0%} (chance {CHANCE['background']:.0%}), shape {self.shape:.0%} "
+            f"(chance {CHANCE['shape']:.0%}) over {len(self.readings)} samples"
+        )
 
 
 def targets(count: int) -> list[Target]:
@@ -71,14 +73,21 @@ def score(images: Sequence[Image.Image], wanted: Sequence[Target]) -> Adherence:
     n = len(readings)
     if n == 0 or n != len(wanted):
         raise ValueError("score needs one target per image")
-    hits = {k: sum(getattr(r, k) == getattr(t, k) for r, t in zip(readings, wanted, strict=True)) / n
-            for k in ("colour", "background", "shape")}
+    hits = {
+        k: sum(getattr(r, k) == getattr(t, k) for r, t in zip(readings, wanted, strict=True)) / n
+        for k in ("colour", "background", "shape")
+    }
     return Adherence(**hits, readings=readings, images=tuple(images))
 
 
-def measure(pipeline: GlidePipeline, *, count: int = 48, first_seed: int = 1000,
-            guidance_scales: Sequence[float] = (3.0, 0.0),
-            respacing: str = "ddim16") -> dict[float, Adherence]:
+def measure(
+    pipeline: GlidePipeline,
+    *,
+    count: int = 48,
+    first_seed: int = 1000,
+    guidance_scales: Sequence[float] = (3.0, 0.0),
+    respacing: str = "ddim16",
+) -> dict[float, Adherence]:
     """Score the pipeline's base model at its own size on `targets(count)`, prompt i with seed
     `first_seed + i`, at each guidance scale (all in one batch). `respacing` "ddimN" samples by
     DDIM in N steps; any other (e.g. "100") samples ancestrally."""
@@ -86,14 +95,21 @@ def measure(pipeline: GlidePipeline, *, count: int = 48, first_seed: int = 1000,
     from ..pipeline.params import BatchSettings, Sample
 
     wanted = _prompts_for(pipeline, count)
-    samples = [Sample(prompt=t.prompt, seed=first_seed + i, guidance_scale=g)
-               for g in guidance_scales for i, t in enumerate(wanted)]
+    samples = [
+        Sample(prompt=t.prompt, seed=first_seed + i, guidance_scale=g)
+        for g in guidance_scales
+        for i, t in enumerate(wanted)
+    ]
     sampler = "ddim" if respacing.startswith("ddim") else "ancestral"
-    settings = BatchSettings(size=pipeline.base.config.image_size, base_respacing=respacing,
-                             base_sampler=sampler, diffusion_steps=pipeline.base.config.diffusion_steps)
+    settings = BatchSettings(
+        size=pipeline.base.config.image_size,
+        base_respacing=respacing,
+        base_sampler=sampler,
+        diffusion_steps=pipeline.base.config.diffusion_steps,
+    )
     output = next(e for e in pipeline.stream(settings, samples) if isinstance(e, PipelineOutput))
     pictures = [g.image for g in output.images]
-    return {g: score(pictures[k * count:(k + 1) * count], wanted) for k, g in enumerate(guidance_scales)}
+    return {g: score(pictures[k * count : (k + 1) * count], wanted) for k, g in enumerate(guidance_scales)}
 
 
 def _prompts_for(pipeline: GlidePipeline, count: int) -> list[Target]:
@@ -104,15 +120,20 @@ def _prompts_for(pipeline: GlidePipeline, count: int) -> list[Target]:
     return targets(count)
 
 
-def word_influences(pipeline: GlidePipeline, *, count: int = 8,
-                    timesteps: Sequence[int] = (500, 850)) -> dict[str, dict[int, float]]:
+def word_influences(
+    pipeline: GlidePipeline, *, count: int = 8, timesteps: Sequence[int] = (500, 850)
+) -> dict[str, dict[int, float]]:
     """`word_influence` of each kind of change in `word_changes`, over `targets(count)`, for the
     pipeline's base model: {"background": {500: ..., 850: ...}, ..., "a typo": {...}}."""
     wanted = _prompts_for(pipeline, count)
     assert pipeline.base is not None
     changes = [word_changes(t) for t in wanted]
-    return word_influence(pipeline.base, [t.prompt for t in wanted],
-                          {part: [c[part] for c in changes] for part in changes[0]}, timesteps=timesteps)
+    return word_influence(
+        pipeline.base,
+        [t.prompt for t in wanted],
+        {part: [c[part] for c in changes] for part in changes[0]},
+        timesteps=timesteps,
+    )
 
 
 def word_changes(target: Target) -> dict[str, str]:
@@ -127,9 +148,15 @@ def word_changes(target: Target) -> dict[str, str]:
     }
 
 
-def word_influence(model: LoadedModel, prompts: Sequence[str], changes: Mapping[str, Sequence[str]], *,
-                   timesteps: Sequence[int] = (500, 850), batch: int = 8,
-                   seed: int = 0) -> dict[str, dict[int, float]]:
+def word_influence(
+    model: LoadedModel,
+    prompts: Sequence[str],
+    changes: Mapping[str, Sequence[str]],
+    *,
+    timesteps: Sequence[int] = (500, 850),
+    batch: int = 8,
+    seed: int = 0,
+) -> dict[str, dict[int, float]]:
     """How far each kind of prompt change moves the network's prediction of x0: for each name in
     `changes` (one changed prompt per prompt), the RMS difference between its predictions for
     prompts[k] and changes[name][k], for the same noised grey picture (`batch` noise draws from

@@ -53,8 +53,9 @@ class LossTerms:
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)), elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
-                  + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def discretized_gaussian_log_likelihood(x: Tensor, *, mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -75,8 +76,10 @@ def discretized_gaussian_log_likelihood(x: Tensor, *, mean: Tensor, log_scale: T
 
 def q_posterior(schedule: Schedule, x0: Tensor, x_t: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and (clipped) log-variance of q(x_{t−1} | x_t, x₀) (SPEC §5.2)."""
-    mean = (extract(schedule.posterior_mean_coef1, i, x_t) * x0
-            + extract(schedule.posterior_mean_coef2, i, x_t) * x_t)
+    mean = (
+        extract(schedule.posterior_mean_coef1, i, x_t) * x0
+        + extract(schedule.posterior_mean_coef2, i, x_t) * x_t
+    )
     return mean, extract(schedule.posterior_log_variance_clipped, i, x_t)
 
 
@@ -92,8 +95,17 @@ def mse_weights(schedule: Schedule, weighting: str) -> np.ndarray:
     raise ValueError(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {weighting!r})")
 
 
-def hybrid_loss(schedule: Schedule, model_output: Tensor, *, x0: Tensor, x_t: Tensor, noise: Tensor,
-                t: Tensor, vb_lambda: float = VB_LAMBDA, mse_weight: np.ndarray | None = None) -> LossTerms:
+def hybrid_loss(
+    schedule: Schedule,
+    model_output: Tensor,
+    *,
+    x0: Tensor,
+    x_t: Tensor,
+    noise: Tensor,
+    t: Tensor,
+    vb_lambda: float = VB_LAMBDA,
+    mse_weight: np.ndarray | None = None,
+) -> LossTerms:
     """The loss for a batch diffused to steps `t` [B] with `noise`: see the module docstring.
 
     `mse_weight` is a table from `mse_weights` (computed once per run); None is GLIDE's plain MSE.

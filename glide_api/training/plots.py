@@ -37,8 +37,13 @@ def smooth(values: Sequence[float], *, span: int) -> list[float]:
     return out
 
 
-def loss_curve(steps: Sequence[int], losses: Sequence[float], *, size: tuple[int, int] = (720, 400),
-               title: str = "training loss") -> Image.Image:
+def loss_curve(
+    steps: Sequence[int],
+    losses: Sequence[float],
+    *,
+    size: tuple[int, int] = (720, 400),
+    title: str = "training loss",
+) -> Image.Image:
     """The loss per step (faint) and its moving average (bold), on a log scale."""
     if len(steps) != len(losses) or len(steps) < 2:
         raise ValueError("loss_curve needs at least two (step, loss) points")
@@ -75,6 +80,10 @@ def loss_curve(steps: Sequence[int], losses: Sequence[float], *, size: tuple[int
     averaged = smooth([v for _, v in points], span=max(5, len(points) // 30))
     draw.line([at(s, v) for (s, _), v in zip(points, averaged, strict=True)], fill=_SMOOTH, width=2)
     draw.rectangle([left, top, width - right, height - bottom], outline=_INK)
-    draw.text((left, 8), f"{title}: last {averaged[-1]:.4g} (moving average), step {steps[-1]}",
-              fill=_INK, font=font)
+    draw.text(
+        (left, 8),
+        f"{title}: last {averaged[-1]:.4g} (moving average), step {steps[-1]}",
+        fill=_INK,
+        font=font,
+    )
     return image

@@ -15,15 +15,34 @@ from ..models.config import PRESETS, ModelConfig
 # at 16 and 8 px, where a shape's outline is still a few cells across (docs/training.md: the first
 # demo base attended at 8 px only and never learned the words for the kinds of shape).
 DEMO_BASE: dict[str, Any] = {
-    "image_size": 64, "num_channels": 64, "num_res_blocks": 1, "channel_mult": "1,1,1,1",
-    "num_head_channels": 32, "attention_resolutions": "16,8", "dropout": 0.0,
-    "text_ctx": 64, "xf_width": 128, "xf_layers": 2, "xf_heads": 4, "n_vocab": 257,
+    "image_size": 64,
+    "num_channels": 64,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1,1,1",
+    "num_head_channels": 32,
+    "attention_resolutions": "16,8",
+    "dropout": 0.0,
+    "text_ctx": 64,
+    "xf_width": 128,
+    "xf_layers": 2,
+    "xf_heads": 4,
+    "n_vocab": 257,
 }
 DEMO_UPSAMPLE: dict[str, Any] = {
-    "image_size": 256, "super_res": True, "noise_schedule": "linear", "num_channels": 64,
-    "num_res_blocks": 1, "channel_mult": "1,1,1,1,1,1", "num_head_channels": 32,
-    "attention_resolutions": "", "dropout": 0.0,
-    "text_ctx": 64, "xf_width": 64, "xf_layers": 1, "xf_heads": 2, "n_vocab": 257,
+    "image_size": 256,
+    "super_res": True,
+    "noise_schedule": "linear",
+    "num_channels": 64,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1,1,1,1,1",
+    "num_head_channels": 32,
+    "attention_resolutions": "",
+    "dropout": 0.0,
+    "text_ctx": 64,
+    "xf_width": 64,
+    "xf_layers": 1,
+    "xf_heads": 2,
+    "n_vocab": 257,
 }
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {"demo-base": DEMO_BASE, "demo-upsample": DEMO_UPSAMPLE}
 
@@ -36,5 +55,7 @@ def model_config(spec: str) -> ModelConfig:
         return ModelConfig.preset(spec)
     if Path(spec).is_file():
         return ModelConfig.from_json_file(spec)
-    raise ValueError(f"config: {spec!r} is neither a preset ({', '.join([*TRAIN_PRESETS, *PRESETS])}) "
-                     f"nor a JSON file of model options")
+    raise ValueError(
+        f"config: {spec!r} is neither a preset ({', '.join([*TRAIN_PRESETS, *PRESETS])}) "
+        f"nor a JSON file of model options"
+    )

@@ -56,7 +56,8 @@ class TrainConfig:
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: must be non-negative (got {getattr(self, name)})")
         if self.mse_weighting not in MSE_WEIGHTINGS:
-            raise ValueError(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} "
-                             f"(got {self.mse_weighting!r})")
+            raise ValueError(
+                f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {self.mse_weighting!r})"
+            )
         if self.save_dtype not in SAVE_DTYPES:
             raise ValueError(f"save_dtype: must be one of {', '.join(SAVE_DTYPES)} (got {self.save_dtype!r})")

@@ -35,8 +35,7 @@ SIZES: dict[str, tuple[float, float]] = {  # the shape's extent, as a fraction o
     "medium": (0.40, 0.48),
     "large": (0.58, 0.68),
 }
-SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"),
-              "large": ("large", "big")}
+SIZE_WORDS = {"small": ("small", "little"), "medium": ("medium", "medium-sized"), "large": ("large", "big")}
 # How far a shape's centre may lie from the image's middle, as a fraction of the side; the shape
 # always stays inside the picture. 0.5 (the default) lets it sit anywhere it fits; 0 centres every
 # shape, where the caption alone fixes the outline (docs/training.md: why the demo base uses both).
@@ -72,8 +71,15 @@ def sample_spec(seed: int, index: int, *, spread: float = DEFAULT_SPREAD) -> Sha
     margin = extent / 2 + 0.04
     lowest, highest = max(margin, 0.5 - spread), min(1 - margin, 0.5 + spread)
     center = (float(rng.uniform(lowest, highest)), float(rng.uniform(lowest, highest)))
-    return ShapeSpec(shape=shape, colour=colour, background=background, size=size, center=center,
-                     extent=extent, caption=caption(shape, colour, background, size, rng))
+    return ShapeSpec(
+        shape=shape,
+        colour=colour,
+        background=background,
+        size=size,
+        center=center,
+        extent=extent,
+        caption=caption(shape, colour, background, size, rng),
+    )
 
 
 def _check_spread(spread: float) -> None:
@@ -131,8 +137,9 @@ def render(spec: ShapeSpec, *, size: int = 256, seed: int = 0, index: int = 0) -
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def write_dataset(folder: str | Path, *, count: int, seed: int = 0, size: int = 256,
-                  spread: float = DEFAULT_SPREAD) -> Path:
+def write_dataset(
+    folder: str | Path, *, count: int, seed: int = 0, size: int = 256, spread: float = DEFAULT_SPREAD
+) -> Path:
     """Write images 0..count-1 as NNNNN.png + NNNNN.txt (+ metadata.jsonl); existing files are kept
     (so a folder is extended only with the seed, size and spread it was made with).
 
@@ -188,7 +195,7 @@ def classify(image: Image.Image | np.ndarray, *, size: int = 64) -> Reading:
     mask = distance > 80
     # Drop speckle: keep a pixel only when at least two of its four neighbours agree.
     padded = np.pad(mask, 1)
-    neighbours = (padded[:-2, 1:-1].astype(int) + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:])
+    neighbours = padded[:-2, 1:-1].astype(int) + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
     mask &= neighbours >= 2
     area = float(mask.mean())
     if mask.sum() < 12:

@@ -100,13 +100,24 @@ class Trainer:
     iterate `fit()`, which yields a `StepResult` after every step and saves/samples on schedule.
     """
 
-    def __init__(self, *, model: GlideUNet, tokenizer: Tokenizer, data: ImageCaptionData,
-                 config: TrainConfig, out: str | Path, device: str | torch.device = "auto",
-                 precision: str = "auto", data_dir: str | Path | None = None,
-                 init: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: GlideUNet,
+        tokenizer: Tokenizer,
+        data: ImageCaptionData,
+        config: TrainConfig,
+        out: str | Path,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        data_dir: str | Path | None = None,
+        init: str | None = None,
+    ) -> None:
         if tokenizer.n_vocab != model.config.n_vocab:
-            raise ValueError(f"the {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but the "
-                             f"model's n_vocab is {model.config.n_vocab}")
+            raise ValueError(
+                f"the {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but the "
+                f"model's n_vocab is {model.config.n_vocab}"
+            )
         if precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision: must be one of {', '.join(TRAIN_PRECISIONS)} (got {precision!r})")
         self.device = resolve_device(device)
@@ -122,7 +133,9 @@ class Trainer:
             (text if name.split(".")[0] in TEXT_ENCODER else rest).append(parameter)
         self.optimizer = torch.optim.AdamW(
             [{"params": rest, "lr_scale": 1.0}, {"params": text, "lr_scale": config.text_lr_scale}],
-            lr=config.lr, weight_decay=config.weight_decay)
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
         c = model.config
         self.schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
         self.mse_weight = mse_weights(self.schedule, config.mse_weighting)
@@ -132,10 +145,20 @@ class Trainer:
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, *, data_dir: str | Path, out: str | Path, config: TrainConfig,
-               init: str | None = None, model: str | None = None, tokenizer: str | None = None,
-               device: str | torch.device = "auto", precision: str = "auto", offline: bool = False,
-               cache: str | Path | None = None) -> Trainer:
+    def create(
+        cls,
+        *,
+        data_dir: str | Path,
+        out: str | Path,
+        config: TrainConfig,
+        init: str | None = None,
+        model: str | None = None,
+        tokenizer: str | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        offline: bool = False,
+        cache: str | Path | None = None,
+    ) -> Trainer:
         """A new run: fine-tune `init` (an official name or a model folder) or train `model` from
         scratch (a preset such as demo-base, or a JSON file of model options).
 
@@ -143,8 +166,9 @@ class Trainer:
         "gpt2"; default: bytes when the config's n_vocab is 257, else gpt2).
         """
         if (init is None) == (model is None):
-            raise ValueError("give exactly one of init (a model to fine-tune) and model (a config to "
-                             "train from scratch)")
+            raise ValueError(
+                "give exactly one of init (a model to fine-tune) and model (a config to train from scratch)"
+            )
         if init is not None:
             from .. import demo
 
@@ -162,13 +186,29 @@ class Trainer:
             kind = tokenizer or ("bytes" if options.n_vocab == ByteTokenizer().n_vocab else "gpt2")
             tok = ByteTokenizer() if kind == "bytes" else load_tokenizer(offline=offline, cache=cache)
         data = cls._data(data_dir, network, config)
-        return cls(model=network, tokenizer=tok, data=data, config=config, out=out, device=device,
-                   precision=precision, data_dir=data_dir, init=init or model)
+        return cls(
+            model=network,
+            tokenizer=tok,
+            data=data,
+            config=config,
+            out=out,
+            device=device,
+            precision=precision,
+            data_dir=data_dir,
+            init=init or model,
+        )
 
     @classmethod
-    def resume(cls, out: str | Path, *, steps: int | None = None, data_dir: str | Path | None = None,
-               device: str | torch.device = "auto", precision: str = "auto",
-               **changes: Any) -> Trainer:
+    def resume(
+        cls,
+        out: str | Path,
+        *,
+        steps: int | None = None,
+        data_dir: str | Path | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        **changes: Any,
+    ) -> Trainer:
         """Continue the run saved in `out` (to `steps` total, if given) exactly where it stopped.
 
         `changes` may alter settings that do not affect the maths (save_every, sample_every, …).
@@ -180,17 +220,31 @@ class Trainer:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"resume: {path} has an unknown format {state.get('format')!r}")
-        config = TrainConfig(**{**state["train_config"], **changes,
-                                **({"steps": steps} if steps is not None else {})})
+        config = TrainConfig(
+            **{**state["train_config"], **changes, **({"steps": steps} if steps is not None else {})}
+        )
         network = create_model(state["model_config"], state["model"])
         tokenizer = load_tokenizer(folder=out, offline=True)
         data_dir = data_dir or state["data_dir"]
         data = cls._data(data_dir, network, config)
         if len(data) != state["examples"]:
-            logger.warning("the data folder now has %d examples (the run started with %d): the data "
-                           "order differs from an uninterrupted run", len(data), state["examples"])
-        trainer = cls(model=network, tokenizer=tokenizer, data=data, config=config, out=out, device=device,
-                      precision=precision, data_dir=data_dir, init=state.get("init"))
+            logger.warning(
+                "the data folder now has %d examples (the run started with %d): the data "
+                "order differs from an uninterrupted run",
+                len(data),
+                state["examples"],
+            )
+        trainer = cls(
+            model=network,
+            tokenizer=tokenizer,
+            data=data,
+            config=config,
+            out=out,
+            device=device,
+            precision=precision,
+            data_dir=data_dir,
+            init=state.get("init"),
+        )
         trainer.ema.load_state_dict(state["ema"])
         saved = state["optimizer"]
         if len(saved["param_groups"]) == 1:  # saved before the text encoder had its own group
@@ -209,12 +263,21 @@ class Trainer:
             # cheaper at half size), then be fine-tuned at its own. Every level must stay even.
             step = 2 ** (len(c.channel_mults) - 1)
             if c.super_res or config.train_size % step:
-                raise ValueError(f"train_size: base models only, and a multiple of {step} for this "
-                                 f"model (got {config.train_size}); upsamplers use patch_size")
+                raise ValueError(
+                    f"train_size: base models only, and a multiple of {step} for this "
+                    f"model (got {config.train_size}); upsamplers use patch_size"
+                )
             size = config.train_size
-        return ImageCaptionData(find_examples(data_dir), image_size=size, super_res=c.super_res,
-                                patch_size=config.patch_size, crop_min=config.crop_min, flip=config.flip,
-                                caption_dropout=config.caption_dropout, seed=config.seed)
+        return ImageCaptionData(
+            find_examples(data_dir),
+            image_size=size,
+            super_res=c.super_res,
+            patch_size=config.patch_size,
+            crop_min=config.crop_min,
+            flip=config.flip,
+            caption_dropout=config.caption_dropout,
+            seed=config.seed,
+        )
 
     # ---- training -----------------------------------------------------------------------------
 
@@ -252,22 +315,38 @@ class Trainer:
             torch.manual_seed(seed)
             with autocast(self.precision, dev):
                 out = self.model(x_t, t, tokens.to(dev), mask.to(dev), **extra)
-            terms = hybrid_loss(self.schedule, out, x0=x0, x_t=x_t, noise=noise, t=t,
-                                vb_lambda=cfg.vb_lambda, mse_weight=self.mse_weight)
+            terms = hybrid_loss(
+                self.schedule,
+                out,
+                x0=x0,
+                x_t=x_t,
+                noise=noise,
+                t=t,
+                vb_lambda=cfg.vb_lambda,
+                mse_weight=self.mse_weight,
+            )
             loss = terms.loss.mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         if cfg.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.model.parameters()
-                                                         if p.grad is not None]))
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None])
+            )
         self.optimizer.step()
         self._update_ema()
         self.step += 1
-        result = StepResult(step=self.step, total=cfg.steps, loss=loss.item(), mse=terms.mse.mean().item(),
-                            vb=terms.vb.mean().item(), lr=lr, grad_norm=float(norm),
-                            seconds=time.perf_counter() - start)
+        result = StepResult(
+            step=self.step,
+            total=cfg.steps,
+            loss=loss.item(),
+            mse=terms.mse.mean().item(),
+            vb=terms.vb.mean().item(),
+            lr=lr,
+            grad_norm=float(norm),
+            seconds=time.perf_counter() - start,
+        )
         self.history.rows.append((result.step, result.loss, result.mse, result.vb))
         return result
 
@@ -346,15 +425,18 @@ class Trainer:
         """The EMA model in a sampling pipeline, in the role its config says."""
         loaded = LoadedModel(name="ema", network=self.ema, tokenizer=self.tokenizer)
         role = "upsample" if self.ema.config.super_res else "base"
-        return GlidePipeline(**{role: loaded}, device=self.device, precision=self.precision,
-                             batch_invariant=False)
+        return GlidePipeline(
+            **{role: loaded}, device=self.device, precision=self.precision, batch_invariant=False
+        )
 
     def _base_samples(self, prompts: list[str]) -> list[Image.Image]:
         c = self.ema.config
-        settings = BatchSettings(size=c.image_size, base_respacing=self.config.sample_steps,
-                                 diffusion_steps=c.diffusion_steps)
-        samples = [Sample(prompt=p, seed=i, guidance_scale=self.config.guidance_scale)
-                   for i, p in enumerate(prompts)]
+        settings = BatchSettings(
+            size=c.image_size, base_respacing=self.config.sample_steps, diffusion_steps=c.diffusion_steps
+        )
+        samples = [
+            Sample(prompt=p, seed=i, guidance_scale=self.config.guidance_scale) for i, p in enumerate(prompts)
+        ]
         output = next(e for e in self._pipeline().stream(settings, samples) if isinstance(e, PipelineOutput))
         return [g.image for g in output.images]
 
@@ -362,8 +444,12 @@ class Trainer:
         """Rows: the low-res input (nearest-neighbour enlarged), the sample, the original."""
         c = self.ema.config
         assert fixed.low_res is not None
-        settings = BatchSettings(size=c.image_size, upsample_respacing=self.config.sample_steps,
-                                 upsample_sampler="ddim", diffusion_steps=c.diffusion_steps)
+        settings = BatchSettings(
+            size=c.image_size,
+            upsample_respacing=self.config.sample_steps,
+            upsample_sampler="ddim",
+            diffusion_steps=c.diffusion_steps,
+        )
         samples = [Sample(prompt=p, seed=i) for i, p in enumerate(fixed.captions)]
         upsampled = self._pipeline().upsample_images(fixed.low_res, samples, settings)
         size = (c.image_size, c.image_size)
@@ -386,8 +472,9 @@ def quiet_text_projection(network: GlideUNet) -> None:
         network.transformer_proj.bias.zero_()
 
 
-def _split_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer,
-                           model: torch.nn.Module) -> dict[str, Any]:
+def _split_optimizer_state(
+    saved: dict[str, Any], optimizer: torch.optim.Optimizer, model: torch.nn.Module
+) -> dict[str, Any]:
     """A one-group AdamW state, from before the text encoder had its own group, in today's groups.
 
     Optimizer states index parameters by position: in the old state, the order of
@@ -396,8 +483,10 @@ def _split_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimiz
     position = {id(p): i for i, p in enumerate(model.parameters())}
     old_index = [position[id(p)] for group in optimizer.param_groups for p in group["params"]]
     (old_group,) = saved["param_groups"]
-    groups = [{**old_group, "lr_scale": group["lr_scale"], "params": group["params"]}
-              for group in optimizer.state_dict()["param_groups"]]
+    groups = [
+        {**old_group, "lr_scale": group["lr_scale"], "params": group["params"]}
+        for group in optimizer.state_dict()["param_groups"]
+    ]
     moments = {new: saved["state"][old] for new, old in enumerate(old_index) if old in saved["state"]}
     return {"state": moments, "param_groups": groups}
 
@@ -410,6 +499,8 @@ def describe_run(trainer: Trainer) -> str:
     """One line about a run, for the command line."""
     c = trainer.model.config
     params = sum(p.numel() for p in trainer.model.parameters())
-    return (f"{c.kind} {c.image_size} px, {params / 1e6:.2f}M parameters, {trainer.tokenizer.kind} tokens, "
-            f"{len(trainer.data)} examples, batch {trainer.config.batch_size}, on {trainer.device} "
-            f"({trainer.precision}), step {trainer.step} of {trainer.config.steps}")
+    return (
+        f"{c.kind} {c.image_size} px, {params / 1e6:.2f}M parameters, {trainer.tokenizer.kind} tokens, "
+        f"{len(trainer.data)} examples, batch {trainer.config.batch_size}, on {trainer.device} "
+        f"({trainer.precision}), step {trainer.step} of {trainer.config.steps}"
+    )
