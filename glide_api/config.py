@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from . import checks
+from .errors import InvalidParameter
+from .options import DIFFUSION_STEPS, STEPS, UPSAMPLE_STEPS
+
 ENV_PREFIX = "GLIDE_API_"
 MODEL_CHOICES = ("official", "demo")
 MODEL_ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
@@ -94,11 +98,11 @@ class ServiceConfig:
         },
     )
     # Generation defaults and limits.
-    base_steps: str = field(default="100", metadata={"help": "default base respacing"})
-    upsample_steps: str = field(default="fast27", metadata={"help": "default upsampler respacing"})
+    base_steps: str = field(default=STEPS.default, metadata={"help": f"default {STEPS.help}"})
+    upsample_steps: str = field(default=UPSAMPLE_STEPS.default, metadata={"help": "default upsampler steps"})
     max_batch_size: int = field(default=4, metadata={"help": "images per request (n, batch_size)"})
     max_prompt_chars: int = field(default=1000, metadata={"help": "characters per prompt"})
-    max_steps: int = field(default=1000, metadata={"help": "sampling steps per stage"})
+    max_steps: int = field(default=DIFFUSION_STEPS, metadata={"help": "sampling steps per stage"})
     max_queue: int = field(default=32, metadata={"help": "jobs waiting; more are refused with 429"})
     max_batch_images: int = field(default=8, metadata={"help": "images merged into one sampling batch"})
     job_timeout: float = field(default=1800.0, metadata={"help": "seconds a job may run"})
@@ -141,18 +145,16 @@ class ServiceConfig:
             "max_body_bytes",
             "max_upload_bytes",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer (got {value!r})")
+            checks.integer(name, getattr(self, name), minimum=1)
         for name in ("rate_limit", "preview_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: must be a non-negative integer (got {value!r})")
+            checks.integer(name, getattr(self, name), minimum=0)
         for name in ("job_timeout", "sync_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be a positive number of seconds")
-        if self.max_steps > 1000:
-            raise ValueError("max_steps: the schedules have 1000 steps; it cannot be larger")
+        if self.max_steps > DIFFUSION_STEPS:
+            raise InvalidParameter(
+                f"max_steps: the schedules have {DIFFUSION_STEPS} steps; it cannot be larger"
+            )
         if self.max_batch_size > self.max_batch_images:
             raise ValueError("max_batch_size: cannot exceed max_batch_images (one job runs in one batch)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):

@@ -1,14 +1,31 @@
 """The package's exceptions: one small tree, so callers can catch by meaning.
 
-Configuration and argument problems are plain `ValueError`s (they name the parameter and the rule);
-these classes cover what can go wrong with files on disk and transfers.
+Every exception glide_api raises on purpose derives from `GlideError`. A bad argument or setting is
+an `InvalidParameter`, which is also a `ValueError` and whose message starts with the parameter's
+name ("steps: at most 250 steps on this server (got 1000)"); the others cover files on disk,
+transfers, the engine and jobs.
 """
 
 from __future__ import annotations
 
+import re
+
+# "name: rule" — the parameter an InvalidParameter is about leads its message.
+_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_\[\]]*): ")
+
 
 class GlideError(Exception):
-    """Base class of every error glide_api raises on purpose (besides ValueError)."""
+    """Base class of every error glide_api raises on purpose."""
+
+
+class InvalidParameter(GlideError, ValueError):
+    """An argument, request field or setting breaks a rule; the message is "name: rule (got …)"."""
+
+    @property
+    def param(self) -> str | None:
+        """The parameter's name (the message's leading "name:"), None if the message has none."""
+        match = _PARAM.match(str(self))
+        return match.group(1) if match else None
 
 
 class WeightsNotFound(GlideError, FileNotFoundError):

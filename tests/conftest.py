@@ -23,7 +23,7 @@ def small_model_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def small_pipeline(small_model_dirs):
     """base 32 px + upsampler 64 px (+ both inpainting twins), CPU, float32, loaded once."""
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
     d = {name: str(path) for name, path in small_model_dirs.items()}
     return GlidePipeline.load(

@@ -12,6 +12,7 @@ from PIL import Image
 
 from glide_api.pipeline.outputs import GeneratedImage, PipelineOutput, StageProgress
 from glide_api.pipeline.params import BatchSettings, Sample
+from glide_api.progress import StepProgress
 
 WAIT = 5.0  # the longest any test waits for a thread to get somewhere; passing tests never wait this long
 STAGES = (("base", 3), ("upsample", 2))
@@ -126,15 +127,10 @@ class FakePipeline:
                     rows = torch.linspace(-1, 1, len(call.samples))
                     pred = rows.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()  # [B, 3, 4, 4]
                     self.tensors.append(weakref.ref(pred))
-                    yield StageProgress(
-                        stage=stage,
-                        stage_index=stage_index,
-                        stages=len(self.stages),
-                        step=step,
-                        total=total,
-                        elapsed=0.0,
-                        pred_x0=pred,
+                    at = StepProgress(
+                        stage=stage, stage_index=stage_index, stages=len(self.stages), step=step, total=total
                     )
+                    yield StageProgress(progress=at, elapsed=0.0, pred_x0=pred)
             self._wait_if_held(index, done + 1)
             images = [
                 GeneratedImage(

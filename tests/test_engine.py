@@ -16,6 +16,7 @@ from PIL import Image
 
 from glide_api.engine import Engine, EngineConfig, Heartbeat, Job, is_out_of_memory
 from glide_api.errors import EngineClosed, JobNotFound, NoResult, QueueFull
+from glide_api.pipeline.outputs import StageProgress
 from glide_api.pipeline.params import GenerationRequest
 
 STEPS = FakePipeline().total_steps  # progress events per run of the fake
@@ -246,7 +247,7 @@ def test_a_batch_mates_cancel_does_not_disturb_the_others(make_engine, pipeline)
     assert finished(engine, staying).status == "succeeded"
     assert images_of(engine, staying) == [png_for("staying", 2)]
     assert len(pipeline.calls) == 1 and pipeline.calls[0].finished and not pipeline.calls[0].closed
-    steps = [e.step for e in engine.subscribe(staying.id, timeout=WAIT) if e.type == "progress"]
+    steps = [e.progress.step for e in engine.subscribe(staying.id, timeout=WAIT) if e.type == "progress"]
     assert steps == [1, 2, 3, 1, 2]
 
 
@@ -374,38 +375,6 @@ def test_a_job_running_past_its_timeout_fails_with_a_clear_message(make_engine, 
     assert engine.stats()["counters"]["timed_out"] == 1
 
 
-# ---- defaults ------------------------------------------------------------------------------------
-
-
-def test_changing_defaults_applies_only_to_jobs_submitted_afterwards(make_engine, pipeline) -> None:
-    engine = make_engine()
-    hold = pipeline.hold(call=0, step=2)
-    before = engine.submit(GenerationRequest(prompt="before", settings=engine.settings_for(size=64)))
-    hold.wait_reached()
-    engine.update_defaults(base_respacing="50", upsample_respacing="ddim25")
-    after = engine.submit(GenerationRequest(prompt="after", settings=engine.settings_for(size=64)))
-    hold.release()
-    finished(engine, before), finished(engine, after)
-    respacings = [(c.settings.base_respacing, c.settings.upsample_respacing) for c in pipeline.calls]
-    assert respacings == [("100", "fast27"), ("50", "ddim25")]
-    assert engine.get(before.id).request["settings"]["base_respacing"] == "100"
-    assert engine.defaults.to_dict() == {"base_respacing": "50", "upsample_respacing": "ddim25"}
-
-
-def test_invalid_defaults_are_refused_and_change_nothing(make_engine) -> None:
-    engine = make_engine(start=False)
-    with pytest.raises(ValueError, match=r"^upsample_respacing: "):
-        engine.update_defaults(base_respacing="50", upsample_respacing="fast999")
-    assert engine.defaults.base_respacing == "100"
-
-
-def test_settings_for_applies_the_defaults_then_the_overrides(make_engine) -> None:
-    engine = make_engine(start=False)
-    engine.update_defaults(base_respacing="40")
-    settings = engine.settings_for(size=256, upsample_respacing="10", base_respacing=None, eta=0.0)
-    assert (settings.size, settings.base_respacing, settings.upsample_respacing) == (256, "40", "10")
-
-
 # ---- events --------------------------------------------------------------------------------------
 
 
@@ -437,7 +406,7 @@ def test_a_late_subscriber_gets_the_history_then_live_events(make_engine, pipeli
     hold.wait_reached()
     events = engine.subscribe(job.id, timeout=WAIT)
     early = [next(events) for _ in range(4)]
-    assert [(e.type, getattr(e, "step", None)) for e in early] == [
+    assert [(e.type, e.to_dict().get("step")) for e in early] == [
         ("queued", None),
         ("started", None),
         ("progress", 1),
@@ -461,13 +430,16 @@ def test_a_slow_subscriber_never_holds_up_the_worker(make_engine) -> None:
     assert [e.type for e in events][-1] == "succeeded"  # nothing it missed was lost
 
 
-def count_previews(monkeypatch) -> list[torch.Tensor]:
-    """Record every preview the worker renders."""
-    import glide_api.engine.worker as worker
+def count_previews(monkeypatch) -> list[int]:
+    """Record every preview the worker has rendered (the row of each)."""
+    rendered: list[int] = []
+    real_preview_png = StageProgress.preview_png
 
-    rendered: list[torch.Tensor] = []
-    real_preview_png = worker.preview_png
-    monkeypatch.setattr(worker, "preview_png", lambda x: rendered.append(x) or real_preview_png(x))
+    def recording(self: StageProgress, row: int) -> bytes:
+        rendered.append(row)
+        return real_preview_png(self, row)
+
+    monkeypatch.setattr(StageProgress, "preview_png", recording)
     return rendered
 
 
@@ -486,7 +458,7 @@ def test_previews_are_rendered_only_for_subscribers_who_ask(make_engine, pipelin
     hold.release()
     assert [e.type for e in watching] == ["succeeded"]
     assert [call.prompts for call in pipeline.calls] == [["watched", "batch-mate"]]
-    with_preview = [(e.stage, e.step) for e in progress if e.preview is not None]
+    with_preview = [(e.progress.stage, e.progress.step) for e in progress if e.preview is not None]
     assert with_preview == [("base", 2), ("base", 3), ("upsample", 2)]  # every 2 steps and each stage's end
     assert len(rendered) == 3  # for the watched job only, not for its batch-mate
     image = Image.open(io.BytesIO(base64.b64decode(progress[1].preview)))
@@ -503,7 +475,7 @@ def test_a_lagging_preview_subscriber_still_gets_the_latest_previews(make_engine
     assert next(watching).type == "queued"
     engine.start()
     assert finished(engine, job).status == "succeeded"  # the whole run passed while it did not read
-    late = [(e.stage, e.step) for e in watching if getattr(e, "preview", None)]
+    late = [(e.progress.stage, e.progress.step) for e in watching if getattr(e, "preview", None)]
     assert late == [("base", 2), ("base", 3), ("upsample", 2)]  # the last few are kept for it
 
 
@@ -519,9 +491,7 @@ def test_no_preview_is_rendered_when_nobody_asks(make_engine, monkeypatch) -> No
 
 
 def test_preview_every_zero_never_renders(make_engine, pipeline, monkeypatch) -> None:
-    import glide_api.engine.worker as worker
-
-    monkeypatch.setattr(worker, "preview_png", lambda x: pytest.fail("a preview was rendered"))
+    monkeypatch.setattr(StageProgress, "preview_png", lambda self, row: pytest.fail("a preview was rendered"))
     engine = make_engine(start=False, preview_every=0)
     job = engine.submit(request())
     events = engine.subscribe(job.id, previews=True, timeout=WAIT)

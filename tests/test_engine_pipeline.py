@@ -34,7 +34,7 @@ def test_jobs_merged_into_one_batch_give_the_images_of_their_solo_runs(small_pip
     assert engine.stats()["counters"]["batches"] == 1
     assert merged == [small_pipeline.generate(r).images[0].png for r in requests]
     progress = [e for e in seen if e.type == "progress"]
-    assert [(e.stage_index, e.step) for e in progress] == [
+    assert [(e.progress.stage_index, e.progress.step) for e in progress] == [
         (0, 1),
         (0, 2),
         (0, 3),

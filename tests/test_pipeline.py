@@ -54,7 +54,7 @@ def test_large_sizes_reapply_the_upsampler_at_2x_per_doubling(small_pipeline) ->
 
 
 def test_upsampling_given_pictures_follows_each_samples_seed_and_refuses_a_miscount(small_pipeline) -> None:
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
     low = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     settings = BatchSettings(size=64, **FAST)
@@ -86,10 +86,10 @@ def test_metadata_chunk_round_trips_and_reproduces_the_image(small_pipeline) -> 
 def test_progress_is_reported_after_every_step_of_every_stage(small_pipeline) -> None:
     events = list(small_pipeline.stream(BatchSettings(size=64, **FAST), [Sample("x", 1), Sample("y", 2)]))
     progress = [e for e in events if isinstance(e, StageProgress)]
-    assert [(e.stage, e.step, e.total) for e in progress] == (
+    assert [(e.progress.stage, e.progress.step, e.progress.total) for e in progress] == (
         [("base 32", i, 4) for i in range(1, 5)] + [("upsample 64", i, 3) for i in range(1, 4)]
     )
-    assert {e.stages for e in progress} == {2}
+    assert {e.progress.stages for e in progress} == {2}
     assert progress[0].pred_x0.shape == (2, 3, 32, 32)
     output = events[-1]
     assert set(output.stage_seconds) == {"base 32", "upsample 64"}
@@ -101,7 +101,7 @@ def test_closing_the_stream_stops_the_work(small_pipeline) -> None:
     stream = small_pipeline.stream(BatchSettings(size=64, **FAST), [Sample("x", 1)])
     first = next(stream)
     stream.close()
-    assert first.step == 1
+    assert first.progress.step == 1
     with pytest.raises(StopIteration):
         next(stream)
 

@@ -14,14 +14,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..options import SAMPLER, SAMPLERS
 from .schedule import Schedule, extract
 
 # model_fn(x_t [B, 3, H, W], original timesteps int64 [B]) -> [B, 6, H, W]: ε and the variance value v.
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 # Applied to the predicted x̂₀ before clipping (inpainting re-imposes the known pixels here).
 DenoisedFn = Callable[[Tensor], Tensor]
-Sampler = Literal["ancestral", "ddim"]
-SAMPLERS: tuple[str, ...] = ("ancestral", "ddim")
+Sampler = Literal[SAMPLERS]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def sample(
     x_T: Tensor,
     *,
     noise: NoiseSource,
-    sampler: Sampler = "ancestral",
+    sampler: Sampler = SAMPLER.default,
     eta: float = 0.0,
     clip_denoised: bool = True,
     denoised_fn: DenoisedFn | None = None,

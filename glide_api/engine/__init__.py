@@ -9,15 +9,14 @@ Modules follow the job's path: `queue` (admission) -> `worker` (the device loop)
 events, results); `jobs` and `events` are the plain data they exchange; `engine` is the facade.
 """
 
-from .engine import Defaults, Engine, EngineConfig
+from .engine import Engine, EngineConfig
 from .events import Cancelled, Event, Failed, Heartbeat, Progress, Queued, Started, Succeeded, event_from_dict
-from .jobs import ImageResult, Job, JobProgress, JobResult, JobStatus
+from .jobs import ImageResult, Job, JobResult, JobStatus
 from .store import JobStore, MemoryJobStore
 from .worker import Pipeline, is_out_of_memory
 
 __all__ = [
     "Cancelled",
-    "Defaults",
     "Engine",
     "EngineConfig",
     "Event",
@@ -25,7 +24,6 @@ __all__ = [
     "Heartbeat",
     "ImageResult",
     "Job",
-    "JobProgress",
     "JobResult",
     "JobStatus",
     "JobStore",

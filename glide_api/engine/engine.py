@@ -2,7 +2,7 @@
 
     engine = Engine(pipeline, EngineConfig(max_queue=32))
     with engine:                                          # starts the worker; closes on exit
-        job = engine.submit(GenerationRequest(prompt="a corgi", settings=engine.settings_for(size=64)))
+        job = engine.submit(GenerationRequest.create("a corgi", size=64))
         for event in engine.subscribe(job.id):           # queued, started, progress..., succeeded
             print(event.to_dict())
         png = engine.image(job.id, 0)
@@ -23,14 +23,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from ..errors import EngineClosed, QueueFull
-from ..pipeline.params import (
-    DEFAULT_BASE_RESPACING,
-    DEFAULT_UPSAMPLE_RESPACING,
-    BatchSettings,
-    GenerationRequest,
-    Task,
-)
+from .. import checks
+from ..errors import EngineClosed, InvalidParameter, QueueFull
+from ..pipeline.params import GenerationRequest
 from .events import Event, Queued
 from .jobs import Job, JobResult
 from .queue import JobQueue, QueueEntry
@@ -72,30 +67,17 @@ class EngineConfig:
             ("keep_finished", 1),
             ("preview_every", 0),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name}: must be an integer of at least {least} (got {value!r})")
+            checks.integer(name, getattr(self, name), minimum=least)
         if not isinstance(self.batching, bool):
-            raise ValueError(f"batching: must be true or false (got {self.batching!r})")
-        timeout = self.job_timeout
+            raise InvalidParameter(f"batching: must be true or false (got {self.batching!r})")
         if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
+            not checks.is_number(self.job_timeout)
+            or not math.isfinite(self.job_timeout)
+            or self.job_timeout <= 0
         ):
-            raise ValueError(f"job_timeout: must be a positive number of seconds (got {timeout!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Settings applied to requests that do not choose them (see `Engine.settings_for`)."""
-
-    base_respacing: str = DEFAULT_BASE_RESPACING
-    upsample_respacing: str = DEFAULT_UPSAMPLE_RESPACING
+            raise InvalidParameter(
+                f"job_timeout: must be a positive number of seconds (got {self.job_timeout!r})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,10 +123,9 @@ class Engine:
             wall_clock=wall_clock,
             on_success=on_success,
         )
-        self._lock = threading.Lock()  # guards the lifecycle fields and the defaults
+        self._lock = threading.Lock()  # guards the lifecycle fields
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._defaults = Defaults()
 
     # ---- lifecycle --------------------------------------------------------------------------------
 
@@ -293,40 +274,6 @@ class Engine:
             job_id, previews=previews, after=after, timeout=timeout, heartbeat=heartbeat
         )
 
-    # ---- defaults ---------------------------------------------------------------------------------
-
-    @property
-    def defaults(self) -> Defaults:
-        return self._defaults
-
-    def update_defaults(
-        self, *, base_respacing: str | None = None, upsample_respacing: str | None = None
-    ) -> Defaults:
-        """Change the respacing used by `settings_for` from now on (None: keep). Validated by the
-        `BatchSettings` rules (ValueError naming the field). Jobs already submitted keep theirs;
-        no weights are reloaded."""
-        changes = {
-            name: value
-            for name, value in (
-                ("base_respacing", base_respacing),
-                ("upsample_respacing", upsample_respacing),
-            )
-            if value is not None
-        }
-        with self._lock:
-            new = dataclasses.replace(self._defaults, **changes)
-            BatchSettings(size=1, **new.to_dict())  # the respacing rules do not depend on the size
-            self._defaults = new
-        logger.info("engine defaults now %s", new.to_dict())
-        return new
-
-    def settings_for(self, *, size: int, task: Task = "text2im", **overrides: Any) -> BatchSettings:
-        """`BatchSettings` for a new request: the current defaults, then `overrides` (None values are
-        ignored, so callers may pass optional fields straight through)."""
-        fields: dict[str, Any] = self._defaults.to_dict()
-        fields.update((name, value) for name, value in overrides.items() if value is not None)
-        return BatchSettings(size=size, task=task, **fields)
-
     # ---- metrics ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -342,5 +289,4 @@ class Engine:
             **self._stats.snapshot(),
             "worker_alive": alive,
             "config": self._config.to_dict(),
-            "defaults": self._defaults.to_dict(),
         }

@@ -15,6 +15,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import InvalidParameter
+from ..progress import FIELDS as PROGRESS_FIELDS
+from ..progress import StepProgress
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
@@ -47,7 +51,7 @@ class Started(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Progress(Event):
-    """A sampling step finished. `elapsed`: seconds since the job started.
+    """A sampling step finished: `progress` says which. `elapsed`: seconds since the job started.
 
     `preview` is a base64 PNG of the job's first image as currently estimated (pred_x0); it is set
     only for subscribers that asked for previews, every `preview_every` steps and at each stage's
@@ -55,13 +59,20 @@ class Progress(Event):
     """
 
     type: ClassVar[str] = "progress"
-    stage: str
-    stage_index: int
-    stages: int
-    step: int
-    total: int
+    progress: StepProgress
     elapsed: float
     preview: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the progress fields stand beside `elapsed` and `preview` (as the SSE data shows them)."""
+        return {
+            "type": self.type,
+            "job_id": self.job_id,
+            "seq": self.seq,
+            **self.progress.to_dict(),
+            "elapsed": self.elapsed,
+            "preview": self.preview,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,5 +114,7 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     fields = dict(data)
     kind = fields.pop("type", None)
     if kind not in EVENT_TYPES:
-        raise ValueError(f"type: must be one of {', '.join(EVENT_TYPES)} (got {kind!r})")
+        raise InvalidParameter(f"type: must be one of {', '.join(EVENT_TYPES)} (got {kind!r})")
+    if kind == Progress.type:
+        fields["progress"] = StepProgress.from_dict({name: fields.pop(name) for name in PROGRESS_FIELDS})
     return EVENT_TYPES[kind](**fields)

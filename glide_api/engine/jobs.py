@@ -20,29 +20,17 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import GlideError
 from ..pipeline.params import GenerationRequest
+from ..progress import StepProgress
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[JobStatus, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
-class InvalidTransition(RuntimeError):
+class InvalidTransition(GlideError, RuntimeError):
     """A job was asked to move to a status it cannot reach from its current one."""
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    """Where a running job is: step `step` of `total` in stage `stage` (`stage_index` of `stages`)."""
-
-    stage: str
-    stage_index: int
-    stages: int
-    step: int
-    total: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -98,7 +86,7 @@ class Job:
     status: JobStatus = "queued"
     started_at: float | None = None
     finished_at: float | None = None
-    progress: JobProgress | None = None
+    progress: StepProgress | None = None
     error: str | None = None
     result: JobResult | None = field(default=None, repr=False)
     cancel_requested: bool = False
@@ -123,7 +111,7 @@ class Job:
         self._require("start", "queued")
         return dataclasses.replace(self, status="running", started_at=at)
 
-    def advance(self, progress: JobProgress) -> Job:
+    def advance(self, progress: StepProgress) -> Job:
         self._require("record progress for", "running")
         return dataclasses.replace(self, progress=progress)
 

@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ..errors import JobNotFound, NoResult
 from .events import Cancelled, Event, Failed, Heartbeat, Progress, Started, Succeeded
-from .jobs import STATUSES, Job, JobProgress, JobResult, JobStatus
+from .jobs import STATUSES, Job, JobResult, JobStatus
 
 PREVIEWS_KEPT = 4  # latest previews kept per running job (each a PNG, up to ~200 kB at 256 px)
 
@@ -50,10 +50,9 @@ class JobStore(Protocol):
     def start(self, job_id: str, *, at: float) -> Job | None:
         """queued -> running, publishing `Started`; None if the job is no longer queued or known."""
 
-    def advance(
-        self, job_id: str, progress: JobProgress, event: Progress, *, preview: str | None = None
-    ) -> None:
-        """Record a running job's progress and publish `event` (with `preview` for those who asked)."""
+    def advance(self, job_id: str, event: Progress, *, preview: str | None = None) -> None:
+        """Record a running job's progress (`event.progress`) and publish `event` (with `preview` for
+        those who asked)."""
 
     def finish(
         self,
@@ -151,14 +150,12 @@ class MemoryJobStore:
             self._append(record, Started(job_id=job_id))
             return record.job
 
-    def advance(
-        self, job_id: str, progress: JobProgress, event: Progress, *, preview: str | None = None
-    ) -> None:
+    def advance(self, job_id: str, event: Progress, *, preview: str | None = None) -> None:
         with self._cond:
             record = self._records.get(job_id)
             if record is None or record.job.status != "running":
                 return
-            record.job = record.job.advance(progress)
+            record.job = record.job.advance(event.progress)
             seq = self._append(record, event)
             if preview is not None:
                 record.previews.append((seq, preview))  # keyed by the seq of its progress event

@@ -28,11 +28,10 @@ from typing import Protocol
 
 import torch
 
-from ..pipeline.images import preview_png
 from ..pipeline.outputs import PipelineOutput, StageProgress
 from ..pipeline.params import BatchSettings, GenerationRequest, Sample
 from .events import Progress, Queued
-from .jobs import ImageResult, JobProgress, JobResult
+from .jobs import ImageResult, JobResult
 from .queue import JobQueue, QueueEntry
 from .stats import EngineStats
 from .store import JobStore
@@ -92,6 +91,15 @@ def free_device_memory() -> None:
     mps = getattr(torch, "mps", None)
     if mps is not None and torch.backends.mps.is_available():
         mps.empty_cache()
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a batch's run failed: the message its jobs get, and whether it ran out of memory (then a
+    batch of several jobs is retried one job at a time)."""
+
+    message: str
+    out_of_memory: bool = False
 
 
 @dataclass(eq=False)
@@ -186,7 +194,7 @@ class Worker:
         self._stats.count("images", len(samples))
 
         began = last_step = self._clock()
-        failure: tuple[str, bool] | None = None  # (message for the jobs, out of memory?)
+        failure: Failure | None = None
         stream: Iterator[StageProgress | PipelineOutput] | None = None
         item: StageProgress | PipelineOutput | None = None
         try:
@@ -216,38 +224,23 @@ class Worker:
 
         if failure is None and active:
             logger.error("jobs %s: the pipeline ended without an output", _ids(active.values()))
-            failure = ("the pipeline ended without producing images", False)
+            failure = Failure("the pipeline ended without producing images")
         if failure is not None:
             self._recover(settings, members, active, failure)
 
     def _progress(self, member: _Member, step: StageProgress, now: float) -> None:
-        progress = JobProgress(
-            stage=step.stage,
-            stage_index=step.stage_index,
-            stages=step.stages,
-            step=step.step,
-            total=step.total,
-        )
-        event = Progress(
-            job_id=member.job_id,
-            stage=step.stage,
-            stage_index=step.stage_index,
-            stages=step.stages,
-            step=step.step,
-            total=step.total,
-            elapsed=now - member.started,
-        )
-        self._store.advance(member.job_id, progress, event, preview=self._preview(member, step))
+        event = Progress(job_id=member.job_id, progress=step.progress, elapsed=now - member.started)
+        self._store.advance(member.job_id, event, preview=self._preview(member, step))
 
     def _preview(self, member: _Member, step: StageProgress) -> str | None:
         """Base64 PNG of the member's first row, on preview steps, only if a subscriber wants it."""
-        every = self._preview_every
-        if not every or not (step.step % every == 0 or step.step == step.total):
+        every, at = self._preview_every, step.progress
+        if not every or not (at.step % every == 0 or at.step == at.total):
             return None
         if not self._store.wants_previews(member.job_id):
             return None
         try:
-            png = preview_png(step.pred_x0[member.rows.start])
+            png = step.preview_png(member.rows.start)
         except Exception:  # a preview is a nicety; never fail a job for it
             logger.warning("job %s: could not render a preview", member.job_id, exc_info=True)
             return None
@@ -305,7 +298,7 @@ class Worker:
                 self._stats.count("timed_out")
                 self._fail(job_id, f"timed out after {self._job_timeout:g} s (the server's job_timeout)")
 
-    def _diagnose(self, error: Exception, ids: str, images: int) -> tuple[str, bool]:
+    def _diagnose(self, error: Exception, ids: str, images: int) -> Failure:
         oom = is_out_of_memory(error)
         if oom:
             logger.warning(
@@ -318,18 +311,17 @@ class Worker:
             message = "generation failed: " + (text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "…")
         # The traceback's frames still hold the run's tensors (device memory): release them now.
         traceback.clear_frames(error.__traceback__)
-        return message, oom
+        return Failure(message, out_of_memory=oom)
 
     def _recover(
         self,
         settings: BatchSettings,
         members: list[_Member],
         active: dict[str, _Member],
-        failure: tuple[str, bool],
+        failure: Failure,
     ) -> None:
-        message, oom = failure
         left = list(active.values())
-        if oom:
+        if failure.out_of_memory:
             self._stats.count("out_of_memory")
             free_device_memory()
             if len(members) > 1:
@@ -343,7 +335,7 @@ class Worker:
                         self._run(settings, [member])
                 return
         for member in left:
-            self._fail(member.job_id, message)
+            self._fail(member.job_id, failure.message)
 
     def _fail(self, job_id: str, message: str) -> None:
         if self._store.finish(job_id, "failed", at=self._wall_clock(), error=message) is not None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import checks
+from ..options import DIFFUSION_STEPS
+
 # Default per-level width multipliers for the image sizes the reference knows (SPEC §1.3).
 DEFAULT_CHANNEL_MULT: dict[int, tuple[int, ...]] = {
     64: (1, 2, 3, 4),
@@ -48,7 +51,7 @@ class ModelConfig:
     xf_heads: int = 8
     xf_final_ln: bool = True
     xf_padding: bool = True
-    diffusion_steps: int = 1000
+    diffusion_steps: int = DIFFUSION_STEPS
     noise_schedule: str = "squaredcos_cap_v2"
     timestep_respacing: str = ""
     use_scale_shift_norm: bool = True
@@ -180,11 +183,8 @@ def _validate(c: ModelConfig) -> None:
         "diffusion_steps",
         "n_vocab",
     ):
-        value = getattr(c, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            fail(name, "must be a positive integer")
-    if isinstance(c.xf_layers, bool) or not isinstance(c.xf_layers, int) or c.xf_layers < 0:
-        fail("xf_layers", "must be a non-negative integer")
+        checks.integer(name, getattr(c, name), minimum=1)
+    checks.integer("xf_layers", c.xf_layers, minimum=0)
     if not isinstance(c.channel_mult, str):
         fail("channel_mult", 'must be a comma-separated string such as "1,2,3,4", or ""')
     if c.channel_mult == "":

@@ -8,18 +8,21 @@ from typing import Any
 from PIL import Image
 from torch import Tensor
 
+from ..progress import StepProgress
+from .images import preview_png
+
 
 @dataclass(frozen=True)
 class StageProgress:
     """Yielded after every sampling step of every stage."""
 
-    stage: str  # "base", "upsample", "upsample-2x", … (as in `PipelineOutput.chain`)
-    stage_index: int  # 0-based position of the stage in the chain
-    stages: int  # how many sampling stages the run has
-    step: int  # 1-based step within the stage
-    total: int  # steps in the stage
+    progress: StepProgress  # which step of which stage (stage labels as in `PipelineOutput.chain`)
     elapsed: float  # seconds since the run started
     pred_x0: Tensor = field(repr=False)  # [B, 3, h, w] in [-1, 1]: the current estimate, for previews
+
+    def preview_png(self, row: int) -> bytes:
+        """Sample `row`'s current estimate as a small PNG (rendered on demand: most steps need none)."""
+        return preview_png(self.pred_x0[row])
 
 
 @dataclass(frozen=True)

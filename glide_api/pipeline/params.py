@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..diffusion.samplers import SAMPLERS
+from .. import checks
 from ..diffusion.schedule import space_timesteps
+from ..errors import InvalidParameter
+from ..options import (
+    DIFFUSION_STEPS,
+    ETA,
+    GUIDANCE_SCALE,
+    MAX_SEED,
+    SAMPLER,
+    STEPS,
+    TASKS,
+    UPSAMPLE_SAMPLER,
+    UPSAMPLE_STEPS,
+    UPSAMPLE_TEMP,
+    default_upsample_sampler,
+    seeds_from,
+)
 
 Task = Literal["text2im", "inpaint"]
-TASKS: tuple[str, ...] = ("text2im", "inpaint")
-MAX_SEED = 2**32 - 1
-
-DEFAULT_BASE_RESPACING = "100"  # the reference notebook's base setting
-DEFAULT_UPSAMPLE_RESPACING = "fast27"  # the reference notebook's upsampler setting
-DEFAULT_GUIDANCE_SCALE = 3.0
-DEFAULT_UPSAMPLE_TEMP = 0.997
 
 
 def random_seed() -> int:
@@ -42,41 +49,35 @@ class BatchSettings:
 
     size: int
     task: Task = "text2im"
-    base_respacing: str = DEFAULT_BASE_RESPACING
-    upsample_respacing: str = DEFAULT_UPSAMPLE_RESPACING
-    base_sampler: str = "ancestral"
+    base_respacing: str = STEPS.default
+    upsample_respacing: str = UPSAMPLE_STEPS.default
+    base_sampler: str = SAMPLER.default
     upsample_sampler: str | None = None  # None: the task's default (see above)
-    eta: float = 0.0
-    upsample_temp: float = DEFAULT_UPSAMPLE_TEMP
-    diffusion_steps: int = field(default=1000, repr=False)
+    eta: float = ETA.default
+    upsample_temp: float = UPSAMPLE_TEMP.default
+    diffusion_steps: int = field(default=DIFFUSION_STEPS, repr=False)
 
     def __post_init__(self) -> None:
-        def fail(name: str, rule: str) -> None:
-            raise ValueError(f"{name}: {rule} (got {getattr(self, name)!r})")
-
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0:
-            fail("size", "must be a positive integer")
-        if self.task not in TASKS:
-            fail("task", f"must be one of {', '.join(TASKS)}")
+        checks.integer("size", self.size, minimum=1)
+        checks.one_of("task", self.task, TASKS)
         if self.upsample_sampler is None:
-            object.__setattr__(self, "upsample_sampler", "ancestral" if self.task == "inpaint" else "ddim")
-        for name in ("base_respacing", "upsample_respacing"):
-            value = getattr(self, name)
+            object.__setattr__(self, "upsample_sampler", default_upsample_sampler(self.task))
+        for option in (STEPS, UPSAMPLE_STEPS):
+            value = getattr(self, option.field)
             if not isinstance(value, str):
-                fail(name, 'must be a string such as "100", "fast27" or "ddim50"')
+                raise InvalidParameter(
+                    f'{option.field}: must be a string such as "100", "fast27" or "ddim50" (got {value!r})'
+                )
             try:
                 space_timesteps(self.diffusion_steps, value)
             except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
-        for name in ("base_sampler", "upsample_sampler"):
-            if getattr(self, name) not in SAMPLERS:
-                fail(name, f"must be one of {', '.join(SAMPLERS)}")
-        if not _is_number(self.eta) or not 0.0 <= self.eta <= 1.0:
-            fail("eta", "must be a number in [0, 1]")
+                raise InvalidParameter(f"{option.field}: {e}") from None
+        for option in (SAMPLER, UPSAMPLE_SAMPLER, ETA, UPSAMPLE_TEMP):
+            option.check(getattr(self, option.field), name=option.field)
         if self.eta and "ddim" not in (self.base_sampler, self.upsample_sampler):
-            fail("eta", "applies to the ddim sampler only; choose base_sampler or upsample_sampler ddim")
-        if not _is_number(self.upsample_temp) or not 0.0 <= self.upsample_temp <= 1.0:
-            fail("upsample_temp", "must be a number in [0, 1]")
+            raise InvalidParameter(
+                "eta: applies to the ddim sampler only; choose base_sampler or upsample_sampler ddim"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +94,7 @@ class Sample:
 
     prompt: str
     seed: int
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = GUIDANCE_SCALE.default
     image: bytes | None = field(default=None, repr=False)
     mask: bytes | None = field(default=None, repr=False)
 
@@ -105,30 +106,28 @@ class GenerationRequest:
     prompt: str
     settings: BatchSettings
     batch_size: int = 1
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = GUIDANCE_SCALE.default
     seeds: tuple[int, ...] = ()
     image: bytes | None = field(default=None, repr=False)
     mask: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):
-            raise ValueError(f"prompt: must be text, got {type(self.prompt).__name__}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size: must be a positive integer (got {self.batch_size!r})")
-        if not _is_number(self.guidance_scale) or not math.isfinite(self.guidance_scale):
-            raise ValueError(f"guidance_scale: must be a finite number (got {self.guidance_scale!r})")
+            raise InvalidParameter(f"prompt: must be text, got {type(self.prompt).__name__}")
+        checks.integer("batch_size", self.batch_size, minimum=1)
+        checks.number("guidance_scale", self.guidance_scale)
         seeds = tuple(self.seeds)
         if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
-            raise ValueError(f"seeds: each must be an integer in [0, {MAX_SEED}]")
+            raise InvalidParameter(f"seeds: each must be an integer in [0, {MAX_SEED}]")
         if seeds and len(seeds) != self.batch_size:
-            raise ValueError(f"seeds: give one per image ({self.batch_size}), got {len(seeds)}")
+            raise InvalidParameter(f"seeds: give one per image ({self.batch_size}), got {len(seeds)}")
         if not seeds:
             seeds = tuple(random_seed() for _ in range(self.batch_size))
         object.__setattr__(self, "seeds", seeds)
         if self.settings.task == "inpaint" and self.image is None:
-            raise ValueError("image: inpainting needs an image")
+            raise InvalidParameter("image: inpainting needs an image")
         if self.settings.task == "text2im" and (self.image is not None or self.mask is not None):
-            raise ValueError("image: only inpainting takes an image and a mask")
+            raise InvalidParameter("image: only inpainting takes an image and a mask")
 
     @classmethod
     def create(
@@ -138,11 +137,11 @@ class GenerationRequest:
         size: int,
         batch_size: int = 1,
         seed: int | None = None,
-        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        guidance_scale: float = GUIDANCE_SCALE.default,
         **settings: Any,
     ) -> GenerationRequest:
         """Convenience: `seed` gives seeds seed, seed+1, … for the batch; other keywords are settings."""
-        seeds = () if seed is None else tuple((seed + i) % (MAX_SEED + 1) for i in range(batch_size))
+        seeds = () if seed is None else seeds_from(seed, batch_size)
         image, mask = settings.pop("image", None), settings.pop("mask", None)
         return cls(
             prompt=prompt,
@@ -203,10 +202,6 @@ class GenerationRequest:
             image=_unb64(data.get("image")),
             mask=_unb64(data.get("mask")),
         )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -14,7 +14,7 @@ from flask import Response, abort, send_from_directory
 
 from .. import __version__
 from ..config import ServiceConfig
-from ..pipeline.text2im import GlidePipeline
+from ..pipeline.glide_pipeline import GlidePipeline
 from . import auth, errors, health, legacy, openai_images, ui, v1
 from .service import Service
 

@@ -16,7 +16,7 @@ from typing import Any
 from apiflask import APIBlueprint
 
 from ..pipeline import images
-from .convert import build_request
+from .generation_request import build_request
 from .schemas import (
     BaseModelOut,
     DiffusionStepsQuery,
@@ -81,9 +81,8 @@ STEPS_DOC = "Applies to jobs submitted afterwards; running jobs and weights are 
 
 def _set_default_steps(role: str, steps: int) -> int:
     """Make `steps` the role's default respacing; the role's parameter count (the original answer)."""
-    engine = service().engine
-    engine.update_defaults(**{f"{role}_respacing": str(steps)})
-    described = engine.pipeline.describe()["models"]
+    service().step_defaults.set(role, str(steps))
+    described = service().engine.pipeline.describe()["models"]
     return int(described[role]["parameters"]) if role in described else 0
 
 

@@ -20,8 +20,9 @@ from apiflask import APIBlueprint
 from flask import Response, request, stream_with_context, url_for
 
 from ..engine import Engine, Job
-from .convert import SSE_HEARTBEAT_SECONDS, build_request, sse
+from .generation_request import build_request
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
+from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
 from .views import service, wait_for
 
 bp = APIBlueprint("openai", __name__, url_prefix="/v1/images", tag="OpenAI Images API")
@@ -116,11 +117,12 @@ def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -
     size = job.request["settings"]["size"]
     common = {"background": "opaque", "output_format": "png", "quality": "auto", "size": f"{size}x{size}"}
     sent = 0
-    for event in engine.subscribe(job.id, previews=partial_images > 0, heartbeat=SSE_HEARTBEAT_SECONDS):
+    for event in engine.subscribe(job.id, previews=partial_images > 0, heartbeat=HEARTBEAT_SECONDS):
         if event.type == "heartbeat":
-            yield ": keep-alive\n\n"
+            yield KEEP_ALIVE
         elif event.type == "progress" and sent < partial_images and event.preview:
-            done = (event.stage_index + event.step / event.total) / event.stages
+            at = event.progress
+            done = (at.stage_index + at.step / at.total) / at.stages
             if done >= (sent + 1) / (partial_images + 1):
                 yield sse(
                     f"{kind}.partial_image",

@@ -11,36 +11,52 @@ from typing import Any, Literal
 from apiflask.fields import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-SamplerName = Literal["ancestral", "ddim"]
-MAX_SEED = 2**32 - 1
+from ..options import (
+    BATCH_SIZE,
+    DIFFUSION_STEPS,
+    ETA,
+    GUIDANCE_SCALE,
+    SAMPLER,
+    SAMPLERS,
+    SEED,
+    SIZE,
+    STEPS,
+    UPSAMPLE_SAMPLER,
+    UPSAMPLE_STEPS,
+    UPSAMPLE_TEMP,
+    Option,
+)
+from ..progress import StepProgress
+
+SamplerName = Literal[SAMPLERS]
 Steps = str | int  # a step count (50) or a respacing string ("50", "fast27", "ddim25", "10,10,3,2,2")
+NO_DEFAULT: Any = None
+
+
+def option_field(option: Option, default: Any = NO_DEFAULT, **extra: Any) -> Any:
+    """A pydantic field for a generation option: its range and help from `glide_api.options`.
+    Absent fields are None (the server's default applies) unless `default` is given."""
+    shown = "" if option.default is None else f" (default: {option.default})"
+    return Field(
+        default,
+        ge=option.minimum if option.kind is not str else None,
+        le=option.maximum if option.kind is not str else None,
+        description=option.help + shown,
+        **extra,
+    )
 
 
 class GlideOptions(BaseModel):
     """GLIDE's knobs, shared by every generation endpoint (all optional: server defaults apply)."""
 
-    seed: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_SEED,
-        description="seed of the first image; image i uses seed+i; random when absent",
-    )
-    guidance_scale: float | None = Field(
-        None, ge=0, le=100, description="classifier-free guidance (default 3.0)"
-    )
-    steps: Steps | None = Field(
-        None,
-        description="base model steps: a count or respacing string (default: the server's, initially 100)",
-    )
-    upsample_steps: Steps | None = Field(None, description="upsampler steps (default fast27)")
-    sampler: SamplerName | None = Field(None, description="base sampler (default ancestral)")
-    upsample_sampler: SamplerName | None = Field(
-        None, description="upsampler sampler (default ddim; ancestral for inpainting)"
-    )
-    eta: float | None = Field(None, ge=0, le=1, description="DDIM eta (default 0)")
-    upsample_temp: float | None = Field(
-        None, ge=0, le=1, description="upsampler start-noise scale (default 0.997)"
-    )
+    seed: int | None = option_field(SEED)
+    guidance_scale: float | None = option_field(GUIDANCE_SCALE)
+    steps: Steps | None = option_field(STEPS)
+    upsample_steps: Steps | None = option_field(UPSAMPLE_STEPS)
+    sampler: SamplerName | None = option_field(SAMPLER)
+    upsample_sampler: SamplerName | None = option_field(UPSAMPLE_SAMPLER)
+    eta: float | None = option_field(ETA)
+    upsample_temp: float | None = option_field(UPSAMPLE_TEMP)
 
 
 # ---- v1 --------------------------------------------------------------------------------------------
@@ -50,8 +66,8 @@ class GenerationIn(GlideOptions):
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(description="what to draw", max_length=100_000)
-    size: int | None = Field(None, description="output size in pixels; one of /v1/settings sizes")
-    n: int = Field(1, ge=1, description="number of images (at most the server's max_batch_size)")
+    size: int | None = option_field(SIZE)
+    n: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
 
 
 class InpaintIn(GlideOptions):
@@ -61,16 +77,8 @@ class InpaintIn(GlideOptions):
     image: UploadFile = Field(description="the image to edit (PNG, JPEG, WebP)")
     mask: UploadFile | None = Field(None, description="keep-mask of the image's size")
     prompt: str = Field(max_length=100_000)
-    size: int | None = None
-    n: int = Field(1, ge=1)
-
-
-class JobProgressOut(BaseModel):
-    stage: str
-    stage_index: int
-    stages: int
-    step: int
-    total: int
+    size: int | None = option_field(SIZE)
+    n: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
 
 
 class ImageOut(BaseModel):
@@ -96,7 +104,7 @@ class JobOut(BaseModel):
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    progress: JobProgressOut | None = None
+    progress: StepProgress | None = None
     error: str | None = None
     request: JobRequestOut
     images: list[ImageOut] = []
@@ -122,11 +130,22 @@ class ModelsOut(BaseModel):
     models: dict[str, dict[str, Any]] = {}
 
 
+class OptionOut(BaseModel):
+    name: str
+    type: str
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: list[str] | None = None
+    help: str
+
+
 class SettingsOut(BaseModel):
-    defaults: dict[str, Any]
+    defaults: dict[str, Any] = Field(description="each option's value when a request leaves it out")
     limits: dict[str, Any]
     sizes: dict[str, list[int]]
     samplers: list[str]
+    options: list[OptionOut] = Field(description="every generation option: type, range, help")
 
 
 class ErrorBody(BaseModel):
@@ -146,10 +165,10 @@ class ErrorOut(BaseModel):
 class LegacyImageQuery(BaseModel):
     size: int = Field(description="64, 128, 256, 512 or 1024 with the official models")
     prompt: str = Field(max_length=100_000)
-    batch_size: int = Field(1, ge=1)
-    guidance_scale: float = Field(3.0, ge=0, le=100)
-    upsample_temp: float = Field(0.997, ge=0, le=1)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    batch_size: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
+    guidance_scale: float = option_field(GUIDANCE_SCALE, GUIDANCE_SCALE.default)
+    upsample_temp: float = option_field(UPSAMPLE_TEMP, UPSAMPLE_TEMP.default)
+    seed: int | None = option_field(SEED)
 
 
 class LegacyImageOut(BaseModel):
@@ -167,7 +186,7 @@ class LegacyImageOut(BaseModel):
 
 
 class DiffusionStepsQuery(BaseModel):
-    diffusion_steps: int = Field(ge=1, le=1000, description="steps for jobs submitted from now on")
+    diffusion_steps: int = Field(ge=1, le=DIFFUSION_STEPS, description="steps for jobs submitted from now on")
 
 
 class BaseModelOut(BaseModel):

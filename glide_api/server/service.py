@@ -18,7 +18,8 @@ from ..engine import Engine, EngineConfig, JobResult
 from ..errors import ModelNotReady, WeightsNotFound
 from ..models import hub
 from ..models.download import human_size, progress_hook
-from ..pipeline.text2im import GlidePipeline
+from ..pipeline.glide_pipeline import GlidePipeline
+from .generation_request import StepDefaults
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Service:
 
     def __init__(self, config: ServiceConfig, *, pipeline: GlidePipeline | None = None) -> None:
         self.config = config
+        self.step_defaults = StepDefaults(base=config.base_steps, upsample=config.upsample_steps)
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._status: dict[str, Any] = {
@@ -121,7 +123,6 @@ class Service:
             ),
             on_success=self._save_images,
         )
-        engine.update_defaults(base_respacing=c.base_steps, upsample_respacing=c.upsample_steps)
         engine.start()
         with self._lock:
             self._engine = engine

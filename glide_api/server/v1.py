@@ -8,8 +8,9 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Response, request, stream_with_context
 
-from ..diffusion.samplers import SAMPLERS
-from .convert import SSE_HEARTBEAT_SECONDS, build_request, job_event_stream, job_json
+from ..options import GENERATION_OPTIONS, SAMPLERS
+from .generation_request import build_request
+from .job_json import job_json
 from .schemas import (
     EventsQuery,
     GenerationIn,
@@ -19,6 +20,7 @@ from .schemas import (
     ModelsOut,
     SettingsOut,
 )
+from .sse import HEARTBEAT_SECONDS, job_event_stream
 from .views import image_url, service, wait_for
 
 bp = APIBlueprint("v1", __name__, url_prefix="/v1", tag="Jobs")
@@ -121,7 +123,7 @@ def events(job_id: str, query: EventsQuery) -> Response:
     stream = engine.subscribe(
         job_id,
         previews=query.previews,
-        heartbeat=SSE_HEARTBEAT_SECONDS,
+        heartbeat=HEARTBEAT_SECONDS,
         after=int(last) if last.isdigit() else None,
     )
     body = job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
@@ -176,21 +178,16 @@ def models() -> dict[str, Any]:
 def settings() -> dict[str, Any]:
     svc = service()
     c = svc.config
-    engine = svc.engine
-    defaults = engine.defaults
-    pipeline = engine.pipeline
+    pipeline = svc.engine.pipeline
+    steps = svc.step_defaults.get()
+    defaults = {option.name: option.default for option in GENERATION_OPTIONS}
+    defaults |= {
+        "size": pipeline.default_size("text2im"),
+        "steps": steps["base"],
+        "upsample_steps": steps["upsample"],
+    }
     return {
-        "defaults": {
-            "size": pipeline.default_size("text2im"),
-            "batch_size": 1,
-            "guidance_scale": 3.0,
-            "upsample_temp": 0.997,
-            "steps": defaults.base_respacing,
-            "upsample_steps": defaults.upsample_respacing,
-            "sampler": "ancestral",
-            "upsample_sampler": "ddim",
-            "eta": 0.0,
-        },
+        "defaults": defaults,
         "limits": {
             "max_batch_size": c.max_batch_size,
             "max_prompt_chars": c.max_prompt_chars,
@@ -202,4 +199,5 @@ def settings() -> dict[str, Any]:
         },
         "sizes": {"text2im": pipeline.sizes("text2im"), "inpaint": pipeline.sizes("inpaint")},
         "samplers": list(SAMPLERS),
+        "options": [option.describe() | {"default": defaults[option.name]} for option in GENERATION_OPTIONS],
     }

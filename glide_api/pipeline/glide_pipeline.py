@@ -43,6 +43,7 @@ from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, s
 from ..diffusion.schedule import Schedule
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
+from ..progress import StepProgress
 from . import images
 from .inpaint import InpaintInputs, impose_known
 from .loading import LoadedModel, load_model, resolve_device, resolve_precision
@@ -260,20 +261,31 @@ class GlidePipeline:
         for stage in sampling:
             stage_start = time.perf_counter()
             if stage.kind == "base":
-                steps = self._base_steps(base, settings, samples, noise, inpaint)
+                steps = self._base_steps(
+                    loaded=base, settings=settings, samples=samples, noise=noise, inpaint=inpaint
+                )
             else:
                 assert x is not None and up is not None
-                steps = self._upsample_steps(up, settings, samples, noise, stage.size, x, inpaint)
+                steps = self._upsample_steps(
+                    loaded=up,
+                    settings=settings,
+                    samples=samples,
+                    noise=noise,
+                    size=stage.size,
+                    previous=x,
+                    inpaint=inpaint,
+                )
             for step in steps:
                 x = step.x
-                yield StageProgress(
+                progress = StepProgress(
                     stage=stage.label,
                     stage_index=sampling.index(stage),
                     stages=len(sampling),
                     step=step.step,
                     total=step.total,
-                    elapsed=time.perf_counter() - start,
-                    pred_x0=step.pred_x0,
+                )
+                yield StageProgress(
+                    progress=progress, elapsed=time.perf_counter() - start, pred_x0=step.pred_x0
                 )
             stage_seconds[stage.label] = time.perf_counter() - stage_start
         assert x is not None
@@ -284,7 +296,10 @@ class GlidePipeline:
             pictures = [p.resize((size, size), images.DOWNSCALE) for p in pictures]
         chain = [s.label for s in stages]
         names = {"base": base.name, **({"upsample": up.name} if len(sampling) > 1 and up else {})}
-        outputs = [self._image(p, s, settings, chain, names) for p, s in zip(pictures, samples, strict=True)]
+        outputs = [
+            self._image(picture=p, sample_=s, settings=settings, chain=chain, models=names)
+            for p, s in zip(pictures, samples, strict=True)
+        ]
         peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
         yield PipelineOutput(
             images=outputs,
@@ -306,18 +321,19 @@ class GlidePipeline:
             raise ValueError(f"samples: one per low-res image ({low_res.shape[0]}), got {len(samples)}")
         noise = SeededNoise([s.seed for s in samples], device=self.device)
         steps = self._upsample_steps(
-            self.upsample,
-            settings,
-            samples,
-            noise,
-            self.upsample.config.image_size,
-            low_res.to(self.device),
-            None,
+            loaded=self.upsample,
+            settings=settings,
+            samples=samples,
+            noise=noise,
+            size=self.upsample.config.image_size,
+            previous=low_res.to(self.device),
+            inpaint=None,
         )
         return images.to_pil(sample_to_end(steps))
 
     def _base_steps(
         self,
+        *,
         loaded: LoadedModel,
         settings: BatchSettings,
         samples: Sequence[Sample],
@@ -338,18 +354,19 @@ class GlidePipeline:
         paired = self._network_fn(net, tokens, mask, extra, groups=[[i, b + i] for i in range(b)])
         model_fn = classifier_free_guidance(paired, [s.guidance_scale for s in samples])
         return self._sample(
-            model_fn,
-            config,
-            settings.base_respacing,
-            settings.base_sampler,
-            settings,
-            noise(torch.Size([b, 3, size, size])),
-            noise,
-            denoised_fn,
+            model_fn=model_fn,
+            config=config,
+            respacing=settings.base_respacing,
+            sampler=settings.base_sampler,
+            eta=settings.eta,
+            x_T=noise(torch.Size([b, 3, size, size])),
+            noise=noise,
+            denoised_fn=denoised_fn,
         )
 
     def _upsample_steps(
         self,
+        *,
         loaded: LoadedModel,
         settings: BatchSettings,
         samples: Sequence[Sample],
@@ -373,14 +390,14 @@ class GlidePipeline:
         # upsample_temp scales only the start noise, as the reference.
         x_T = noise(torch.Size([b, 3, size, size])) * settings.upsample_temp
         return self._sample(
-            model_fn,
-            config,
-            settings.upsample_respacing,
-            settings.upsample_sampler,
-            settings,
-            x_T,
-            noise,
-            denoised_fn,
+            model_fn=model_fn,
+            config=config,
+            respacing=settings.upsample_respacing,
+            sampler=settings.upsample_sampler,
+            eta=settings.eta,
+            x_T=x_T,
+            noise=noise,
+            denoised_fn=denoised_fn,
         )
 
     def _network_fn(
@@ -415,11 +432,12 @@ class GlidePipeline:
 
     @staticmethod
     def _sample(
+        *,
         model_fn: ModelFn,
         config: ModelConfig,
         respacing: str,
         sampler: str,
-        settings: BatchSettings,
+        eta: float,
         x_T: torch.Tensor,
         noise: SeededNoise,
         denoised_fn: DenoisedFn | None,
@@ -431,12 +449,13 @@ class GlidePipeline:
             x_T,
             noise=noise,
             sampler=sampler,
-            eta=settings.eta if sampler == "ddim" else 0.0,
+            eta=eta if sampler == "ddim" else 0.0,
             denoised_fn=denoised_fn,
         )
 
     @staticmethod
     def _image(
+        *,
         picture: Image.Image,
         sample_: Sample,
         settings: BatchSettings,

@@ -1,0 +1,31 @@
+"""Server-sent events framing: one event as text, and a job's engine events as a stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..engine import Event
+
+HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
+KEEP_ALIVE = ": keep-alive\n\n"
+
+
+def sse(event: str, data: dict[str, Any], *, event_id: int | None = None) -> str:
+    """One server-sent event (`event:`, optional `id:`, one `data:` line of JSON)."""
+    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None and event_id >= 0 else "")
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def job_event_stream(events: Iterator[Event], job_dict: Callable[[], dict[str, Any]]) -> Iterator[str]:
+    """Engine events as SSE text; heartbeats become comments; `succeeded` carries the v1 job JSON."""
+    yield ": stream open\n\n"
+    for event in events:
+        if event.type == "heartbeat":
+            yield KEEP_ALIVE
+            continue
+        data = event.to_dict()
+        if event.type == "succeeded":
+            data["job"] = job_dict()
+        yield sse(event.type, data, event_id=event.seq)
