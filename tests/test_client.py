@@ -30,7 +30,9 @@ from glide_api.client import (
     Timeout,
     TransportError,
 )
+from glide_api.client.sse import ServerSentEvent, parse_event_stream
 from glide_api.config import ServiceConfig
+from glide_api.errors import GlideError
 from glide_api.pipeline.images import read_png_metadata
 from glide_api.server import create_app
 
@@ -356,6 +358,20 @@ def test_a_failing_pipeline_raises_job_failed_or_server_error(client, small_pipe
     assert caught.value.status == 500 and "internal error" in caught.value.message
 
 
+def test_a_synchronous_job_the_server_stopped_waiting_for_raises_job_failed_with_its_id(
+    small_pipeline,
+) -> None:
+    config = ServiceConfig(sync_timeout=0.2)
+    with running(create_app(config, pipeline=small_pipeline)) as url, GlideClient(url) as c:
+        with pytest.raises(JobFailedError) as caught:
+            c.generate("too slow", **SLOW)
+        error = caught.value
+        assert error.status == 504 and error.code == "job_failed" and isinstance(error, GlideError)
+        # The 504 message does not name the job: its id comes from the error body.
+        assert error.job_id not in error.message and error.job is not None and error.job.id == error.job_id
+        assert error.job.prompt == "too slow" and c.job(error.job_id).prompt == "too slow"
+
+
 def test_waits_time_out_and_an_unreachable_server_is_a_transport_error(client, server_url) -> None:
     job = client.generate("slow", wait=False, **SLOW)
     try:
@@ -379,3 +395,45 @@ def test_client_options_are_checked() -> None:
             GlideClient(**kwargs)
     with pytest.raises(ValueError, match="base_url"):
         GlideClient("127.0.0.1:5000")
+
+
+# ---- the event-stream parser, without HTTP ----------------------------------------------------------
+
+STREAM = (
+    b": stream open\n\n"  # a comment only: no event
+    b'event: progress\nid: 4\ndata: {"step":\n: keep-alive\ndata:  1}\n\n'  # two data lines, a comment
+    b"data: plain\r\n\r\n"  # no event name, CRLF; the id stays 4
+    b"id: 7\nevent: queued\nretry: 10\nunknown: x\ndata\n\n"  # "data" without ":" is empty data
+    b"event: nothing\n\n"  # no data: not dispatched
+    b"data:caf\xc3\xa9\r\r"  # no space after ":", CR line ends, a two-byte character
+    b"data: unfinished\n"  # the stream ends before its blank line: dropped
+)
+EXPECTED = [
+    ServerSentEvent(event="progress", data='{"step":\n 1}', id="4"),
+    ServerSentEvent(event="message", data="plain", id="4"),
+    ServerSentEvent(event="queued", data="", id="7"),
+    ServerSentEvent(event="message", data="café", id="7"),
+]
+
+
+@pytest.mark.parametrize("size", [len(STREAM), 1, 2, 7])
+def test_the_event_stream_parser_reads_fields_data_lines_comments_and_ids_in_chunks_of_any_size(size) -> None:
+    chunks = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]  # 1: split inside every line
+    assert list(parse_event_stream(chunks)) == EXPECTED
+
+
+def test_the_event_stream_parser_yields_each_event_when_its_blank_line_arrives() -> None:
+    seen: list[ServerSentEvent] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield b"data: fir"
+        yield b"st\n"
+        assert not seen  # the event is not over yet
+        yield b"\n"
+        assert seen == [ServerSentEvent(event="message", data="first", id="")]
+        yield b"data: second\r"
+        yield b"\ndata: line\n\n"  # this LF ends the line the CR ended; it is no blank line
+
+    for event in parse_event_stream(chunks()):
+        seen.append(event)
+    assert [e.data for e in seen] == ["first", "second\nline"]

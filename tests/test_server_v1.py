@@ -220,3 +220,63 @@ def test_a_full_queue_answers_429_at_once_with_retry_after(small_pipeline) -> No
         assert error_of(refused)["code"] == "queue_full"
         for job in requests.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]:
             requests.post(f"{url}/v1/jobs/{job['id']}/cancel", timeout=10)
+
+
+def test_a_synchronous_job_that_times_out_fails_or_is_cancelled_is_named_in_the_error_body(
+    server_url, small_pipeline, monkeypatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import running
+
+    from glide_api.config import ServiceConfig
+    from glide_api.server import create_app
+
+    def job_of(url: str, job_failed: requests.Response) -> dict:
+        error = job_failed.json()["error"]
+        assert error["code"] == "job_failed", error
+        return requests.get(f"{url}/v1/jobs/{error['job_id']}", timeout=10).json()
+
+    def running_job(url: str, prompt: str) -> str | None:
+        jobs = requests.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]
+        return next(
+            (j["id"] for j in jobs if j["request"]["prompt"] == prompt and j["status"] == "running"), None
+        )
+
+    # Timed out, on every route that waits for its job (504 messages do not name the job).
+    with running(
+        create_app(ServiceConfig(sync_timeout=0.2, base_steps="500"), pipeline=small_pipeline)
+    ) as url:
+        answers = {
+            "v1": requests.post(f"{url}/v1/generations", json={"prompt": "late v1", "size": 64}, timeout=60),
+            "openai": requests.post(
+                f"{url}/v1/images/generations", json={"prompt": "late openai", "size": "64x64"}, timeout=60
+            ),
+            "legacy": requests.get(f"{url}/image", params={"prompt": "late legacy", "size": 64}, timeout=60),
+        }
+        for route, answer in answers.items():
+            assert answer.status_code == 504, (route, answer.text)
+            assert job_of(url, answer)["request"]["prompt"] == f"late {route}"
+
+    # Cancelled while its request waits.
+    slow = {"prompt": "cancel me", "size": 256, "steps": "200", "upsample_steps": "50"}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(requests.post, f"{server_url}/v1/generations", json=slow, timeout=120)
+        deadline = time.monotonic() + 30
+        while (job_id := running_job(server_url, "cancel me")) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert requests.post(f"{server_url}/v1/jobs/{job_id}/cancel", timeout=30).ok
+        cancelled = waiting.result()
+    assert cancelled.status_code == 409 and job_of(server_url, cancelled)["id"] == job_id
+
+    # Failed.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the test broke the pipeline")
+
+    monkeypatch.setattr(small_pipeline, "stream", broken)
+    failed = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "fail me", "size": 32, "steps": "2"}, timeout=60
+    )
+    job = job_of(server_url, failed)
+    assert failed.status_code == 500 and job["status"] == "failed" and job["request"]["prompt"] == "fail me"

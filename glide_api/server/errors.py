@@ -44,11 +44,13 @@ _CODES = {
 
 
 class JobFailed(GlideError):
-    """A synchronous request's job failed, was cancelled or took longer than the server waits."""
+    """A synchronous request's job failed, was cancelled or took longer than the server waits.
+    `job_id` goes into the error body, so a client learns which job without reading the message."""
 
-    def __init__(self, message: str, *, status: int) -> None:
+    def __init__(self, message: str, *, status: int, job_id: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.job_id = job_id
 
 
 def error_response(
@@ -58,6 +60,7 @@ def error_response(
     param: str | None = None,
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    job_id: str | None = None,
 ) -> Response:
     body = {
         "error": {
@@ -67,6 +70,8 @@ def error_response(
             "code": code or _CODES.get(status),
         }
     }
+    if job_id is not None:  # only errors about one job carry it
+        body["error"]["job_id"] = job_id
     response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
@@ -141,7 +146,7 @@ def register(app: APIFlask) -> None:
 
     @app.errorhandler(JobFailed)
     def job_failed(error: JobFailed) -> Response:
-        return error_response(error.status, str(error), code="job_failed")
+        return error_response(error.status, str(error), code="job_failed", job_id=error.job_id)
 
     @app.errorhandler(EngineClosed)
     def closed(error: EngineClosed) -> Response:

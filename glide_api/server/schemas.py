@@ -153,6 +153,7 @@ class ErrorBody(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    job_id: str | None = None  # errors of a synchronous request's job: which job
 
 
 class ErrorOut(BaseModel):

@@ -1,22 +1,5 @@
-"""A small typed client for a glide-api server: the v1 jobs API and the original Glide-Api routes.
-
-    from glide_api.client import GlideClient
-
-    with GlideClient("http://127.0.0.1:5000") as client:
-        job = client.generate("a corgi in a field", size=64, n=2, seed=1)   # waits for the images
-        paths = client.save_images(job, "out")
-
-        job = client.generate("a lighthouse at dusk", wait=False)           # queued, answers at once
-        for event in client.events(job.id):                                 # live progress (SSE)
-            if event.type == "progress":
-                print(f"{event.stage}: {event.step}/{event.total}")
-        job = client.wait(job.id, timeout=600)                              # the finished job
-
-This module needs only `requests`. Every call has a timeout. An HTTP error raises the
-`GlideAPIError` subclass for its status, built from the server's error body
-`{"error": {"message", "type", "param", "code"}}`. Nothing is retried unless the client is made
-with `retries=N`, and then only 429 and 503 answers (nothing was queued), after their `Retry-After`.
-"""
+"""The HTTP client: `GlideClient`, one connection to a glide-api server (its v1 jobs API and the
+original Glide-Api routes). It needs only `requests`; every call has a timeout."""
 
 from __future__ import annotations
 
@@ -24,251 +7,33 @@ import base64
 import contextlib
 import json
 import os
-import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote
 
 import requests
 
-__all__ = [
-    "AuthenticationError",
-    "BadRequest",
-    "Event",
-    "GlideAPIError",
-    "GlideClient",
-    "Job",
-    "JobFailedError",
-    "JobImage",
-    "NotFound",
-    "NotReady",
-    "RateLimited",
-    "ServerError",
-    "Timeout",
-    "TransportError",
-]
+from .errors import (
+    GlideAPIError,
+    JobFailedError,
+    NotReady,
+    RateLimited,
+    Timeout,
+    TransportError,
+    error_from_response,
+)
+from .files import FileInput, disposition_name, file_field, replace_file, safe_name
+from .sse import parse_event_stream
+from .types import Event, Job
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 DEFAULT_WAIT = 960.0  # seconds a synchronous call waits: a little over the server's sync_timeout (900)
 STREAM_READ_TIMEOUT = 35.0  # the server sends an SSE comment every 15 s, so a silent stream is dead
 EVENT_RECONNECTS = 3  # reconnections in a row (with Last-Event-ID) before an event stream gives up
 MAX_RETRY_SLEEP = 60.0  # `retries=`: the longest Retry-After the client sleeps for
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")  # also the names of a job's final events
-FileInput = str | os.PathLike[str] | bytes | BinaryIO
-
-
-# ---- errors ----------------------------------------------------------------------------------------
-
-
-class GlideAPIError(Exception):
-    """Base of every error this client raises.
-
-    `status` is the HTTP status (None when no answer came). `message`, `param` (the request field at
-    fault), `code` and `error_type` come from the server's error body when it sent one.
-    `retry_after`: the seconds a 429 or 503 answer asked the client to wait (Retry-After), else None.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        param: str | None = None,
-        code: str | None = None,
-        error_type: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.param = param
-        self.code = code
-        self.error_type = error_type
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return f"HTTP {self.status}: {self.message}" if self.status else self.message
-
-
-class BadRequest(GlideAPIError):
-    """400 (and 405, 409, 413, 415, 422): the request is wrong; `param` names the field when known."""
-
-
-class AuthenticationError(GlideAPIError):
-    """401 or 403: the API key is missing or not valid (`GlideClient(api_key=...)`)."""
-
-
-class NotFound(GlideAPIError):
-    """404: no such job (never existed, or finished long enough ago to be forgotten) or route."""
-
-
-class RateLimited(GlideAPIError):
-    """429: too many requests for this key (`code` "rate_limit_exceeded") or the server's queue is
-    full ("queue_full"). Nothing was queued. `retry_after`: seconds to wait, from the header."""
-
-
-class NotReady(GlideAPIError):
-    """503: the models are loading or missing, or the server is shutting down. Nothing was queued;
-    `retry_after` says when to ask again."""
-
-
-class ServerError(GlideAPIError):
-    """Any other 5xx: the server failed; its log has the details."""
-
-
-class JobFailedError(GlideAPIError):
-    """A job that was waited for ended `failed` or `cancelled`. From `wait()`: `status` None. From a
-    synchronous call: `status` 500 (failed), 409 (cancelled) or 504 (it outlasted the server's wait,
-    which cancelled it). `job` is the job when it could be fetched, `job_id` its id when known."""
-
-    def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None, **kw: Any) -> None:
-        super().__init__(message, **kw)
-        self.job = job
-        self.job_id = job.id if job is not None else job_id
-
-
-class TransportError(GlideAPIError):
-    """No answer: the server could not be reached, or the connection broke."""
-
-
-class Timeout(TransportError, TimeoutError):
-    """A request or a wait took longer than its timeout. A job on the server keeps running."""
-
-
-# ---- results ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobImage:
-    """One image of a finished job; `client.image(job, index)` fetches the PNG."""
-
-    index: int
-    seed: int
-    url: str
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A v1 job as the server described it. `raw` keeps the whole JSON (fields added later too)."""
-
-    id: str
-    status: str  # queued, running, succeeded, failed or cancelled
-    prompt: str
-    task: str
-    size: int | None
-    n: int
-    seeds: tuple[int, ...]
-    guidance_scale: float | None
-    images: tuple[JobImage, ...]
-    progress: dict[str, Any] | None
-    error: str | None
-    chain: tuple[str, ...]
-    created_at: float | None
-    started_at: float | None
-    finished_at: float | None
-    total_seconds: float | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def done(self) -> bool:
-        """The job will not change any more (succeeded, failed or cancelled)."""
-        return self.status in FINAL_STATUSES
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The generation settings the server used (guidance, steps, samplers, ...)."""
-        return dict(self.raw.get("request", {}).get("settings", {}))
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Job:
-        request = data.get("request") or {}
-        return cls(
-            id=str(data["id"]),
-            status=str(data["status"]),
-            prompt=request.get("prompt", ""),
-            task=request.get("task", "text2im"),
-            size=request.get("size"),
-            n=request.get("batch_size", len(data.get("images") or ()) or 1),
-            seeds=tuple(request.get("seeds") or ()),
-            guidance_scale=request.get("guidance_scale"),
-            images=tuple(
-                JobImage(
-                    index=im["index"], seed=im["seed"], url=im["url"], metadata=dict(im.get("metadata") or {})
-                )
-                for im in data.get("images") or ()
-            ),
-            progress=data.get("progress"),
-            error=data.get("error"),
-            chain=tuple(data.get("chain") or ()),
-            created_at=data.get("created_at"),
-            started_at=data.get("started_at"),
-            finished_at=data.get("finished_at"),
-            total_seconds=data.get("total_seconds"),
-            raw=dict(data),
-        )
-
-
-@dataclass(frozen=True)
-class Event:
-    """One server-sent event of a job: `queued` (position), `started`, `progress` (stage, step,
-    total, ...; `preview` when asked for), then one of `succeeded` (job), `failed` (message) or
-    `cancelled`. Fields an event type does not carry are None; `raw` is the event's whole JSON."""
-
-    type: str
-    seq: int
-    job_id: str
-    position: int | None = None
-    stage: str | None = None
-    stage_index: int | None = None
-    stages: int | None = None
-    step: int | None = None
-    total: int | None = None
-    elapsed: float | None = None
-    preview: str | None = field(default=None, repr=False)  # base64 PNG
-    message: str | None = None
-    job: Job | None = field(default=None, repr=False)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def terminal(self) -> bool:
-        """The job's last event: the stream ends after it."""
-        return self.type in FINAL_STATUSES
-
-    @property
-    def preview_png(self) -> bytes | None:
-        return base64.b64decode(self.preview) if self.preview else None
-
-    @classmethod
-    def from_json(cls, event_type: str, data: Mapping[str, Any], *, seq: int = -1) -> Event:
-        known = (
-            "position",
-            "stage",
-            "stage_index",
-            "stages",
-            "step",
-            "total",
-            "elapsed",
-            "preview",
-            "message",
-        )
-        job = data.get("job")
-        return cls(
-            type=str(data.get("type", event_type)),
-            seq=int(data.get("seq", seq)),
-            job_id=str(data.get("job_id", "")),
-            **{k: data.get(k) for k in known},
-            job=Job.from_json(job) if isinstance(job, Mapping) and "id" in job else None,
-            raw=dict(data),
-        )
-
-
-# ---- the client ------------------------------------------------------------------------------------
 
 
 class GlideClient:
@@ -393,9 +158,9 @@ class GlideClient:
             eta=eta,
             upsample_temp=upsample_temp,
         )
-        files = {"image": _file_field(image, "image.png")}
+        files = {"image": file_field(image, "image.png")}
         if mask is not None:
-            files["mask"] = _file_field(mask, "mask.png")
+            files["mask"] = file_field(mask, "mask.png")
         return self._submit(
             "/v1/inpaint", wait=wait, timeout=timeout, data={k: str(v) for k, v in form.items()}, files=files
         )
@@ -490,13 +255,13 @@ class GlideClient:
             response = self._request("GET", _job_path(job.id, f"images/{image.index}.png"))
             fallback = f"glide-{job.id}-{image.index}.png"
             if prefix is not None:
-                name = _safe_name(f"{prefix}-{image.index}.png", fallback)
+                name = safe_name(f"{prefix}-{image.index}.png", fallback)
             else:
-                name = _safe_name(_disposition_name(response.headers.get("Content-Disposition")), fallback)
+                name = safe_name(disposition_name(response.headers.get("Content-Disposition")), fallback)
             path = root / name
-            if path.parent != root:  # cannot happen after _safe_name; kept as the guarantee's last line
+            if path.parent != root:  # cannot happen after safe_name; kept as the guarantee's last line
                 raise ValueError(f"image name {name!r} would leave {root}")
-            _replace_file(path, response.content)
+            replace_file(path, response.content)
             paths.append(path)
         return paths
 
@@ -577,7 +342,7 @@ class GlideClient:
         patience = DEFAULT_WAIT if timeout is None else timeout
         try:
             return Job.from_json(self._request("POST", path, timeout=patience, **kw).json())
-        except JobFailedError as error:  # attach the job the server's message names
+        except JobFailedError as error:  # attach the job the error body names
             if error.job is None and error.job_id:
                 with contextlib.suppress(GlideAPIError):
                     error.job = self.job(error.job_id)
@@ -611,7 +376,7 @@ class GlideClient:
                 raise TransportError(f"{method} {path}: {e}") from e
             if response.status_code < 400 or response.status_code in ok:
                 return response
-            error = _error_from(response)
+            error = error_from_response(response)
             response.close()
             if not isinstance(error, (RateLimited, NotReady)) or attempt == self.retries:
                 raise error
@@ -638,26 +403,11 @@ class GlideClient:
             stream=True,
         )
         with response:
-            name, data, seq = "message", [], -1
+            chunks = _arriving_before(deadline, response.iter_content(chunk_size=None), job_id=job_id)
             try:
-                for raw_line in response.iter_lines(chunk_size=None):
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise Timeout(f"job {job_id}: no final event in time")
-                    line = raw_line.decode("utf-8", errors="replace")
-                    if not line:  # a blank line dispatches the event
-                        if data:
-                            yield Event.from_json(name, _event_data("\n".join(data)), seq=seq)
-                        name, data = "message", []
-                        continue
-                    key, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if key == "event":
-                        name = value
-                    elif key == "data":
-                        data.append(value)
-                    elif key == "id" and value.isdigit():
-                        seq = int(value)
-                    # a line starting with ":" is a comment (the server's keep-alive)
+                for message in parse_event_stream(chunks):
+                    seq = int(message.id) if message.id.isdigit() else -1
+                    yield Event.from_json(message.event, _event_data(message.data), seq=seq)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Timeout(f"job {job_id}: no final event in time") from e
@@ -677,106 +427,18 @@ def _job_path(job_id: str, rest: str = "") -> str:
     return f"{path}/{rest}" if rest else path
 
 
+def _arriving_before(deadline: float | None, chunks: Iterator[bytes], *, job_id: str) -> Iterator[bytes]:
+    """`chunks` as they arrive; `Timeout` for one that arrives after `deadline`. Checked per chunk,
+    not per event, so the server's keep-alive comments (every 15 s) bound how late it is noticed."""
+    for chunk in chunks:
+        if deadline is not None and time.monotonic() > deadline:
+            raise Timeout(f"job {job_id}: no final event in time")
+        yield chunk
+
+
 def _event_data(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as e:
         raise GlideAPIError(f"event stream: data is not JSON ({e})") from e
     return value if isinstance(value, dict) else {"data": value}
-
-
-def _file_field(source: FileInput, default_name: str) -> tuple[str, bytes]:
-    """(file name, bytes) for a multipart field, from a path, bytes or a binary file object."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return default_name, bytes(source)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        return path.name, path.read_bytes()
-    data = source.read()
-    if not isinstance(data, bytes):
-        raise TypeError(f"{default_name.split('.')[0]}: open the file in binary mode ('rb')")
-    return Path(str(getattr(source, "name", default_name))).name, data
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _safe_name(name: str | None, fallback: str) -> str:
-    """A plain file name: only [A-Za-z0-9._-] (path separators too become "_"), not starting with
-    "." or "-", at most 120 characters, ending ".png"; `fallback` when nothing is left."""
-    base = _UNSAFE.sub("_", name or "").lstrip(".-")[:120]
-    if not base.strip("._-"):
-        base = _UNSAFE.sub("_", fallback).lstrip(".-")
-    return base if base.lower().endswith(".png") else base + ".png"
-
-
-def _disposition_name(header: str | None) -> str | None:
-    """The file name of a Content-Disposition header, without any directory part."""
-    match = re.search(r'filename="([^"]*)"|filename=([^;\s]+)', header or "")
-    name = (match.group(1) or match.group(2)) if match else None
-    return re.split(r"[/\\]", name)[-1] if name else None
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `path`, then rename it over `path` (atomic; an
-    existing link at `path` is replaced, not followed)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".glide-", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds form; an HTTP date is read as "soon": 1 s)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return 1.0
-
-
-def _error_from(response: requests.Response) -> GlideAPIError:
-    """The exception for an error answer, from its `{"error": {...}}` body (or its text)."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        message = str(error.get("message") or f"HTTP {status}")
-        fields: dict[str, Any] = {
-            "param": error.get("param"),
-            "code": error.get("code"),
-            "error_type": error.get("type"),
-        }
-    else:
-        reason = body.get("reason") if isinstance(body, dict) else None
-        message = str(reason or response.text.strip()[:300] or response.reason or f"HTTP {status}")
-        fields = {"param": None, "code": None, "error_type": None}
-    fields["retry_after"] = _retry_after(response.headers.get("Retry-After"))
-    if fields["code"] == "job_failed":
-        found = re.search(r"\bjob ([0-9a-f]{8,})\b", message)
-        return JobFailedError(message, job_id=found.group(1) if found else None, status=status, **fields)
-    cls = _ERRORS.get(status, ServerError if status >= 500 else GlideAPIError)
-    return cls(message, status=status, **fields)
-
-
-_ERRORS: dict[int, type[GlideAPIError]] = {
-    400: BadRequest,
-    405: BadRequest,
-    409: BadRequest,
-    413: BadRequest,
-    415: BadRequest,
-    422: BadRequest,
-    401: AuthenticationError,
-    403: AuthenticationError,
-    404: NotFound,
-    429: RateLimited,
-    503: NotReady,
-}
