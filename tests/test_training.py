@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -315,22 +316,25 @@ def test_resuming_reproduces_an_uninterrupted_run_bit_for_bit(shapes, configs, t
     assert [r[1] for r in straight.history.rows] == [r[1] for r in resumed.history.rows]
 
 
-def test_a_run_saved_with_a_single_optimizer_group_resumes_bit_for_bit(shapes, configs, tmp_path) -> None:
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_format_1_training_state_resumes_bit_for_bit(shapes, configs, tmp_path, groups) -> None:
     straight = _train(shapes, configs, tmp_path / "straight", steps=4)
     split = _train(shapes, configs, tmp_path / "split", steps=2)
-    # Rewrite the saved AdamW state as trainers before the text encoder's own group saved it: one
-    # group, its parameters indexed in model order.
+    # Rewrite the state as format 1 was written: by the first trainers with one AdamW group, its
+    # parameters indexed in model order; once the text encoder had its own group, with today's two.
     path = tmp_path / "split" / "training-state.pt"
     state = torch.load(path, weights_only=True)
-    grouped = [p for group in split.optimizer.param_groups for p in group["params"]]
-    index = {id(p): i for i, p in enumerate(grouped)}
-    saved = state["optimizer"]
-    hyper = {k: v for k, v in saved["param_groups"][0].items() if k not in ("params", "lr_scale")}
-    order = [index[id(p)] for p in split.model.parameters()]
-    state["optimizer"] = {
-        "state": {old: saved["state"][new] for old, new in enumerate(order)},
-        "param_groups": [{**hyper, "params": list(range(len(order)))}],
-    }
+    state["format"] = 1
+    if groups == 1:
+        grouped = [p for group in split.optimizer.param_groups for p in group["params"]]
+        index = {id(p): i for i, p in enumerate(grouped)}
+        saved = state["optimizer"]
+        hyper = {k: v for k, v in saved["param_groups"][0].items() if k not in ("params", "lr_scale")}
+        order = [index[id(p)] for p in split.model.parameters()]
+        state["optimizer"] = {
+            "state": {old: saved["state"][new] for old, new in enumerate(order)},
+            "param_groups": [{**hyper, "params": list(range(len(order)))}],
+        }
     torch.save(state, path)
 
     resumed = _train(shapes, configs, tmp_path / "split", steps=4, resume=True)
@@ -338,6 +342,20 @@ def test_a_run_saved_with_a_single_optimizer_group_resumes_bit_for_bit(shapes, c
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         assert torch.equal(x, y), name
+    assert torch.load(path, weights_only=True)["format"] == 2  # saved again in today's format
+
+
+def test_a_training_state_of_an_unknown_format_is_refused_naming_the_file_and_formats(
+    shapes, configs, tmp_path
+) -> None:
+    _train(shapes, configs, tmp_path / "run", steps=1)
+    path = tmp_path / "run" / "training-state.pt"
+    state = torch.load(path, weights_only=True)
+    state["format"] = 3
+    torch.save(state, path)
+    expected = f"{path} is in training-state format 3; this version reads formats 1, 2"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        Trainer.resume(tmp_path / "run", device="cpu")
 
 
 def test_bf16_training_runs_on_the_cpu_with_float32_master_weights(shapes, configs, tmp_path) -> None:

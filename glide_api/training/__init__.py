@@ -7,10 +7,11 @@
         print(result.step, result.loss)
 
 Modules: `settings` (TrainConfig), `data` (image + .txt folders, seeded order and crops), `losses`
-(the hybrid objective), `trainer` (steps, EMA, checkpoints, resume, previews), `synthetic` (the
-shapes data set and its classifier), `evaluate` (prompt adherence), `presets` (the demo
-configurations), `plots` (loss curve and grids with PIL). Names are imported on first use, so the
-command line can read `TrainConfig` without loading torch.
+(the hybrid objective), `trainer` (the Trainer: steps, EMA, optimiser, create and resume),
+`checkpoints` (the run's folder and its versioned training state), `previews` (sample grids through
+the pipeline), `synthetic` (the shapes data set and its classifier), `evaluate` (prompt adherence),
+`presets` (the demo configurations), `plots` (loss curve and grids with PIL). Names are imported on
+first use, so the command line can read `TrainConfig` without loading torch.
 """
 
 from __future__ import annotations

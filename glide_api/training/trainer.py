@@ -1,59 +1,43 @@
-"""Training and fine-tuning GLIDE models: the step, EMA, checkpoints with exact resume, previews.
-
-A run lives in one output folder, which is at every checkpoint a loadable model folder:
-
-    config.json, model.safetensors   the EMA weights (what samples best), in `save_dtype`
-    tokenizer.json | encoder.json…   the model's tokenizer (bytes, or the GPT-2 files)
-    training-state.pt                raw weights, EMA (float32), AdamW state, step, history, settings
-    loss.csv, loss.png               the loss per step and its curve
-    samples/step-NNNNNNN.png         preview grids sampled from the EMA weights
+"""Training and fine-tuning GLIDE models: the `Trainer`, its optimiser step and EMA, `fit`'s schedule.
 
 Randomness never comes from global state: batch `step`'s data (see `data`), its timesteps and noise
 come from generators seeded by (seed, step), and dropout runs under a forked RNG seeded the same
-way. So the step number *is* the random state, and resuming from a checkpoint continues exactly as
-the uninterrupted run would have (on CPU, bit for bit).
+way. So the step number *is* the random state, and resuming from a checkpoint (see `checkpoints`,
+which writes and reads the run's folder) continues exactly as the uninterrupted run would have (on
+CPU, bit for bit). Preview grids are `previews`' job.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..diffusion.schedule import Schedule, q_sample
 from ..models.glide import GlideUNet, autocast, create_model
-from ..models.hub import resolve_model, save_model_folder
+from ..models.hub import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
-from ..pipeline import images
-from ..pipeline.loading import LoadedModel, resolve_device
-from ..pipeline.outputs import PipelineOutput
-from ..pipeline.params import BatchSettings, Sample
-from ..pipeline.text2im import GlidePipeline
-from .data import Batch, ImageCaptionData, find_examples
+from ..pipeline.loading import resolve_device
+from .checkpoints import History, read_training_state, restore_training_state, save_checkpoint
+from .data import ImageCaptionData, find_examples
 from .losses import hybrid_loss, mse_weights
-from .plots import grid, loss_curve
 from .presets import model_config
+from .previews import write_preview
 from .settings import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "training-state.pt"
-STATE_FORMAT = 1
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 # The text encoder's parameters (top-level names); transformer_proj, its link to the U-Net, is not one.
 TEXT_ENCODER = ("token_embedding", "positional_embedding", "padding_embedding", "transformer", "final_ln")
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -70,21 +54,6 @@ class StepResult:
     seconds: float
     saved: Path | None = None
     samples: Path | None = None
-
-
-@dataclass
-class History:
-    """The per-step losses of a run (kept across resumes)."""
-
-    rows: list[tuple[int, float, float, float]] = field(default_factory=list)  # step, loss, mse, vb
-
-    def write(self, folder: Path) -> None:
-        with open(folder / "loss.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["step", "loss", "mse", "vb"])
-            writer.writerows((s, f"{a:.6g}", f"{b:.6g}", f"{c:.6g}") for s, a, b, c in self.rows)
-        if len(self.rows) >= 2:
-            loss_curve([r[0] for r in self.rows], [r[1] for r in self.rows]).save(folder / "loss.png")
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -170,13 +139,7 @@ class Trainer:
                 "give exactly one of init (a model to fine-tune) and model (a config to train from scratch)"
             )
         if init is not None:
-            from .. import demo
-
-            path = str(demo.DEMO_MODELS.get(init, init))
-            options, state_dict = resolve_model(path, offline=offline, cache=cache)
-            network = create_model(options, state_dict)
-            folder = Path(path) if Path(path).is_dir() else None
-            tok = load_tokenizer(folder=folder, offline=offline, cache=cache)
+            network, tok = load_model_to_fine_tune(init, offline=offline, cache=cache)
         else:
             options = model_config(model)
             with torch.random.fork_rng(devices=[]):  # the initial weights follow from the seed too
@@ -214,12 +177,7 @@ class Trainer:
         `changes` may alter settings that do not affect the maths (save_every, sample_every, …).
         """
         out = Path(out)
-        path = out / STATE_FILE
-        if not path.is_file():
-            raise ValueError(f"resume: {path} not found; nothing to resume")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"resume: {path} has an unknown format {state.get('format')!r}")
+        state = read_training_state(out)
         config = TrainConfig(
             **{**state["train_config"], **changes, **({"steps": steps} if steps is not None else {})}
         )
@@ -245,13 +203,7 @@ class Trainer:
             data_dir=data_dir,
             init=state.get("init"),
         )
-        trainer.ema.load_state_dict(state["ema"])
-        saved = state["optimizer"]
-        if len(saved["param_groups"]) == 1:  # saved before the text encoder had its own group
-            saved = _split_optimizer_state(saved, trainer.optimizer, trainer.model)
-        trainer.optimizer.load_state_dict(saved)
-        trainer.step = int(state["step"])
-        trainer.history = History([tuple(r) for r in state["history"]])
+        restore_training_state(trainer, state)
         return trainer
 
     @staticmethod
@@ -372,89 +324,38 @@ class Trainer:
                 saved = self.save()
             yield dataclasses.replace(result, saved=saved, samples=samples)
 
-    # ---- checkpoints --------------------------------------------------------------------------
+    # ---- checkpoints and previews ---------------------------------------------------------------
 
     def save(self) -> Path:
         """Write the output folder: the EMA model folder, the training state, the loss curve."""
-        out = self.out
-        out.mkdir(parents=True, exist_ok=True)
-        dtype = TORCH_DTYPES[self.config.save_dtype]
-        ema = {k: v.detach().to("cpu", dtype) for k, v in self.ema.state_dict().items()}
-        save_model_folder(out, config=self.model.config, state_dict=ema)
-        self.tokenizer.save(out)
-        state = {
-            "format": STATE_FORMAT,
-            "step": self.step,
-            "model": _cpu(self.model.state_dict()),
-            "ema": _cpu(self.ema.state_dict()),
-            "optimizer": self.optimizer.state_dict(),
-            "model_config": self.model.config.to_options(),
-            "train_config": dataclasses.asdict(self.config),
-            "data_dir": self.data_dir,
-            "examples": len(self.data),
-            "init": self.init,
-            "history": [list(r) for r in self.history.rows],
-            # All randomness derives from (seed, step): these two are the whole RNG state.
-            "rng": {"seed": self.config.seed, "step": self.step},
-        }
-        tmp = out / f".{STATE_FILE}.tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, out / STATE_FILE)
-        self.history.write(out)
-        logger.info("saved step %d to %s", self.step, out)
-        return out
+        return save_checkpoint(self)
 
-    # ---- previews -----------------------------------------------------------------------------
-
-    @torch.no_grad()
     def write_samples(self) -> Path:
         """Sample the EMA model and write samples/step-NNNNNNN.png (and its prompts as .txt)."""
-        folder = self.out / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        fixed = self.data.fixed(min(self.config.sample_count, len(self.data)))
-        if self.model.config.super_res:
-            rows = self._upsampler_rows(fixed)
-        else:
-            rows = [self._base_samples(fixed.captions)]
-        path = folder / f"step-{self.step:07d}.png"
-        grid(rows).save(path)
-        path.with_suffix(".txt").write_text("\n".join(fixed.captions) + "\n", encoding="utf-8")
-        return path
-
-    def _pipeline(self) -> GlidePipeline:
-        """The EMA model in a sampling pipeline, in the role its config says."""
-        loaded = LoadedModel(name="ema", network=self.ema, tokenizer=self.tokenizer)
-        role = "upsample" if self.ema.config.super_res else "base"
-        return GlidePipeline(
-            **{role: loaded}, device=self.device, precision=self.precision, batch_invariant=False
+        return write_preview(
+            ema=self.ema,
+            tokenizer=self.tokenizer,
+            examples=self.data.fixed(min(self.config.sample_count, len(self.data))),
+            config=self.config,
+            folder=self.out / "samples",
+            step=self.step,
+            device=self.device,
+            precision=self.precision,
         )
 
-    def _base_samples(self, prompts: list[str]) -> list[Image.Image]:
-        c = self.ema.config
-        settings = BatchSettings(
-            size=c.image_size, base_respacing=self.config.sample_steps, diffusion_steps=c.diffusion_steps
-        )
-        samples = [
-            Sample(prompt=p, seed=i, guidance_scale=self.config.guidance_scale) for i, p in enumerate(prompts)
-        ]
-        output = next(e for e in self._pipeline().stream(settings, samples) if isinstance(e, PipelineOutput))
-        return [g.image for g in output.images]
 
-    def _upsampler_rows(self, fixed: Batch) -> list[list[Image.Image]]:
-        """Rows: the low-res input (nearest-neighbour enlarged), the sample, the original."""
-        c = self.ema.config
-        assert fixed.low_res is not None
-        settings = BatchSettings(
-            size=c.image_size,
-            upsample_respacing=self.config.sample_steps,
-            upsample_sampler="ddim",
-            diffusion_steps=c.diffusion_steps,
-        )
-        samples = [Sample(prompt=p, seed=i) for i, p in enumerate(fixed.captions)]
-        upsampled = self._pipeline().upsample_images(fixed.low_res, samples, settings)
-        size = (c.image_size, c.image_size)
-        inputs = [im.resize(size, Image.Resampling.NEAREST) for im in images.to_pil(fixed.low_res)]
-        return [inputs, upsampled, images.to_pil(fixed.images)]
+def load_model_to_fine_tune(
+    init: str, *, offline: bool = False, cache: str | Path | None = None
+) -> tuple[GlideUNet, Tokenizer]:
+    """The network (float32, on the CPU) and tokenizer of `init`: an official name, a demo model's
+    name or a model folder (whose own tokenizer is used when it has one)."""
+    from .. import demo
+
+    path = str(demo.DEMO_MODELS.get(init, init))
+    options, state_dict = resolve_model(path, offline=offline, cache=cache)
+    network = create_model(options, state_dict)
+    folder = Path(path) if Path(path).is_dir() else None
+    return network, load_tokenizer(folder=folder, offline=offline, cache=cache)
 
 
 def quiet_text_projection(network: GlideUNet) -> None:
@@ -470,29 +371,6 @@ def quiet_text_projection(network: GlideUNet) -> None:
     with torch.no_grad():
         network.transformer_proj.weight.zero_()
         network.transformer_proj.bias.zero_()
-
-
-def _split_optimizer_state(
-    saved: dict[str, Any], optimizer: torch.optim.Optimizer, model: torch.nn.Module
-) -> dict[str, Any]:
-    """A one-group AdamW state, from before the text encoder had its own group, in today's groups.
-
-    Optimizer states index parameters by position: in the old state, the order of
-    `model.parameters()`; in today's, their order across the groups.
-    """
-    position = {id(p): i for i, p in enumerate(model.parameters())}
-    old_index = [position[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    (old_group,) = saved["param_groups"]
-    groups = [
-        {**old_group, "lr_scale": group["lr_scale"], "params": group["params"]}
-        for group in optimizer.state_dict()["param_groups"]
-    ]
-    moments = {new: saved["state"][old] for new, old in enumerate(old_index) if old in saved["state"]}
-    return {"state": moments, "param_groups": groups}
-
-
-def _cpu(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
 
 
 def describe_run(trainer: Trainer) -> str:
