@@ -164,6 +164,58 @@ def test_the_line_under_the_header_names_the_active_models_and_their_limits(
     expect(line).to_contain_text(f"reads the first {small_pipeline.base.config.text_ctx} tokens")
 
 
+def test_the_forms_take_their_defaults_and_limits_from_v1_settings(page, small_pipeline) -> None:
+    config = ServiceConfig(
+        base_steps="50", upsample_steps="ddim25", max_batch_size=2, max_prompt_chars=77, max_steps=500
+    )
+    # Defaults no configuration changes are changed in the answer itself, on its way to the page.
+    changed = {"batch_size": 2, "guidance_scale": 7.5, "upsample_temp": 0.9, "sampler": "ddim", "eta": 0.25}
+
+    def edit_settings(route) -> None:
+        response = route.fetch()
+        body = response.json()
+        body["defaults"].update(changed)
+        route.fulfill(response=response, json=body)
+
+    with running(make_app(config, small_pipeline)) as url:
+        page.route("**/v1/settings", edit_settings)
+        open_ready(page, url)
+        shown = {
+            "#gen-steps": "50",
+            "#gen-upsample_steps": "ddim25",
+            "#gen-n": "2",
+            "#gen-guidance_scale": "7.5",
+            "#gen-upsample_temp": "0.9",
+            "#gen-sampler": "ddim",
+            "#gen-eta": "0.25",
+            "#inp-steps": "50",
+            "#inp-upsample_steps": "ddim25",
+            "#basemodel-steps": "50",
+        }
+        for selector, value in shown.items():
+            expect(page.locator(selector)).to_have_value(value)
+        expect(page.locator("#gen-eta")).to_be_enabled()  # the ddim sampler uses it
+        expect(page.locator("#gen-n")).to_have_attribute("max", "2")
+        expect(page.locator("#gen-prompt")).to_have_attribute("maxlength", "77")
+        expect(page.locator("#basemodel-steps")).to_have_attribute("max", "500")
+        page.fill("#gen-steps", "7")
+        page.fill("#gen-guidance_scale", "1")
+        page.click("#gen-reset")
+        expect(page.locator("#gen-steps")).to_have_value("50")
+        expect(page.locator("#gen-guidance_scale")).to_have_value("7.5")
+
+
+def test_the_forms_write_no_defaults_of_their_own(page, ui_url) -> None:
+    def drop_defaults(route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, json={**response.json(), "defaults": {}})
+
+    page.route("**/v1/settings", drop_defaults)
+    open_ready(page, ui_url)
+    for name in ("n", "guidance_scale", "steps", "upsample_steps", "eta", "upsample_temp"):
+        expect(page.locator(f"#gen-{name}")).to_have_value("")  # empty: the server's default applies
+
+
 def test_cancel_stops_a_running_job(page, ui_url) -> None:
     open_ready(page, ui_url)
     page.fill("#gen-prompt", "a very long job")

@@ -4,8 +4,13 @@
 
 import { apiFetch, getJSON } from "./api.js";
 import { followJob, jobPath, normalizeJob, RunView, TERMINAL } from "./jobs.js";
+import { applyRange, describeRange, inRange, rangeOf } from "./ranges.js";
 
-const MAX_SEED = 4294967295;
+// The numeric controls that have a range, and the controls that take a default: [control name,
+// its key in /v1/settings defaults]. Samplers and size are filled with their choices first.
+const RANGED = ["n", "seed", "guidance_scale", "eta", "upsample_temp"];
+const DEFAULTED = [["n", "batch_size"], ["guidance_scale", "guidance_scale"], ["steps", "steps"],
+  ["upsample_steps", "upsample_steps"], ["upsample_temp", "upsample_temp"], ["eta", "eta"]];
 
 // Names the server (or the engine behind it) may give a parameter -> the form control's name.
 const ALIASES = {
@@ -47,7 +52,7 @@ export class JobForm {
     this.run = new RunView(prefix);
     this.current = null;  // {id, controller} while a job is being sent or followed
     this.settings = null;
-    this.available = true;
+    this.available = false;  // until /v1/settings says which sizes this task offers
 
     this.form.addEventListener("submit", (e) => {
       e.preventDefault();
@@ -100,17 +105,17 @@ export class JobForm {
       const select = this.control(name);
       if (!select) continue;
       const current = select.value;
-      select.replaceChildren(...(settings.samplers ?? ["ancestral", "ddim"]).map((s) => new Option(s, s)));
-      this.setDefault(select, defaults[name] ?? "ancestral", current);
+      select.replaceChildren(...(settings.samplers ?? []).map((s) => new Option(s, s)));
+      if (defaults[name] !== undefined) this.setDefault(select, defaults[name], current);
     }
-    this.setDefault(this.control("n"), defaults.batch_size ?? 1);
-    this.setDefault(this.control("guidance_scale"), defaults.guidance_scale ?? 3);
-    this.setDefault(this.control("steps"), defaults.steps ?? "100");
-    this.setDefault(this.control("upsample_steps"), defaults.upsample_steps ?? "fast27");
-    this.setDefault(this.control("upsample_temp"), defaults.upsample_temp ?? 0.997);
-    if (this.control("eta")) this.setDefault(this.control("eta"), defaults.eta ?? 0);
-
-    if (limits.max_batch_size) this.control("n").max = String(limits.max_batch_size);
+    for (const [name, key] of DEFAULTED) {
+      const control = this.control(name);
+      if (control && defaults[key] !== undefined) this.setDefault(control, defaults[key]);
+    }
+    for (const name of RANGED) {
+      const control = this.control(name);
+      if (control) applyRange(control, rangeOf(settings, name));
+    }
     if (limits.max_prompt_chars) this.control("prompt").maxLength = limits.max_prompt_chars;
     this.count(this.control("prompt"), this.form.querySelector("[data-counter-for]"));
     this.updateEta();
@@ -179,23 +184,22 @@ export class JobForm {
     else if (maxChars && prompt.length > maxChars) problems.push(["prompt", `At most ${maxChars} characters.`]);
     out.prompt = prompt;
 
-    const number = (name, { integer = false, min = -Infinity, max = Infinity } = {}) => {
+    const number = (name, { integer = false, range = rangeOf(this.settings, name) } = {}) => {
       const control = this.control(name);
       if (!control || control.disabled || control.value.trim() === "") return;
       const value = Number(control.value);
-      if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || value < min || value > max) {
-        const range = max === Infinity ? `at least ${min}` : `${min} to ${max}`;
-        problems.push([name, `Enter ${integer ? "a whole number" : "a number"}, ${range}.`]);
+      if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || !inRange(value, range)) {
+        problems.push([name, `Enter ${integer ? "a whole number" : "a number"}, ${describeRange(range)}.`]);
         return;
       }
       out[name] = value;
     };
-    number("size", { integer: true, min: 1 });
-    number("n", { integer: true, min: 1, max: this.settings?.limits?.max_batch_size ?? Infinity });
-    number("seed", { integer: true, min: 0, max: MAX_SEED });
-    number("guidance_scale", { min: 0 });
-    number("eta", { min: 0, max: 1 });
-    number("upsample_temp", { min: 0, max: 1 });
+    number("size", { integer: true, range: { min: 1 } });
+    number("n", { integer: true });
+    number("seed", { integer: true });
+    number("guidance_scale");
+    number("eta");
+    number("upsample_temp");
     for (const name of ["steps", "upsample_steps"]) {
       const value = this.control(name).value.trim();
       if (value) out[name] = value;

@@ -2,7 +2,9 @@
 // and downloadable from blob: URLs), its prompt and settings, and reuse buttons. Job ids are kept
 // in localStorage so that a reload shows what the server still holds.
 
-import { apiFetch } from "./api.js";
+import { apiFetch, getJSON } from "./api.js";
+import { fact } from "./format.js";
+import { jobPath, normalizeJob } from "./jobs.js";
 
 const STORAGE = "glide-api.gallery";
 const KEEP = 48;
@@ -15,15 +17,6 @@ function slug(text, length = 48) {
 export function downloadName(job, image) {
   const kind = job.task === "inpaint" ? "glide-inpaint" : "glide";
   return `${kind}-${slug(job.prompt)}-${image.seed ?? image.index}.png`;
-}
-
-function fact(list, term, value) {
-  if (value === null || value === undefined || value === "") return;
-  const dt = document.createElement("dt");
-  dt.textContent = term;
-  const dd = document.createElement("dd");
-  dd.textContent = String(value);
-  list.append(dt, dd);
 }
 
 export class Gallery {
@@ -67,6 +60,19 @@ export class Gallery {
 
   forget(id) {
     this.store(this.storedIds().filter((other) => other !== id));
+  }
+
+  /** Show again the stored jobs the server still holds; forget those it has dropped or that ended badly. */
+  async restore() {
+    for (const id of this.storedIds()) {
+      try {
+        const job = await getJSON(jobPath(id));
+        if (job.status === "succeeded") this.add(normalizeJob(job), { atEnd: true });
+        else if (["failed", "cancelled"].includes(job.status)) this.forget(id);
+      } catch (error) {
+        if (error.status === 404) this.forget(id);  // evicted by the server
+      }
+    }
   }
 
   has(id) {
@@ -119,8 +125,7 @@ export class Gallery {
     const figure = this.imageTemplate.content.firstElementChild.cloneNode(true);
     const img = figure.querySelector("img");
     img.alt = `${job.prompt} (seed ${image.seed})`;
-    img.width = job.size ?? 256;
-    img.height = job.size ?? 256;
+    if (job.size) img.width = img.height = job.size;  // room kept before it loads; CSS keeps it square
     figure.querySelector(".seed").textContent = `seed ${image.seed}`;
     const link = figure.querySelector("a");
     link.download = downloadName(job, image);
