@@ -176,3 +176,23 @@ def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("glide-api ")
     assert main([]) == 2
+
+
+def test_download_names_put_the_tokenizer_first_expand_groups_and_drop_repeats() -> None:
+    assert hub.download_names(hub.DEFAULT_DOWNLOADS) == [*hub.TOKENIZER_FILES, "base", "upsample"]
+    assert hub.download_names(["upsample", "all", "tokenizer"]) == [
+        *hub.TOKENIZER_FILES,
+        "upsample",
+        *(n for n in hub.CHECKPOINTS if n != "upsample"),
+    ]
+    with pytest.raises(ValueError, match="unknown name 'nonsense'"):
+        hub.download_names(["nonsense"])
+
+
+def test_is_cached_looks_for_the_downloaded_file_itself(cache: Path) -> None:
+    assert not hub.is_cached("base", cache=cache)
+    cache.mkdir()
+    (cache / "base.safetensors").write_bytes(b"")  # a conversion alone is not the download
+    assert not hub.is_cached("base")
+    (cache / "base.pt").write_bytes(b"")
+    assert hub.is_cached("base") and hub.is_cached("base", cache=cache)

@@ -42,7 +42,7 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -70,7 +70,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINTS",
+    "DEFAULT_DOWNLOADS",
     "DEFAULT_TIMEOUT",
+    "DOWNLOAD_GROUPS",
     "REGISTRY",
     "TOKENIZER_FILES",
     "CachedFile",
@@ -79,8 +81,10 @@ __all__ = [
     "cached_models",
     "convert_checkpoint",
     "download",
+    "download_names",
     "fetch_checkpoint",
     "fetch_file",
+    "is_cached",
     "load_checkpoint",
     "offline_env",
     "read_model_folder",
@@ -147,6 +151,31 @@ _ENTRIES = (
 REGISTRY: Mapping[str, RemoteFile] = MappingProxyType({e.name: e for e in _ENTRIES})
 CHECKPOINTS: tuple[str, ...] = tuple(e.name for e in _ENTRIES if e.preset)  # the diffusion models
 TOKENIZER_FILES: tuple[str, str] = ("gpt2/encoder.json", "gpt2/vocab.bpe")
+
+
+# Names that stand for several registry files when downloading, and what is fetched when none is named.
+DOWNLOAD_GROUPS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"all": CHECKPOINTS, "tokenizer": TOKENIZER_FILES}
+)
+DEFAULT_DOWNLOADS: tuple[str, ...] = ("base", "upsample")
+
+
+def download_names(requested: Iterable[str]) -> list[str]:
+    """The registry names to download for `requested` names and `DOWNLOAD_GROUPS`, in order.
+
+    The tokenizer files come first (small, and the official models need them), then the rest as
+    requested, each once. Raises `ValueError` for a name that is neither, listing the valid ones.
+    """
+    names = list(TOKENIZER_FILES)
+    for name in requested:
+        for member in DOWNLOAD_GROUPS.get(name, (name,)):
+            if member not in REGISTRY:
+                raise ValueError(
+                    f"unknown name {name!r}; expected one of {', '.join([*REGISTRY, *DOWNLOAD_GROUPS])}"
+                )
+            if member not in names:
+                names.append(member)
+    return names
 
 
 def _entry(name: str) -> RemoteFile:
@@ -538,6 +567,11 @@ def resolve_model(
 
 
 # ---- what is cached ----------------------------------------------------------------------------
+
+
+def is_cached(name: str, *, cache: StrPath | None = None) -> bool:
+    """Whether registry file `name` itself (not only its conversion or a ``.part``) is in the cache."""
+    return (_cache(cache) / REGISTRY[name].filename).is_file()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,73 @@
+"""``glide-api serve``: the web service, its settings from defaults, file, environment and flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+from glide_api.cli.generate import model_options
+
+
+def add_serve(subparsers: argparse._SubParsersAction) -> None:
+    from glide_api.config import ServiceConfig
+
+    models = model_options(from_config=True)
+    # The settings the model options already set get no second flag here.
+    model_settings = set(vars(models.parse_args([])))
+    p = subparsers.add_parser(
+        "serve",
+        parents=[models],
+        help="run the web service (UI and APIs)",
+        description="Serve the web UI and the APIs. Settings come from defaults, then the config file "
+        "(--config or GLIDE_API_CONFIG), then GLIDE_API_* environment variables, then these "
+        "flags; docs/configuration.md lists them all.",
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="a TOML or JSON file of settings")
+    p.add_argument(
+        "--dev", action="store_true", help="Flask's development server instead of gunicorn (auto-reload off)"
+    )
+    group = p.add_argument_group("service settings")
+    for f in dataclasses.fields(ServiceConfig):
+        if f.name in model_settings:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            group.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f.metadata["help"],
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                metavar="VALUE",
+                help=f"{f.metadata['help']} (default: {f.default or '—'})",
+            )
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from glide_api.config import ServiceConfig
+
+    names = {f.name for f in dataclasses.fields(ServiceConfig)}
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if args.cache_dir is not None:
+        overrides["cache_dir"] = str(args.cache_dir)
+    config = ServiceConfig.load(file=args.config, overrides=overrides)
+    logging.getLogger().setLevel(config.log_level.upper())
+    logging.getLogger("glide_api").setLevel(config.log_level.upper())
+    if args.dev:
+        from glide_api.server import create_app
+
+        create_app(config).run(host=config.host, port=config.port, threaded=True, use_reloader=False)
+        return 0
+    from glide_api.server.production import serve
+
+    serve(config)
+    return 0
