@@ -14,7 +14,7 @@ from PIL import Image
 from glide_api.cli import main
 from glide_api.diffusion.schedule import Schedule, q_sample
 from glide_api.models.config import ModelConfig
-from glide_api.pipeline.text2im import GlidePipeline
+from glide_api.pipeline.glide_pipeline import GlidePipeline
 from glide_api.training import TrainConfig, Trainer
 from glide_api.training.data import ImageCaptionData, find_examples
 from glide_api.training.losses import discretized_gaussian_log_likelihood, hybrid_loss, mse_weights, normal_kl

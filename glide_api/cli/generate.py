@@ -20,7 +20,7 @@ from glide_api.pipeline.params import (
 if TYPE_CHECKING:
     from glide_api.pipeline.outputs import PipelineOutput
     from glide_api.pipeline.params import GenerationRequest
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
 
 def model_options(*, from_config: bool = False) -> argparse.ArgumentParser:
@@ -182,7 +182,7 @@ def add_inpaint(subparsers: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from glide_api.pipeline.params import GenerationRequest
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
     inpaint = args.task == "inpaint"
     image = args.image.read_bytes() if inpaint else None

@@ -12,7 +12,7 @@ from glide_api.cli.weights import cache_options
 from glide_api.models import hub
 
 if TYPE_CHECKING:
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
 
 # ---- synthetic ---------------------------------------------------------------------------------
@@ -295,7 +295,7 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
     from glide_api.training.evaluate import measure
     from glide_api.training.plots import grid
 

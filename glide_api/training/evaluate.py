@@ -21,7 +21,7 @@ from .synthetic import COLOURS, SHAPES, Reading, classify
 
 if TYPE_CHECKING:
     from ..pipeline.loading import LoadedModel
-    from ..pipeline.text2im import GlidePipeline
+    from ..pipeline.glide_pipeline import GlidePipeline
 
 CHANCE = {"colour": 1 / len(COLOURS), "background": 1 / len(COLOURS), "shape": 1 / len(SHAPES)}
 

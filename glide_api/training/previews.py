@@ -14,7 +14,7 @@ from ..pipeline import images
 from ..pipeline.loading import LoadedModel
 from ..pipeline.outputs import PipelineOutput
 from ..pipeline.params import BatchSettings, Sample
-from ..pipeline.text2im import GlidePipeline
+from ..pipeline.glide_pipeline import GlidePipeline
 from .data import Batch
 from .plots import grid
 from .settings import TrainConfig
