@@ -18,85 +18,21 @@ from typing import Any, get_type_hints
 
 from . import checks
 from .errors import InvalidParameter
+from .model_selection import ModelSelection
 from .options import DIFFUSION_STEPS, STEPS, UPSAMPLE_STEPS
 
 ENV_PREFIX = "GLIDE_API_"
-MODEL_CHOICES = ("official", "demo")
-MODEL_ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
-_OFFICIAL_SPECS = {
-    "base": "base",
-    "upsample": "upsample",
-    "base_inpaint": "base-inpaint",
-    "upsample_inpaint": "upsample-inpaint",
-}
-
-
-def model_choice(model: str, specs: Mapping[str, str | None]) -> dict[str, str | None]:
-    """The model settings after choosing `model`: "demo" replaces every role still at its official
-    default with the shipped demo folder ("none" for the inpainting roles, which it lacks)."""
-    if model == "official":
-        return dict(specs)
-    from .demo import DEMO_MODELS
-
-    if not all((folder / "config.json").is_file() for folder in DEMO_MODELS.values()):
-        raise ValueError(
-            f"model: the demo models are missing from this installation (expected in "
-            f"{DEMO_MODELS['demo-base'].parent}); reinstall glide-api"
-        )
-    demo = {
-        "base": str(DEMO_MODELS["demo-base"]),
-        "upsample": str(DEMO_MODELS["demo-upsample"]),
-        "base_inpaint": "none",
-        "upsample_inpaint": "none",
-    }
-    return {role: demo[role] if spec == _OFFICIAL_SPECS[role] else spec for role, spec in specs.items()}
 
 
 @dataclass(frozen=True)
-class ServiceConfig:
-    """Everything `glide-api serve` can be told. Limits are hard bounds enforced at the edge."""
+class ServiceConfig(ModelSelection):
+    """Everything `glide-api serve` can be told: the models (`ModelSelection`), where it listens, the
+    generation defaults and the limits (hard bounds enforced at the edge)."""
 
     # Where it listens.
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=5000, metadata={"help": "TCP port"})
     threads: int = field(default=32, metadata={"help": "threads for waiting clients and event streams"})
-    # Which models, where.
-    model: str = field(
-        default="official",
-        metadata={
-            "help": "official (the GLIDE checkpoints) or demo (the "
-            "small shipped shapes models: offline, no "
-            "inpainting); demo replaces the model "
-            "settings left at their defaults"
-        },
-    )
-    base: str = field(default="base", metadata={"help": "base model: official name or model folder"})
-    upsample: str = field(
-        default="upsample",
-        metadata={"help": "upsampler: official name or model folder; 'none' for 64 px only"},
-    )
-    base_inpaint: str = field(
-        default="base-inpaint", metadata={"help": "inpainting base model; 'none' disables inpainting"}
-    )
-    upsample_inpaint: str = field(
-        default="upsample-inpaint", metadata={"help": "inpainting upsampler; 'none' for 64 px edits"}
-    )
-    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu, cuda, cuda:N"})
-    precision: str = field(
-        default="auto", metadata={"help": "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16"}
-    )
-    offline: bool = field(
-        default=False, metadata={"help": "never download weights (also GLIDE_API_OFFLINE=1)"}
-    )
-    cache_dir: str | None = field(default=None, metadata={"help": "weights cache (also GLIDE_API_CACHE)"})
-    batch_invariant: bool = field(
-        default=True,
-        metadata={
-            "help": "run each sample's rows alone so a "
-            "seed's image never depends on its "
-            "batch-mates (off: faster on GPUs)"
-        },
-    )
     # Generation defaults and limits.
     base_steps: str = field(default=STEPS.default, metadata={"help": f"default {STEPS.help}"})
     upsample_steps: str = field(default=UPSAMPLE_STEPS.default, metadata={"help": "default upsampler steps"})
@@ -129,10 +65,7 @@ class ServiceConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_CHOICES:
-            raise ValueError(f"model: must be one of {', '.join(MODEL_CHOICES)} (got {self.model!r})")
-        for role, spec in model_choice(self.model, {r: getattr(self, r) for r in MODEL_ROLES}).items():
-            object.__setattr__(self, role, spec)
+        super().__post_init__()
         for name in (
             "port",
             "threads",
@@ -190,18 +123,6 @@ class ServiceConfig:
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
         return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()})
-
-    def model_spec(self, role: str) -> str | None:
-        """The model for a role ('base', 'upsample', …), None where configured as 'none'.
-
-        The demo models' names (demo-base, demo-upsample) are given as their shipped folders.
-        """
-        from .demo import DEMO_MODELS
-
-        spec = getattr(self, role)
-        if spec.lower() == "none":
-            return None
-        return str(DEMO_MODELS[spec]) if spec in DEMO_MODELS else spec
 
     def public_dict(self) -> dict[str, Any]:
         """The settings with secrets removed (for logs and /v1/settings)."""

@@ -114,3 +114,29 @@ def test_an_unknown_model_is_one_line_naming_the_official_names(capsys) -> None:
     err = capsys.readouterr().err
     assert status == 1 and len(err.strip().splitlines()) == 1
     assert "no-such-model" in err and "base, upsample" in err
+
+
+def test_building_the_command_line_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from glide_api.cli import build_parser\n"
+        "build_parser()\n"
+        "assert 'torch' not in sys.modules, 'building the parser imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_generate_flags_come_from_the_option_declarations(capsys) -> None:
+    from glide_api.cli import main
+    from glide_api.options import GENERATION_OPTIONS
+
+    assert main(["generate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in GENERATION_OPTIONS:
+        assert option.flag in text
+        assert " ".join(option.help.split()[:4]) in text, option.name
+        if option.default is not None:
+            assert f"(default: {option.default})" in text, option.name

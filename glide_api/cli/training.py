@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from glide_api.cli.weights import cache_options
 from glide_api.models import hub
+from glide_api.training.evaluate import EVALUATED_GUIDANCE
 
 if TYPE_CHECKING:
     from glide_api.pipeline.glide_pipeline import GlidePipeline
@@ -269,9 +270,9 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "--guidance",
         type=float,
         nargs="+",
-        default=[3.0, 0.0],
+        default=list(EVALUATED_GUIDANCE),
         metavar="SCALE",
-        help="guidance scales to compare (default: 3 0)",
+        help=f"guidance scales to compare (default: {' '.join(f'{g:g}' for g in EVALUATED_GUIDANCE)})",
     )
     p.add_argument(
         "--steps",
@@ -295,21 +296,23 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
+    from glide_api.model_selection import NONE, ModelSelection
     from glide_api.pipeline.glide_pipeline import GlidePipeline
     from glide_api.training.evaluate import measure
     from glide_api.training.plots import grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipeline = GlidePipeline.load(
+    selection = ModelSelection(
         base=args.model,
-        upsample=None,
+        upsample=NONE,
         device=args.device,
         precision="fp32",
         offline=True,
         batch_invariant=False,
-        cache=args.cache_dir,
+        cache_dir=args.cache_dir,
     )
+    pipeline = GlidePipeline.from_selection(selection, task="text2im")
     if args.words:
         return _print_word_influences(pipeline, args.count)
     results = measure(

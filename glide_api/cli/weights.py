@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 from glide_api.errors import WeightsNotFound
+from glide_api.model_selection import ModelSelection
 from glide_api.models import hub
 from glide_api.models.download import human_size
+
+CACHE_HELP = ModelSelection.__dataclass_fields__["cache_dir"].metadata["help"]
 
 
 def cache_options() -> argparse.ArgumentParser:
@@ -18,8 +21,7 @@ def cache_options() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         metavar="DIR",
-        help="the weights cache (default: $GLIDE_API_CACHE, else the user cache "
-        f"folder, here {str(hub.cache_dir()).replace('%', '%%')})",
+        help=f"{CACHE_HELP.removesuffix(')')}, here {str(hub.cache_dir()).replace('%', '%%')})",
     )
     return parent
 

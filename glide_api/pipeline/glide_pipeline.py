@@ -41,8 +41,10 @@ from .. import __version__
 from ..diffusion.guidance import classifier_free_guidance
 from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule
+from ..model_selection import MODEL_ROLES, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
+from ..models.hub import offline_env
 from ..progress import StepProgress
 from . import images
 from .inpaint import InpaintInputs, impose_known
@@ -95,12 +97,7 @@ class GlidePipeline:
         self.precision = resolve_precision(precision, self.device)
         self.base, self.upsample = base, upsample
         self.base_inpaint, self.upsample_inpaint = base_inpaint, upsample_inpaint
-        for role, expected in (
-            ("base", "base"),
-            ("upsample", "upsample"),
-            ("base_inpaint", "base-inpaint"),
-            ("upsample_inpaint", "upsample-inpaint"),
-        ):
+        for role, expected in MODEL_ROLES.items():
             loaded: LoadedModel | None = getattr(self, role)
             if loaded is not None and loaded.config.kind != expected:
                 raise ValueError(
@@ -145,12 +142,31 @@ class GlidePipeline:
             )
         return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
+    @classmethod
+    def from_selection(
+        cls,
+        selection: ModelSelection,
+        *,
+        task: str | None = None,
+        on_load: Callable[[str, str], None] | None = None,
+    ) -> GlidePipeline:
+        """Load what `selection` names (every role, or only those `task` needs), on its device."""
+        specs = selection.specs() if task is None else selection.task_specs(task)
+        return cls.load(
+            **{role: specs.get(role) for role in MODEL_ROLES},
+            device=selection.device,
+            precision=selection.precision,
+            offline=selection.offline or offline_env(),
+            batch_invariant=selection.batch_invariant,
+            cache=selection.cache_dir,
+            on_load=on_load,
+        )
+
     # ---- what can be made -----------------------------------------------------------------------
 
     def _models(self, task: str) -> tuple[LoadedModel | None, LoadedModel | None]:
-        if task == "inpaint":
-            return self.base_inpaint, self.upsample_inpaint
-        return self.base, self.upsample
+        base, upsample = TASK_ROLES[task]
+        return getattr(self, base), getattr(self, upsample)
 
     def sizes(self, task: str = "text2im") -> list[int]:
         """The output sizes this pipeline can make for a task (empty if its models are not loaded)."""
@@ -220,11 +236,7 @@ class GlidePipeline:
 
     def describe(self) -> dict[str, object]:
         """Loaded models and what they can make (for /v1/models and the UI)."""
-        models = {
-            role: m.describe()
-            for role in ("base", "upsample", "base_inpaint", "upsample_inpaint")
-            if (m := getattr(self, role)) is not None
-        }
+        models = {role: m.describe() for role in MODEL_ROLES if (m := getattr(self, role)) is not None}
         return {
             "models": models,
             "device": str(self.device),

@@ -18,11 +18,13 @@ from .. import checks
 from ..diffusion.schedule import space_timesteps
 from ..errors import InvalidParameter
 from ..options import (
+    BATCH_SIZE,
     DIFFUSION_STEPS,
     ETA,
     GUIDANCE_SCALE,
     MAX_SEED,
     SAMPLER,
+    SEED,
     STEPS,
     TASKS,
     UPSAMPLE_SAMPLER,
@@ -105,7 +107,7 @@ class GenerationRequest:
 
     prompt: str
     settings: BatchSettings
-    batch_size: int = 1
+    batch_size: int = BATCH_SIZE.default
     guidance_scale: float = GUIDANCE_SCALE.default
     seeds: tuple[int, ...] = ()
     image: bytes | None = field(default=None, repr=False)
@@ -117,8 +119,8 @@ class GenerationRequest:
         checks.integer("batch_size", self.batch_size, minimum=1)
         checks.number("guidance_scale", self.guidance_scale)
         seeds = tuple(self.seeds)
-        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds):
-            raise InvalidParameter(f"seeds: each must be an integer in [0, {MAX_SEED}]")
+        for seed in seeds:
+            SEED.check(seed, name="seeds")
         if seeds and len(seeds) != self.batch_size:
             raise InvalidParameter(f"seeds: give one per image ({self.batch_size}), got {len(seeds)}")
         if not seeds:
@@ -135,7 +137,7 @@ class GenerationRequest:
         prompt: str,
         *,
         size: int,
-        batch_size: int = 1,
+        batch_size: int = BATCH_SIZE.default,
         seed: int | None = None,
         guidance_scale: float = GUIDANCE_SCALE.default,
         **settings: Any,

@@ -23,8 +23,6 @@ from .generation_request import StepDefaults
 
 logger = logging.getLogger(__name__)
 
-ROLES = ("base", "upsample", "base_inpaint", "upsample_inpaint")
-
 
 class Service:
     """Holds the configuration, the loading status and (once ready) the engine."""
@@ -85,15 +83,7 @@ class Service:
 
         try:
             with progress_hook(on_download):
-                pipeline = GlidePipeline.load(
-                    **{role: c.model_spec(role) for role in ROLES},
-                    device=c.device,
-                    precision=c.precision,
-                    offline=offline,
-                    batch_invariant=c.batch_invariant,
-                    cache=c.cache_dir,
-                    on_load=on_load,
-                )
+                pipeline = GlidePipeline.from_selection(c, on_load=on_load)
         except WeightsNotFound as e:
             self._set_status(
                 stage="missing",
@@ -141,15 +131,15 @@ class Service:
             } | status
 
     def _official_specs(self) -> list[str]:
-        return [s for role in ROLES if (s := self.config.model_spec(role)) in hub.CHECKPOINTS]
+        return [s for s in self.config.specs().values() if s in hub.CHECKPOINTS]
 
     def _missing_files(self) -> list[str]:
         """Files the configured models need that are not on disk (official names and folders)."""
         cache = Path(self.config.cache_dir) if self.config.cache_dir else hub.cache_dir()
         cached = {c.name for c in hub.cached_models(cache=cache) if not c.partial}
         missing = []
-        for role in ROLES:
-            spec = self.config.model_spec(role)
+        specs = self.config.specs()
+        for spec in specs.values():
             if spec is None:
                 continue
             if spec in hub.CHECKPOINTS:
@@ -157,7 +147,7 @@ class Service:
                     missing.append(str(cache / hub.REGISTRY[spec].filename))
             elif not Path(spec).is_dir():
                 missing.append(spec)
-        if any(self.config.model_spec(r) in hub.CHECKPOINTS for r in ROLES):
+        if any(spec in hub.CHECKPOINTS for spec in specs.values()):
             missing += [str(cache / hub.REGISTRY[n].filename) for n in hub.TOKENIZER_FILES if n not in cached]
         return missing
 

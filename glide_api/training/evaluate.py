@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from ..options import GUIDANCE_SCALE
 from .synthetic import COLOURS, SHAPES, Reading, classify
 
 if TYPE_CHECKING:
-    from ..pipeline.loading import LoadedModel
     from ..pipeline.glide_pipeline import GlidePipeline
+    from ..pipeline.loading import LoadedModel
 
+# Guided as the service samples by default, and unguided (which ignores the prompt): the baseline.
+EVALUATED_GUIDANCE: tuple[float, ...] = (GUIDANCE_SCALE.default, 0.0)
 CHANCE = {"colour": 1 / len(COLOURS), "background": 1 / len(COLOURS), "shape": 1 / len(SHAPES)}
 
 
@@ -85,7 +88,7 @@ def measure(
     *,
     count: int = 48,
     first_seed: int = 1000,
-    guidance_scales: Sequence[float] = (3.0, 0.0),
+    guidance_scales: Sequence[float] = EVALUATED_GUIDANCE,
     respacing: str = "ddim16",
 ) -> dict[float, Adherence]:
     """Score the pipeline's base model at its own size on `targets(count)`, prompt i with seed

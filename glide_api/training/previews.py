@@ -11,10 +11,10 @@ from ..models.config import ModelConfig
 from ..models.glide import GlideUNet
 from ..models.tokenizer import Tokenizer
 from ..pipeline import images
+from ..pipeline.glide_pipeline import GlidePipeline
 from ..pipeline.loading import LoadedModel
 from ..pipeline.outputs import PipelineOutput
 from ..pipeline.params import BatchSettings, Sample
-from ..pipeline.glide_pipeline import GlidePipeline
 from .data import Batch
 from .plots import grid
 from .settings import TrainConfig

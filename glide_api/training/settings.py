@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import checks
+from ..options import GUIDANCE_SCALE
+
 SAVE_DTYPES = ("fp32", "fp16")
 MSE_WEIGHTINGS = ("eps", "p2", "truncated-snr")  # see losses.py
 
@@ -33,19 +36,15 @@ class TrainConfig:
     sample_every: int = 500  # 0: no preview grids
     sample_count: int = 8
     sample_steps: str = "50"  # respacing of the preview sampler
-    guidance_scale: float = 3.0  # of the base previews
+    guidance_scale: float = GUIDANCE_SCALE.default  # of the base previews
     save_dtype: str = "fp32"  # of model.safetensors (training-state.pt is always float32)
 
     def __post_init__(self) -> None:
         optional = ("train_size",) if self.train_size is not None else ()
         for name in ("steps", "batch_size", "sample_count", *optional):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer (got {value!r})")
+            checks.integer(name, getattr(self, name), minimum=1)
         for name in ("warmup_steps", "save_every", "sample_every", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: must be a non-negative integer (got {value!r})")
+            checks.integer(name, getattr(self, name), minimum=0)
         if not self.text_lr_scale >= 0:
             raise ValueError(f"text_lr_scale: must be non-negative (got {self.text_lr_scale})")
         if not self.lr > 0:
