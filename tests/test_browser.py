@@ -205,6 +205,46 @@ def test_the_forms_take_their_defaults_and_limits_from_v1_settings(page, small_p
         expect(page.locator("#gen-guidance_scale")).to_have_value("7.5")
 
 
+def test_the_forms_take_ranges_choices_and_help_from_v1_settings(page, ui_url) -> None:
+    # The answer is edited on its way to the page: values no server sends prove where the form's come from.
+    edits = {
+        "guidance_scale": {"maximum": 12.5, "help": "how much the prompt counts"},
+        "seed": {"maximum": 999},
+        "eta": {"help": "noise of the ddim steps"},
+        "sampler": {"choices": ["ddim", "ancestral", "plms"]},
+    }
+
+    def edit_options(route) -> None:
+        response = route.fetch()
+        body = response.json()
+        for option in body["options"]:
+            option.update(edits.get(option["name"], {}))
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/settings", edit_options)
+    open_ready(page, ui_url)
+    expect(page.locator("#gen-guidance_scale")).to_have_attribute("min", "0")
+    expect(page.locator("#gen-guidance_scale")).to_have_attribute("max", "12.5")
+    expect(page.locator("#inp-guidance_scale")).to_have_attribute("max", "12.5")
+    expect(page.locator("#gen-seed")).to_have_attribute("max", "999")
+    expect(page.locator("#gen-n")).to_have_attribute("max", str(ServiceConfig().max_batch_size))
+    expect(page.locator("#gen-guidance_scale")).to_have_attribute("title", "how much the prompt counts")
+    expect(page.locator("#gen-eta-hint")).to_have_text("Noise of the ddim steps.")
+    expect(page.locator("#gen-steps-hint")).to_contain_text("respacing")  # the server's own help
+    options = page.locator("#gen-sampler option")
+    expect(options).to_have_text(["ddim", "ancestral", "plms"])
+
+    page.fill("#gen-prompt", "out of range")
+    page.fill("#gen-guidance_scale", "20")
+    page.fill("#gen-seed", "1000")
+    page.click("#gen-submit")
+    expect(page.locator("#gen-guidance_scale-error")).to_have_text("Enter a number, 0 to 12.5.")
+    expect(page.locator("#gen-seed-error")).to_have_text("Enter a whole number, 0 to 999.")
+    expect(page.locator("#gen-seed")).to_be_focused()  # the first field that is wrong
+    expect(page.locator("#gallery .job-card")).to_have_count(0)
+    expect(page.locator("#gen-status")).to_have_attribute("data-state", "idle")
+
+
 def test_the_forms_write_no_defaults_of_their_own(page, ui_url) -> None:
     def drop_defaults(route) -> None:
         response = route.fetch()

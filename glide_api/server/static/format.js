@@ -1,6 +1,13 @@
-// How values are written for people: counts, byte sizes, and term/value lists (<dl>).
+// How values are written for people: counts, byte sizes, sentences, and term/value lists (<dl>).
 
 export const count = (n) => (typeof n === "number" ? n.toLocaleString("en-US") : n);
+
+/** A phrase as a sentence: capitalised, ending in a full stop ("" stays ""). */
+export function sentence(text) {
+  if (!text) return "";
+  const capitalised = text[0].toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capitalised) ? capitalised : `${capitalised}.`;
+}
 
 export function bytes(n) {
   if (typeof n !== "number") return n;

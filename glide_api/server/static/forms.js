@@ -1,14 +1,14 @@
-// The generate and inpaint forms: defaults and choices from /v1/settings, reading the controls into
-// an API request, errors shown beside the field they name, and one job at a time per form, from
-// submit through its progress events to the gallery.
+// The generate and inpaint forms: defaults, ranges, choices and help from /v1/settings, reading the
+// controls into an API request, errors shown beside the field they name, and one job at a time per
+// form, from submit through its progress events to the gallery.
 
 import { apiFetch, getJSON } from "./api.js";
 import { followJob, jobPath, normalizeJob, RunView, TERMINAL } from "./jobs.js";
-import { applyRange, describeRange, inRange, rangeOf } from "./ranges.js";
+import { sentence } from "./format.js";
+import { applyRange, askFor, choicesOf, inRange, optionOf, optionsOf, rangeOf } from "./options.js";
 
-// The numeric controls that have a range, and the controls that take a default: [control name,
-// its key in /v1/settings defaults]. Samplers and size are filled with their choices first.
-const RANGED = ["n", "seed", "guidance_scale", "eta", "upsample_temp"];
+// The controls that take a default: [control name, its key in /v1/settings defaults]. Samplers and
+// size are filled with their choices first.
 const DEFAULTED = [["n", "batch_size"], ["guidance_scale", "guidance_scale"], ["steps", "steps"],
   ["upsample_steps", "upsample_steps"], ["upsample_temp", "upsample_temp"], ["eta", "eta"]];
 
@@ -87,7 +87,10 @@ export class JobForm {
 
   // ---- settings and defaults -----------------------------------------------------------------
 
-  /** Choices, limits and defaults from /v1/settings. A control the user changed keeps its value. */
+  /**
+   * Choices, ranges, help, limits and defaults from /v1/settings. A control the user changed keeps its
+   * value.
+   */
   applySettings(settings) {
     this.settings = settings;
     const defaults = settings.defaults ?? {};
@@ -105,16 +108,21 @@ export class JobForm {
       const select = this.control(name);
       if (!select) continue;
       const current = select.value;
-      select.replaceChildren(...(settings.samplers ?? []).map((s) => new Option(s, s)));
+      select.replaceChildren(...choicesOf(settings, name).map((s) => new Option(s, s)));
       if (defaults[name] !== undefined) this.setDefault(select, defaults[name], current);
     }
     for (const [name, key] of DEFAULTED) {
       const control = this.control(name);
       if (control && defaults[key] !== undefined) this.setDefault(control, defaults[key]);
     }
-    for (const name of RANGED) {
-      const control = this.control(name);
-      if (control) applyRange(control, rangeOf(settings, name));
+    for (const option of optionsOf(settings)) {
+      const control = this.control(option.control);
+      if (!control) continue;
+      if (control.type === "number") applyRange(control, rangeOf(settings, option.control));
+      // The help is written once, in the server's option table: a field's hint, else its tooltip.
+      const hint = document.getElementById(`${this.prefix}-${option.control}-hint`);
+      if (hint) hint.textContent = sentence(option.help);
+      else control.title = option.help;
     }
     if (limits.max_prompt_chars) this.control("prompt").maxLength = limits.max_prompt_chars;
     this.count(this.control("prompt"), this.form.querySelector("[data-counter-for]"));
@@ -184,22 +192,19 @@ export class JobForm {
     else if (maxChars && prompt.length > maxChars) problems.push(["prompt", `At most ${maxChars} characters.`]);
     out.prompt = prompt;
 
-    const number = (name, { integer = false, range = rangeOf(this.settings, name) } = {}) => {
+    const number = (name) => {
       const control = this.control(name);
       if (!control || control.disabled || control.value.trim() === "") return;
       const value = Number(control.value);
+      const integer = optionOf(this.settings, name)?.type === "int";
+      const range = rangeOf(this.settings, name);
       if (!Number.isFinite(value) || (integer && !Number.isInteger(value)) || !inRange(value, range)) {
-        problems.push([name, `Enter ${integer ? "a whole number" : "a number"}, ${describeRange(range)}.`]);
+        problems.push([name, askFor(integer ? "a whole number" : "a number", range)]);
         return;
       }
       out[name] = value;
     };
-    number("size", { integer: true, range: { min: 1 } });
-    number("n", { integer: true });
-    number("seed", { integer: true });
-    number("guidance_scale");
-    number("eta");
-    number("upsample_temp");
+    for (const name of ["size", "n", "seed", "guidance_scale", "eta", "upsample_temp"]) number(name);
     for (const name of ["steps", "upsample_steps"]) {
       const value = this.control(name).value.trim();
       if (value) out[name] = value;

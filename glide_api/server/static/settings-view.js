@@ -3,7 +3,7 @@
 
 import { apiFetch } from "./api.js";
 import { bytes, count, facts } from "./format.js";
-import { applyRange, describeRange, inRange, rangeOf } from "./ranges.js";
+import { applyRange, askFor, describeRange, inRange, rangeOf } from "./options.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -59,7 +59,7 @@ export function initStepForms({ getSettings, reload }) {
       const steps = input.value.trim();
       const range = rangeOf(getSettings(), "diffusion_steps");
       if (!/^\d+$/.test(steps) || !inRange(Number(steps), range)) {
-        fail(`Enter a whole number of steps, ${describeRange(range)}.`);
+        fail(askFor("a whole number of steps", range));
         return;
       }
       result.textContent = "Saving…";
