@@ -86,7 +86,7 @@ def test_events_arrive_in_order_and_end_with_the_final_event(client) -> None:
     assert all(isinstance(e, Event) and e.job_id == job.id for e in events)
     assert events[0].type == "queued" and events[-1].type == "succeeded" and events[-1].terminal
     assert [e.seq for e in events] == list(range(len(events)))
-    progress = [(e.stage, e.step, e.total) for e in events if e.type == "progress"]
+    progress = [(e.progress.stage, e.progress.step, e.progress.total) for e in events if e.type == "progress"]
     assert progress == [
         ("base 32", 1, 3),
         ("base 32", 2, 3),
@@ -163,7 +163,7 @@ def test_cancel_stops_a_running_job_and_waiting_for_it_raises_job_failed(client)
     seen = []
     for event in client.events(job.id, timeout=60):
         seen.append(event.type)
-        if event.type == "progress" and event.step == 2:
+        if event.type == "progress" and event.progress.step == 2:
             assert client.cancel(job.id).id == job.id
     assert seen[-1] == "cancelled"
     with pytest.raises(JobFailedError) as caught:

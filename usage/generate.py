@@ -151,8 +151,8 @@ def run_v1(client: GlideClient, args: argparse.Namespace) -> list[dict[str, Any]
         for event in client.events(job.id, timeout=args.timeout):
             if event.type == "queued" and event.position and event.position > 1:
                 progress.note(f"waiting: {event.position - 1} job(s) ahead in the queue")
-            elif event.type == "progress" and event.stage and event.total:
-                progress.update(event.stage, event.step or 0, event.total)
+            elif event.type == "progress" and event.progress is not None:
+                progress.update(event.progress.stage, event.progress.step, event.progress.total)
     except KeyboardInterrupt:  # Ctrl-C: do not leave the job running on the server
         client.cancel(job.id)
         raise

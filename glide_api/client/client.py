@@ -88,7 +88,7 @@ class GlideClient:
         prompt: str,
         *,
         size: int | None = None,
-        n: int = 1,
+        n: int | None = None,
         seed: int | None = None,
         guidance_scale: float | None = None,
         steps: int | str | None = None,
@@ -129,7 +129,7 @@ class GlideClient:
         *,
         mask: FileInput | None = None,
         size: int | None = None,
-        n: int = 1,
+        n: int | None = None,
         seed: int | None = None,
         guidance_scale: float | None = None,
         steps: int | str | None = None,
@@ -188,7 +188,7 @@ class GlideClient:
 
             for event in client.events(job.id):
                 if event.type == "progress":
-                    print(event.stage, event.step, event.total)
+                    print(event.progress.stage, event.progress.step, event.progress.total)
 
         previews: progress events carry a base64 PNG (`event.preview_png`) every few steps.
         last_event_id: start after this `seq`. A dropped connection is resumed with `Last-Event-ID`
@@ -288,13 +288,14 @@ class GlideClient:
         prompt: str,
         *,
         size: int,
-        batch_size: int = 1,
-        guidance_scale: float = 3.0,
-        upsample_temp: float = 0.997,
+        batch_size: int | None = None,
+        guidance_scale: float | None = None,
+        upsample_temp: float | None = None,
         seed: int | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """`GET /image` (the original route), waiting up to `timeout` seconds (default 960).
+        """`GET /image` (the original route), waiting up to `timeout` seconds (default 960). Options
+        left None take the server's defaults.
 
         Returns the server's JSON with the images decoded: `image` is the PNG bytes of the batch as
         one strip, `images` a list of each image's PNG bytes; `seeds`, `job_id`, `image_size`,

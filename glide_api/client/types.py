@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..progress import StepProgress
+
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")  # also the names of a job's final events
 
 
@@ -33,7 +35,7 @@ class Job:
     seeds: tuple[int, ...]
     guidance_scale: float | None
     images: tuple[JobImage, ...]
-    progress: dict[str, Any] | None
+    progress: StepProgress | None
     error: str | None
     chain: tuple[str, ...]
     created_at: float | None
@@ -70,7 +72,7 @@ class Job:
                 )
                 for im in data.get("images") or ()
             ),
-            progress=data.get("progress"),
+            progress=StepProgress.from_dict(data["progress"]) if data.get("progress") else None,
             error=data.get("error"),
             chain=tuple(data.get("chain") or ()),
             created_at=data.get("created_at"),
@@ -83,19 +85,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Event:
-    """One server-sent event of a job: `queued` (position), `started`, `progress` (stage, step,
-    total, ...; `preview` when asked for), then one of `succeeded` (job), `failed` (message) or
+    """One server-sent event of a job: `queued` (position), `started`, `progress` (`progress`: the
+    stage and step; `preview` when asked for), then one of `succeeded` (job), `failed` (message) or
     `cancelled`. Fields an event type does not carry are None; `raw` is the event's whole JSON."""
 
     type: str
     seq: int
     job_id: str
     position: int | None = None
-    stage: str | None = None
-    stage_index: int | None = None
-    stages: int | None = None
-    step: int | None = None
-    total: int | None = None
+    progress: StepProgress | None = None
     elapsed: float | None = None
     preview: str | None = field(default=None, repr=False)  # base64 PNG
     message: str | None = None
@@ -113,23 +111,15 @@ class Event:
 
     @classmethod
     def from_json(cls, event_type: str, data: Mapping[str, Any], *, seq: int = -1) -> Event:
-        known = (
-            "position",
-            "stage",
-            "stage_index",
-            "stages",
-            "step",
-            "total",
-            "elapsed",
-            "preview",
-            "message",
-        )
+        known = ("position", "elapsed", "preview", "message")
         job = data.get("job")
+        kind = str(data.get("type", event_type))
         return cls(
-            type=str(data.get("type", event_type)),
+            type=kind,
             seq=int(data.get("seq", seq)),
             job_id=str(data.get("job_id", "")),
             **{k: data.get(k) for k in known},
+            progress=StepProgress.from_dict(data) if kind == "progress" else None,
             job=Job.from_json(job) if isinstance(job, Mapping) and "id" in job else None,
             raw=dict(data),
         )
