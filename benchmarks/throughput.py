@@ -34,9 +34,9 @@ from glide_api.engine import Engine, EngineConfig
 from glide_api.models.config import ModelConfig
 from glide_api.models.glide import create_model
 from glide_api.models.tokenizer import GlideTokenizer, load_tokenizer
+from glide_api.pipeline.glide_pipeline import GlidePipeline
 from glide_api.pipeline.loading import LoadedModel, resolve_device
-from glide_api.pipeline.params import GenerationRequest
-from glide_api.pipeline.text2im import GlidePipeline
+from glide_api.pipeline.params import BatchSettings, GenerationRequest
 
 REDUCED = {
     "num_channels": 64,
@@ -76,7 +76,7 @@ def build_base(full: bool, device: torch.device) -> LoadedModel:
 
 def run(engine: Engine, concurrency: int, steps: int) -> float:
     """Seconds for `concurrency` simultaneous one-image requests to all finish."""
-    settings = engine.settings_for(size=64, base_respacing=str(steps))
+    settings = BatchSettings(size=64, base_respacing=str(steps))
     jobs: list[str] = []
     lock = threading.Lock()
 

@@ -83,15 +83,19 @@ class ServiceConfig(ModelSelection):
             checks.integer(name, getattr(self, name), minimum=0)
         for name in ("job_timeout", "sync_timeout"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be a positive number of seconds")
+                raise InvalidParameter(f"{name}: must be a positive number of seconds")
         if self.max_steps > DIFFUSION_STEPS:
             raise InvalidParameter(
                 f"max_steps: the schedules have {DIFFUSION_STEPS} steps; it cannot be larger"
             )
         if self.max_batch_size > self.max_batch_images:
-            raise ValueError("max_batch_size: cannot exceed max_batch_images (one job runs in one batch)")
+            raise InvalidParameter(
+                "max_batch_size: cannot exceed max_batch_images (one job runs in one batch)"
+            )
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"log_level: must be debug, info, warning or error (got {self.log_level!r})")
+            raise InvalidParameter(
+                f"log_level: must be debug, info, warning or error (got {self.log_level!r})"
+            )
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -121,7 +125,7 @@ class ServiceConfig(ModelSelection):
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
+            raise InvalidParameter(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
         return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()})
 
     def public_dict(self) -> dict[str, Any]:
@@ -145,7 +149,7 @@ def settings_table() -> str:
 
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+        raise InvalidParameter(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix == ".json":
@@ -157,9 +161,9 @@ def _read_file(path: Path) -> dict[str, Any]:
                 import tomli as tomllib
             data = tomllib.loads(text)
     except ValueError as e:
-        raise ValueError(f"config file {path}: {e}") from None
+        raise InvalidParameter(f"config file {path}: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {path}: must hold a table of settings")
+        raise InvalidParameter(f"config file {path}: must hold a table of settings")
     return data
 
 
@@ -200,7 +204,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return tuple(v.strip() for v in text.split(",") if v.strip())
     except ValueError:
         readable = getattr(kind, "__name__", str(kind))
-        raise ValueError(f"{name}: cannot read {value!r} as {readable}") from None
+        raise InvalidParameter(f"{name}: cannot read {value!r} as {readable}") from None
     if kind == str | None and text == "":
         return None
     return value

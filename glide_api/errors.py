@@ -28,6 +28,23 @@ class InvalidParameter(GlideError, ValueError):
         return match.group(1) if match else None
 
 
+class InvalidType(InvalidParameter, TypeError):
+    """An argument of the wrong type altogether (a programming error in the caller)."""
+
+
+class IndexOutOfRange(InvalidParameter, IndexError):
+    """An index past the end of what it indexes (e.g. an image a job does not have)."""
+
+
+class WaitTimeout(GlideError, TimeoutError):
+    """A wait, or a subscription's whole iteration, ran past its `timeout`."""
+
+
+class PipelineError(GlideError, RuntimeError):
+    """The pipeline broke its contract (e.g. ended without an output, or returned images that do not
+    match its samples): a bug, reported instead of handing anyone a wrong image."""
+
+
 class WeightsNotFound(GlideError, FileNotFoundError):
     """A model or tokenizer file is not on disk and may not (or could not) be downloaded."""
 
@@ -86,3 +103,13 @@ class ModelNotReady(GlideError):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class JobFailed(GlideError):
+    """A job a caller waited for did not succeed: its `outcome` is "failed", "cancelled", or
+    "timed_out" (still running when the wait ended). `job_id` names it."""
+
+    def __init__(self, message: str, *, job_id: str, outcome: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.outcome = outcome

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from glide_api.cli.flags import field_flag, option_flag
 from glide_api.cli.weights import cache_options
+from glide_api.errors import PipelineError
 from glide_api.model_selection import ModelSelection
 from glide_api.options import GENERATION_OPTIONS
 
@@ -120,7 +121,7 @@ def _run_with_progress(pipeline: GlidePipeline, request: GenerationRequest, *, s
             stage = at.stage
             bar = tqdm(total=at.total, desc=stage, unit="step", disable=not show)
         bar.update(1)
-    raise RuntimeError("the pipeline ended without an output")  # pragma: no cover
+    raise PipelineError("the pipeline ended without an output")  # pragma: no cover
 
 
 def _output_paths(out: Path | None, prompt: str, count: int) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glide_api.cli.weights import cache_options
+from glide_api.errors import InvalidParameter
 from glide_api.models import hub
 from glide_api.training.evaluate import EVALUATED_GUIDANCE
 
@@ -186,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         fixed = sorted(set(given) - set(_RESUME_FLAGS))
         if fixed or args.synthetic or args.init or args.config:
-            raise ValueError(
+            raise InvalidParameter(
                 f"--resume continues a run with its own settings; only "
                 f"{', '.join('--' + f.replace('_', '-') for f in _RESUME_FLAGS)} and --data "
                 f"may be given (got {', '.join(fixed) or 'a new start'})"
@@ -202,14 +203,16 @@ def run_train(args: argparse.Namespace) -> int:
         )
     else:
         if args.out is None or (args.init is None and args.config is None):
-            raise ValueError("give --out and one of --init (fine-tune), --config (from scratch) or --resume")
+            raise InvalidParameter(
+                "give --out and one of --init (fine-tune), --config (from scratch) or --resume"
+            )
         data = args.data
         if args.synthetic:
             data = data or args.out / "data"
             print(f"writing {args.synthetic} synthetic images to {data}", file=sys.stderr)
             write_dataset(data, count=args.synthetic)
         if data is None:
-            raise ValueError("give --data (a folder of images with .txt captions) or --synthetic N")
+            raise InvalidParameter("give --data (a folder of images with .txt captions) or --synthetic N")
         trainer = Trainer.create(
             data_dir=data,
             out=args.out,

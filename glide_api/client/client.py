@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import requests
 
+from ..errors import InvalidParameter
 from .errors import (
     GlideAPIError,
     JobFailedError,
@@ -55,11 +56,11 @@ class GlideClient:
         retries: int = 0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url: must start with http:// or https:// (got {base_url!r})")
+            raise InvalidParameter(f"base_url: must start with http:// or https:// (got {base_url!r})")
         if timeout <= 0:
-            raise ValueError(f"timeout: must be a positive number of seconds (got {timeout!r})")
+            raise InvalidParameter(f"timeout: must be a positive number of seconds (got {timeout!r})")
         if retries < 0:
-            raise ValueError(f"retries: must be 0 or more (got {retries!r})")
+            raise InvalidParameter(f"retries: must be 0 or more (got {retries!r})")
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
         self.retries = retries
@@ -260,7 +261,7 @@ class GlideClient:
                 name = safe_name(disposition_name(response.headers.get("Content-Disposition")), fallback)
             path = root / name
             if path.parent != root:  # cannot happen after safe_name; kept as the guarantee's last line
-                raise ValueError(f"image name {name!r} would leave {root}")
+                raise InvalidParameter(f"image name {name!r} would leave {root}")
             replace_file(path, response.content)
             paths.append(path)
         return paths

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import InvalidType
+
 FileInput = str | os.PathLike[str] | bytes | BinaryIO
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -23,7 +25,7 @@ def file_field(source: FileInput, default_name: str) -> tuple[str, bytes]:
         return path.name, path.read_bytes()
     data = source.read()
     if not isinstance(data, bytes):
-        raise TypeError(f"{default_name.split('.')[0]}: open the file in binary mode ('rb')")
+        raise InvalidType(f"{default_name.split('.')[0]}: open the file in binary mode ('rb')")
     return Path(str(getattr(source, "name", default_name))).name, data
 
 

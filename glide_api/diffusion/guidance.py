@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameter
 from .samplers import ModelFn
 
 
@@ -25,7 +26,7 @@ def classifier_free_guidance(
     def guided(x: Tensor, t: Tensor) -> Tensor:
         b, channels = x.shape[0], x.shape[1]
         if scales.shape[0] != b:
-            raise ValueError(f"{scales.shape[0]} guidance scales for a batch of {b}")
+            raise InvalidParameter(f"{scales.shape[0]} guidance scales for a batch of {b}")
         out = paired_model_fn(torch.cat([x, x]), torch.cat([t, t]))
         eps, rest = out[:, :channels], out[:, channels:]
         cond, uncond = eps[:b], eps[b:]

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameter
 from ..options import SAMPLER, SAMPLERS
 from .schedule import Schedule, extract
 
@@ -144,7 +145,7 @@ class SeededNoise:
 
     def __call__(self, shape: torch.Size) -> Tensor:
         if shape[0] != len(self.generators):
-            raise ValueError(f"noise for {shape[0]} samples asked of {len(self.generators)} seeds")
+            raise InvalidParameter(f"noise for {shape[0]} samples asked of {len(self.generators)} seeds")
         rows = [torch.randn(tuple(shape[1:]), generator=g) for g in self.generators]
         return torch.stack(rows).to(self.device)
 
@@ -159,9 +160,9 @@ class RecordedNoise:
         try:
             n = next(self._tensors)
         except StopIteration:
-            raise ValueError("recorded noise exhausted: fewer tensors than sampling steps") from None
+            raise InvalidParameter("recorded noise exhausted: fewer tensors than sampling steps") from None
         if n.shape != shape:
-            raise ValueError(f"recorded noise has shape {list(n.shape)}, expected {list(shape)}")
+            raise InvalidParameter(f"recorded noise has shape {list(n.shape)}, expected {list(shape)}")
         return n
 
 
@@ -186,11 +187,11 @@ def sample(
     cancel; the last yielded `x` is the sample.
     """
     if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        raise InvalidParameter(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler == "ancestral" and eta != 0.0:
-        raise ValueError("eta applies to the ddim sampler only")
+        raise InvalidParameter("eta applies to the ddim sampler only")
     if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
+        raise InvalidParameter(f"eta must be in [0, 1], got {eta}")
     x = x_T
     total = len(schedule)
     for n, i in enumerate(reversed(range(total)), start=1):
@@ -229,5 +230,5 @@ def sample_to_end(steps: Iterable[SampleStep]) -> Tensor:
     for last in steps:  # noqa: B007
         pass
     if last is None:
-        raise ValueError("the schedule has no steps")
+        raise InvalidParameter("the schedule has no steps")
     return last.x

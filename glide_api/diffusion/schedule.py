@@ -15,13 +15,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InvalidParameter
+
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
 
 def beta_schedule(name: str, num_steps: int) -> np.ndarray:
     """The training betas, float64 [num_steps]."""
     if num_steps <= 0:
-        raise ValueError(f"diffusion_steps must be positive, got {num_steps}")
+        raise InvalidParameter(f"diffusion_steps must be positive, got {num_steps}")
     if name == "linear":
         scale = 1000 / num_steps
         return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
@@ -37,7 +39,7 @@ def beta_schedule(name: str, num_steps: int) -> np.ndarray:
             ],
             dtype=np.float64,
         )
-    raise ValueError(f"unknown noise_schedule {name!r}; expected one of {', '.join(BETA_SCHEDULES)}")
+    raise InvalidParameter(f"unknown noise_schedule {name!r}; expected one of {', '.join(BETA_SCHEDULES)}")
 
 
 def space_timesteps(num_steps: int, respacing: str) -> list[int]:
@@ -49,7 +51,7 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
     """
     spec = respacing.strip() if isinstance(respacing, str) else respacing
     if not isinstance(spec, str):
-        raise ValueError(f"respacing must be a string, got {type(respacing).__name__}")
+        raise InvalidParameter(f"respacing must be a string, got {type(respacing).__name__}")
     if spec == "":
         return list(range(num_steps))
     if spec == "fast27":
@@ -62,26 +64,26 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
         for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == wanted:
                 return list(range(0, num_steps, stride))
-        raise ValueError(
+        raise InvalidParameter(
             f"respacing {respacing!r}: no integer stride gives exactly {wanted} of {num_steps} steps"
         )
     if not re.fullmatch(r"\d+(,\d+)*", spec):
-        raise ValueError(
+        raise InvalidParameter(
             f'respacing {respacing!r} is not understood; use a step count such as "100", '
             f'section counts such as "10,10,3,2,2", "ddimN" or "fast27"'
         )
     counts = [int(c) for c in spec.split(",")]
     if any(c < 1 for c in counts):
-        raise ValueError(f"respacing {respacing!r}: every step count must be at least 1")
+        raise InvalidParameter(f"respacing {respacing!r}: every step count must be at least 1")
     if len(counts) > num_steps:
-        raise ValueError(f"respacing {respacing!r}: more sections than the {num_steps} steps")
+        raise InvalidParameter(f"respacing {respacing!r}: more sections than the {num_steps} steps")
     section_size, extra = divmod(num_steps, len(counts))
     kept: set[int] = set()
     start = 0
     for i, count in enumerate(counts):
         size = section_size + (1 if i < extra else 0)
         if size < count:
-            raise ValueError(
+            raise InvalidParameter(
                 f"respacing {respacing!r}: cannot take {count} steps from a section of {size} "
                 f"(the schedule has {num_steps} steps)"
             )

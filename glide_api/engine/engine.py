@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import checks
-from ..errors import EngineClosed, InvalidParameter, QueueFull
+from ..errors import EngineClosed, InvalidParameter, InvalidType, QueueFull
 from ..pipeline.params import GenerationRequest
 from .events import Event, Queued
 from .jobs import Job, JobResult
@@ -191,10 +191,10 @@ class Engine:
         jobs are waiting; `EngineClosed` after `close()`.
         """
         if not isinstance(request, GenerationRequest):
-            raise TypeError(f"request: must be a GenerationRequest, got {type(request).__name__}")
+            raise InvalidType(f"request: must be a GenerationRequest, got {type(request).__name__}")
         limit = self._config.max_batch_images
         if request.batch_size > limit:
-            raise ValueError(
+            raise InvalidParameter(
                 f"batch_size: at most {limit} images per job on this server (got {request.batch_size})"
             )
         self._pipeline.validate(request.settings)

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import EngineClosed, QueueFull
+from ..errors import EngineClosed, InvalidParameter, QueueFull
 from ..pipeline.params import BatchSettings
 
 
@@ -37,7 +37,7 @@ class JobQueue:
 
     def __init__(self, *, max_jobs: int, retry_after: Callable[[], float]) -> None:
         if max_jobs < 1:
-            raise ValueError(f"max_jobs: must be at least 1 (got {max_jobs!r})")
+            raise InvalidParameter(f"max_jobs: must be at least 1 (got {max_jobs!r})")
         self._max_jobs = max_jobs
         self._retry_after = retry_after
         self._cond = threading.Condition()

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..errors import JobNotFound, NoResult
+from ..errors import IndexOutOfRange, InvalidParameter, JobNotFound, NoResult, WaitTimeout
 from .events import Cancelled, Event, Failed, Heartbeat, Progress, Started, Succeeded
 from .jobs import STATUSES, Job, JobResult, JobStatus
 
@@ -111,7 +111,7 @@ class MemoryJobStore:
 
     def __init__(self, *, keep_finished: int) -> None:
         if keep_finished < 1:
-            raise ValueError(f"keep_finished: must be at least 1 (got {keep_finished!r})")
+            raise InvalidParameter(f"keep_finished: must be at least 1 (got {keep_finished!r})")
         self._keep_finished = keep_finished
         self._cond = threading.Condition()
         self._records: dict[str, _Record] = {}
@@ -122,7 +122,7 @@ class MemoryJobStore:
     def add(self, job: Job, event: Event) -> None:
         with self._cond:
             if job.id in self._records:
-                raise ValueError(f"job {job.id}: already in the store")
+                raise InvalidParameter(f"job {job.id}: already in the store")
             record = self._records[job.id] = _Record(job)
             self._append(record, event)
 
@@ -213,7 +213,7 @@ class MemoryJobStore:
             raise NoResult(f"job {job_id} has no images: it is {job.status}")
         images = job.result.images
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(images):
-            raise IndexError(f"index: must be an integer in [0, {len(images) - 1}] (got {index!r})")
+            raise IndexOutOfRange(f"index: must be an integer in [0, {len(images) - 1}] (got {index!r})")
         return images[index].png
 
     # ---- waiting ----------------------------------------------------------------------------------
@@ -247,7 +247,9 @@ class MemoryJobStore:
         """
         for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
             if value is not None and value <= 0:
-                raise ValueError(f"{name}: must be a positive number of seconds or None (got {value!r})")
+                raise InvalidParameter(
+                    f"{name}: must be a positive number of seconds or None (got {value!r})"
+                )
         with self._cond:
             record = self._record(job_id)
         start = 0 if after is None else max(0, after + 1)
@@ -271,7 +273,7 @@ class MemoryJobStore:
                     while cursor >= len(record.history):
                         now = time.monotonic()
                         if deadline is not None and now >= deadline:
-                            raise TimeoutError(f"job {record.job.id}: no final event within {timeout:g} s")
+                            raise WaitTimeout(f"job {record.job.id}: no final event within {timeout:g} s")
                         if heartbeat is not None and now >= quiet_since + heartbeat:
                             beat = True
                             break

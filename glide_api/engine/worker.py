@@ -28,6 +28,7 @@ from typing import Protocol
 
 import torch
 
+from ..errors import PipelineError
 from ..pipeline.outputs import PipelineOutput, StageProgress
 from ..pipeline.params import BatchSettings, GenerationRequest, Sample
 from .events import Progress, Queued
@@ -253,7 +254,7 @@ class Worker:
             image.seed != sample.seed for image, sample in zip(output.images, samples, strict=False)
         ):
             # Refuse to hand anyone an image that may be someone else's.
-            raise RuntimeError(
+            raise PipelineError(
                 f"the pipeline returned {len(output.images)} images that do not match the "
                 f"{len(samples)} samples (count or seeds)"
             )

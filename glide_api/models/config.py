@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checks
+from ..errors import InvalidParameter
 from ..options import DIFFUSION_STEPS
 
 # Default per-level width multipliers for the image sizes the reference knows (SPEC §1.3).
@@ -73,7 +74,7 @@ class ModelConfig:
         try:
             return cls(**PRESETS[name])
         except KeyError:
-            raise ValueError(
+            raise InvalidParameter(
                 f"unknown model name {name!r}; expected one of {', '.join(sorted(PRESETS))}"
             ) from None
 
@@ -85,11 +86,11 @@ class ModelConfig:
         so `{"super_res": True, "image_size": 128}` gets the upsampler's other defaults.
         """
         if not isinstance(options, Mapping):
-            raise ValueError(f"model options must be a mapping, got {type(options).__name__}")
+            raise InvalidParameter(f"model options must be a mapping, got {type(options).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(
+            raise InvalidParameter(
                 f"unknown model option(s) {', '.join(map(repr, unknown))}; "
                 f"known options are {', '.join(sorted(known))}"
             )
@@ -104,7 +105,7 @@ class ModelConfig:
             try:
                 options = json.load(f)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e})") from None
+                raise InvalidParameter(f"{path}: not valid JSON ({e})") from None
         return cls.from_options(options)
 
     def to_options(self) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def _validate(c: ModelConfig) -> None:
     """Reject configurations the network cannot be built from, naming the option at fault."""
 
     def fail(option: str, rule: str) -> None:
-        raise ValueError(f"invalid model option {option}={getattr(c, option)!r}: {rule}")
+        raise InvalidParameter(f"invalid model option {option}={getattr(c, option)!r}: {rule}")
 
     for name in (
         "image_size",

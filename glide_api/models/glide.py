@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import StateDictMismatch
+from ..errors import InvalidParameter, StateDictMismatch
 from .config import ModelConfig
 from .layers import (
     AttentionBlock,
@@ -181,13 +181,13 @@ class GlideUNet(nn.Module):
         """Run the text transformer once: tokens int [B, text_ctx], mask bool [B, text_ctx] (SPEC §2.2)."""
         c = self.config
         if tokens.ndim != 2 or tokens.shape[1] != c.text_ctx:
-            raise ValueError(f"tokens must have shape [batch, {c.text_ctx}], got {list(tokens.shape)}")
+            raise InvalidParameter(f"tokens must have shape [batch, {c.text_ctx}], got {list(tokens.shape)}")
         if tokens.is_floating_point():
-            raise ValueError("tokens must be an integer tensor")
+            raise InvalidParameter("tokens must be an integer tensor")
         e = self.token_embedding(tokens.long()) + self.positional_embedding[None]
         if c.xf_padding:
             if mask is None or mask.shape != tokens.shape:
-                raise ValueError(f"mask must be a bool tensor of shape {list(tokens.shape)}")
+                raise InvalidParameter(f"mask must be a bool tensor of shape {list(tokens.shape)}")
             # A padded position gets only padding_embedding: no token and no positional embedding.
             e = torch.where(mask.bool()[..., None], e, self.padding_embedding[None])
         x = self.transformer(e.to(self.dtype))
@@ -214,17 +214,17 @@ class GlideUNet(nn.Module):
         """
         c = self.config
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"x must have shape [batch, 3, H, W], got {list(x.shape)}")
+            raise InvalidParameter(f"x must have shape [batch, 3, H, W], got {list(x.shape)}")
         batch = x.shape[0]
         timesteps = torch.as_tensor(timesteps, device=x.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(batch)
         if text is None:
             if tokens is None:
-                raise ValueError("give tokens (and mask) or a precomputed text embedding")
+                raise InvalidParameter("give tokens (and mask) or a precomputed text embedding")
             text = self.encode_text(tokens, mask)
         if len(text) != batch:
-            raise ValueError(f"text batch {len(text)} does not match x batch {batch}")
+            raise InvalidParameter(f"text batch {len(text)} does not match x batch {batch}")
 
         t_emb = timestep_embedding(timesteps, c.num_channels)
         emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))
@@ -260,7 +260,7 @@ class GlideUNet(nn.Module):
             extra += [inpaint_image * inpaint_mask, inpaint_mask]
         if c.super_res:
             if low_res is None:
-                raise ValueError("an upsampler needs low_res [batch, 3, h, w]")
+                raise InvalidParameter("an upsampler needs low_res [batch, 3, h, w]")
             extra.append(F.interpolate(low_res, size=x.shape[-2:], mode="bilinear", align_corners=False))
         return extra
 
@@ -314,7 +314,7 @@ def autocast(precision: Precision, device: torch.device | str) -> contextlib.Abs
     fp16 is a property of the weights (`convert_to_fp16`), not of a context.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise InvalidParameter(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

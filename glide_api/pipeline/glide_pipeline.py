@@ -41,6 +41,7 @@ from .. import __version__
 from ..diffusion.guidance import classifier_free_guidance
 from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule
+from ..errors import InvalidParameter, PipelineError
 from ..model_selection import MODEL_ROLES, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
@@ -100,7 +101,7 @@ class GlidePipeline:
         for role, expected in MODEL_ROLES.items():
             loaded: LoadedModel | None = getattr(self, role)
             if loaded is not None and loaded.config.kind != expected:
-                raise ValueError(
+                raise InvalidParameter(
                     f"{role}: {loaded.name} is a {loaded.config.kind} model, not a {expected} model"
                 )
 
@@ -185,7 +186,7 @@ class GlidePipeline:
         """The size of the reference recipe: the upsampler's (256), else the base model's."""
         base, up = self._models(task)
         if base is None:
-            raise ValueError(f"task: {task} needs models that are not loaded")
+            raise InvalidParameter(f"task: {task} needs models that are not loaded")
         return (up or base).config.image_size
 
     def plan(self, settings: BatchSettings) -> list[Stage]:
@@ -209,18 +210,18 @@ class GlidePipeline:
         """Raise ValueError naming the field when these models cannot honour `settings`."""
         base, _ = self._models(settings.task)
         if base is None:
-            raise ValueError(
+            raise InvalidParameter(
                 f"task: {settings.task} needs models that are not loaded "
                 f"(start the service with the inpainting models to use it)"
             )
         allowed = self.sizes(settings.task)
         if settings.size not in allowed:
-            raise ValueError(
+            raise InvalidParameter(
                 f"size: must be one of {', '.join(map(str, allowed))} for {settings.task} "
                 f"with the loaded models (got {settings.size})"
             )
         if base.config.diffusion_steps != settings.diffusion_steps:
-            raise ValueError(
+            raise InvalidParameter(
                 f"base_respacing: the base model has {base.config.diffusion_steps} "
                 f"diffusion steps, the settings assume {settings.diffusion_steps}"
             )
@@ -252,14 +253,14 @@ class GlidePipeline:
         for event in self.stream(request.settings, request.samples()):
             if isinstance(event, PipelineOutput):
                 return event
-        raise RuntimeError("the pipeline ended without an output")  # pragma: no cover
+        raise PipelineError("the pipeline ended without an output")  # pragma: no cover
 
     def stream(
         self, settings: BatchSettings, samples: Sequence[Sample]
     ) -> Iterator[StageProgress | PipelineOutput]:
         """Yield progress after every sampling step, then the output. Close the iterator to cancel."""
         if not samples:
-            raise ValueError("samples: at least one sample is needed")
+            raise InvalidParameter("samples: at least one sample is needed")
         stages = self.plan(settings)
         base, up = self._models(settings.task)
         inpaint = InpaintInputs(samples) if settings.task == "inpaint" else None
@@ -328,9 +329,9 @@ class GlidePipeline:
         """One upsampler pass over given low-res images (B x 3 x b x b in [-1, 1]) to its own size,
         sample i with its prompt and seed: how a trainer previews an upsampler on its data."""
         if self.upsample is None:
-            raise ValueError("upsample: no upsampler is loaded")
+            raise InvalidParameter("upsample: no upsampler is loaded")
         if low_res.shape[0] != len(samples):
-            raise ValueError(f"samples: one per low-res image ({low_res.shape[0]}), got {len(samples)}")
+            raise InvalidParameter(f"samples: one per low-res image ({low_res.shape[0]}), got {len(samples)}")
         noise = SeededNoise([s.seed for s in samples], device=self.device)
         steps = self._upsample_steps(
             loaded=self.upsample,

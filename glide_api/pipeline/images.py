@@ -12,6 +12,8 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
+from ..errors import InvalidParameter
+
 METADATA_KEY = "glide-api"  # the PNG tEXt keyword holding the generation parameters as JSON
 RESAMPLE = Image.Resampling.BICUBIC  # how inputs are resized to the model sizes (as the notebook)
 DOWNSCALE = Image.Resampling.LANCZOS  # how outputs are reduced (e.g. 256 -> 128)
@@ -83,7 +85,7 @@ def open_image(source: bytes | str | Path, *, name: str = "image") -> Image.Imag
         image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
         reason = str(e).split(" <_io")[0]  # drop the buffer object's repr
-        raise ValueError(f"{name}: not a readable image ({reason})") from None
+        raise InvalidParameter(f"{name}: not a readable image ({reason})") from None
     return image
 
 
@@ -99,7 +101,7 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
     if mask_data is not None:
         mask_image = open_image(mask_data, name="mask")
         if mask_image.size != image.size:
-            raise ValueError(
+            raise InvalidParameter(
                 f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
                 f"the image's {image.size[0]}x{image.size[1]}"
             )
@@ -108,7 +110,7 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
     else:
         mask = _transparency(image)
         if mask is None:
-            raise ValueError(
+            raise InvalidParameter(
                 "mask: give a mask image, or an image whose transparent pixels mark the area to paint"
             )
     return image.convert("RGB"), mask

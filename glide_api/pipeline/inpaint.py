@@ -14,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..diffusion.samplers import DenoisedFn
+from ..errors import InvalidParameter
 from .images import from_pil, image_and_mask, mask_tensor
 from .params import Sample
 
@@ -32,7 +33,7 @@ class InpaintInputs:
         self.masks: list[Image.Image] = []
         for sample in samples:
             if sample.image is None:
-                raise ValueError("image: inpainting needs an image")
+                raise InvalidParameter("image: inpainting needs an image")
             image, mask = image_and_mask(sample.image, sample.mask)
             self.images.append(center_square(image))
             self.masks.append(center_square(mask))

@@ -1,25 +1,33 @@
 """Every error the HTTP app sends, in one place and one shape.
 
 Body: `{"error": {"message", "type", "param", "code"}}` (OpenAI's shape, used by every route, so a
-client parses errors one way). Domain errors map to statuses here and nowhere else.
+client parses errors one way), plus `job_id` when the error is about one job. `ERRORS` maps each
+exception type to its status, code, parameter and headers; one handler applies it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from apiflask import APIFlask, HTTPError
 from flask import Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from ..errors import EngineClosed, GlideError, JobNotFound, ModelNotReady, NoResult, QueueFull
+from ..errors import (
+    EngineClosed,
+    InvalidParameter,
+    JobFailed,
+    JobNotFound,
+    ModelNotReady,
+    NoResult,
+    QueueFull,
+)
 
 logger = logging.getLogger(__name__)
 
-# "name: rule" — our ValueErrors start with the parameter they are about.
-_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_\[\]]*): ")
 _TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -41,16 +49,8 @@ _CODES = {
     415: "unsupported_media_type",
     503: "not_ready",
 }
-
-
-class JobFailed(GlideError):
-    """A synchronous request's job failed, was cancelled or took longer than the server waits.
-    `job_id` goes into the error body, so a client learns which job without reading the message."""
-
-    def __init__(self, message: str, *, status: int, job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.job_id = job_id
+# A synchronous request's job that did not succeed: its outcome decides the status.
+JOB_OUTCOME_STATUS = {"timed_out": 504, "cancelled": 409, "failed": 500}
 
 
 def error_response(
@@ -79,80 +79,99 @@ def error_response(
     return response
 
 
-def invalid(error: ValueError) -> Response:
-    """A domain ValueError as 400, its leading "name:" as the param."""
-    message = str(error)
-    match = _PARAM.match(message)
-    return error_response(400, message, param=match.group(1) if match else None)
-
-
-def _validation_message(detail: Any) -> tuple[str, str | None]:
+def _validation(error: HTTPError) -> tuple[str, str | None]:
     """APIFlask's validation detail {location: {field: [messages]}} as one line and the first field."""
     parts, first = [], None
-    for fields in (detail or {}).values():
-        for field, messages in (fields or {}).items():
-            name = field or "body"
+    for fields in (error.detail or {}).values():
+        for name, messages in (fields or {}).items():
+            name = name or "body"
             first = first or name
             text = "; ".join(messages) if isinstance(messages, list) else str(messages)
             parts.append(f"{name}: {text}")
     return ("; ".join(parts) or "invalid request"), first
 
 
-def register(app: APIFlask) -> None:
-    """Install the handlers; they replace APIFlask's own for HTTP errors."""
+def _http_error_message(error: HTTPError) -> str:
+    return _validation(error)[0] if error.status_code == 400 and error.detail else error.message or "error"
 
-    @app.errorhandler(HTTPError)
-    def http_error(error: HTTPError) -> Response:
-        status = error.status_code
-        if status == 400 and error.detail:  # request validation
-            message, param = _validation_message(error.detail)
-            return error_response(400, message, param=param, headers=dict(error.headers or {}))
-        return error_response(status, error.message or "error", headers=dict(error.headers or {}))
 
-    @app.errorhandler(HTTPException)
-    def werkzeug_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        if status == 413:
-            message = "request body: larger than this server accepts (see max_body_bytes, max_upload_bytes)"
-        elif status == 400:
-            message = f"request body: {error.description or 'malformed request'}"
-        else:
-            message = error.description or error.name
-        return error_response(status, message)
+def _werkzeug_message(error: HTTPException) -> str:
+    if error.code == 413:
+        return "request body: larger than this server accepts (see max_body_bytes, max_upload_bytes)"
+    if error.code == 400:
+        return f"request body: {error.description or 'malformed request'}"
+    return error.description or error.name
 
-    @app.errorhandler(ValueError)
-    def value_error(error: ValueError) -> Response:
-        return invalid(error)
 
-    @app.errorhandler(QueueFull)
-    def queue_full(error: QueueFull) -> Response:
-        return error_response(
-            429, str(error), code="queue_full", headers={"Retry-After": str(error.retry_after)}
-        )
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
 
-    @app.errorhandler(JobNotFound)
-    def job_not_found(error: JobNotFound) -> Response:
-        return error_response(404, str(error), param="id")
 
-    @app.errorhandler(NoResult)
-    def no_result(error: NoResult) -> Response:
-        return error_response(409, str(error))
+@dataclass(frozen=True)
+class ErrorRule:
+    """How one exception type is answered. Each callable takes the exception."""
 
-    @app.errorhandler(ModelNotReady)
-    def not_ready(error: ModelNotReady) -> Response:
-        return error_response(
-            503, f"not ready: {error.reason}", headers={"Retry-After": str(error.retry_after)}
-        )
+    status: Callable[[Any], int]
+    message: Callable[[Any], str] = str
+    param: Callable[[Any], str | None] = lambda e: None
+    code: str | None = None
+    headers: Callable[[Any], dict[str, str]] = field(default=lambda e: {})
+    job_id: Callable[[Any], str | None] = lambda e: None
 
-    @app.errorhandler(JobFailed)
-    def job_failed(error: JobFailed) -> Response:
-        return error_response(error.status, str(error), code="job_failed", job_id=error.job_id)
 
-    @app.errorhandler(EngineClosed)
-    def closed(error: EngineClosed) -> Response:
-        return error_response(503, "the service is shutting down", headers={"Retry-After": "30"})
+def _always(status: int) -> Callable[[Any], int]:
+    return lambda e: status
 
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> Response:
-        logger.exception("unexpected error")  # the traceback goes to the log, never to the client
+
+ERRORS: dict[type[Exception], ErrorRule] = {
+    HTTPError: ErrorRule(
+        status=lambda e: e.status_code,
+        message=_http_error_message,
+        param=lambda e: _validation(e)[1] if e.status_code == 400 and e.detail else None,
+        headers=lambda e: dict(e.headers or {}),
+    ),
+    HTTPException: ErrorRule(status=lambda e: e.code or 500, message=_werkzeug_message),
+    InvalidParameter: ErrorRule(status=_always(400), param=lambda e: e.param),
+    ValueError: ErrorRule(status=_always(400)),  # raised by a library on our behalf: still the input's fault
+    QueueFull: ErrorRule(
+        status=_always(429), code="queue_full", headers=lambda e: _retry_after(e.retry_after)
+    ),
+    JobNotFound: ErrorRule(status=_always(404), param=lambda e: "id"),
+    NoResult: ErrorRule(status=_always(409)),
+    ModelNotReady: ErrorRule(
+        status=_always(503),
+        message=lambda e: f"not ready: {e.reason}",
+        headers=lambda e: _retry_after(e.retry_after),
+    ),
+    JobFailed: ErrorRule(
+        status=lambda e: JOB_OUTCOME_STATUS[e.outcome], code="job_failed", job_id=lambda e: e.job_id
+    ),
+    EngineClosed: ErrorRule(
+        status=_always(503),
+        message=lambda e: "the service is shutting down",
+        headers=lambda e: _retry_after(30),
+    ),
+}
+
+
+def error_for(error: Exception) -> Response:
+    """The response for any exception: the rule of its nearest type in `ERRORS`, else a 500."""
+    rule = next((ERRORS[t] for t in type(error).__mro__ if t in ERRORS), None)
+    if rule is None:
+        logger.exception("unexpected error", exc_info=error)  # the traceback goes to the log, never out
         return error_response(500, "internal error; the server log has the details")
+    return error_response(
+        rule.status(error),
+        rule.message(error),
+        param=rule.param(error),
+        code=rule.code,
+        headers=rule.headers(error),
+        job_id=rule.job_id(error),
+    )
+
+
+def register(app: APIFlask) -> None:
+    """Install `error_for` for every type in the table (replacing APIFlask's own HTTP error handler,
+    which Flask would otherwise prefer as the more specific one) and for any other exception."""
+    for exception_type in (*ERRORS, Exception):
+        app.register_error_handler(exception_type, error_for)

@@ -20,6 +20,7 @@ from apiflask import APIBlueprint
 from flask import Response, request, stream_with_context, url_for
 
 from ..engine import Engine, Job
+from ..errors import InvalidParameter
 from .generation_request import build_request
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
 from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
@@ -36,7 +37,9 @@ def _size(value: str | None, task: str) -> int | None:
     match = _SIZE.match(value)
     if match is None or (match.group(2) and match.group(1) != match.group(2)):
         sizes = ", ".join(f"{s}x{s}" for s in service().engine.pipeline.sizes(task))
-        raise ValueError(f"size: must be a square size these models make ({sizes}) or auto (got {value!r})")
+        raise InvalidParameter(
+            f"size: must be a square size these models make ({sizes}) or auto (got {value!r})"
+        )
     return int(match.group(1))
 
 
@@ -105,7 +108,7 @@ def generations(body: OpenAIImagesGenerateIn) -> Any:
 def edits(body: OpenAIImagesEditIn) -> Any:
     upload = body.image or next(iter(request.files.getlist("image[]")), None)
     if upload is None:
-        raise ValueError("image: an image file is required (multipart field image or image[])")
+        raise InvalidParameter("image: an image file is required (multipart field image or image[])")
     image = upload.read()
     mask = body.mask.read() if body.mask else None
     engine, job = _submit(body, task="inpaint", image=image, mask=mask)

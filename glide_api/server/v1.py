@@ -8,6 +8,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Response, request, stream_with_context
 
+from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
 from .generation_request import build_request
 from .job_json import job_json
@@ -150,7 +151,7 @@ def job_image(job_id: str, index: int) -> Response:
     job = engine.get(job_id)
     count = len(job.result.images) if job.result else 0
     if job.result is not None and not 0 <= index < count:
-        raise ValueError(f"index: this job has {count} image(s) (0 to {count - 1})")
+        raise InvalidParameter(f"index: this job has {count} image(s) (0 to {count - 1})")
     png = engine.image(job_id, index)
     return Response(
         png,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import current_app, url_for
 
 from ..engine import Job
-from .errors import JobFailed
+from ..errors import JobFailed
 from .service import Service
 
 
@@ -24,14 +24,14 @@ def wait_for(job: Job) -> Job:
         raise JobFailed(
             f"the job took longer than this server waits ({service().config.sync_timeout:g} s); "
             "use the asynchronous API for long jobs",
-            status=504,
+            outcome="timed_out",
             job_id=job.id,
         )
     if done.status == "cancelled":
-        raise JobFailed(f"job {job.id} was cancelled", status=409, job_id=job.id)
+        raise JobFailed(f"job {job.id} was cancelled", outcome="cancelled", job_id=job.id)
     # Failures the request could have avoided (e.g. out of memory at this batch size) are still the
     # server's to report: 500 with the engine's message, which names the cause.
-    raise JobFailed(f"job {job.id} failed: {done.error}", status=500, job_id=job.id)
+    raise JobFailed(f"job {job.id} failed: {done.error}", outcome="failed", job_id=job.id)
 
 
 def image_url(job_id: str, index: int) -> str:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import InvalidParameter
 from ..models.hub import save_model_folder
 from .plots import loss_curve
 
@@ -95,12 +96,12 @@ def read_training_state(out: Path) -> dict[str, Any]:
     """
     path = out / STATE_FILE
     if not path.is_file():
-        raise ValueError(f"resume: {path} not found; nothing to resume")
+        raise InvalidParameter(f"resume: {path} not found; nothing to resume")
     state = torch.load(path, map_location="cpu", weights_only=True)
     found = state.get("format")
     if found not in READABLE_FORMATS:
         readable = ", ".join(str(f) for f in READABLE_FORMATS)
-        raise ValueError(
+        raise InvalidParameter(
             f"resume: {path} is in training-state format {found!r}; this version reads formats {readable}"
         )
     return state

@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..errors import InvalidParameter
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -50,7 +52,7 @@ def find_examples(folder: str | Path) -> list[Example]:
     """
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"data: {root} is not a folder of images with .txt captions")
+        raise InvalidParameter(f"data: {root} is not a folder of images with .txt captions")
     examples, uncaptioned = [], 0
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         text = path.with_suffix(".txt")
@@ -61,7 +63,7 @@ def find_examples(folder: str | Path) -> list[Example]:
     if uncaptioned:
         logger.warning("%d image(s) in %s have no .txt caption and are skipped", uncaptioned, root)
     if not examples:
-        raise ValueError(f"data: no image with a same-name .txt caption found in {root}")
+        raise InvalidParameter(f"data: no image with a same-name .txt caption found in {root}")
     return examples
 
 
@@ -87,14 +89,14 @@ class ImageCaptionData:
         seed: int = 0,
     ) -> None:
         if not examples:
-            raise ValueError("data: no examples")
+            raise InvalidParameter("data: no examples")
         if not 0.0 < crop_min <= 1.0:
-            raise ValueError(f"crop_min: must be in (0, 1] (got {crop_min})")
+            raise InvalidParameter(f"crop_min: must be in (0, 1] (got {crop_min})")
         if not 0.0 <= caption_dropout <= 1.0:
-            raise ValueError(f"caption_dropout: must be in [0, 1] (got {caption_dropout})")
+            raise InvalidParameter(f"caption_dropout: must be in [0, 1] (got {caption_dropout})")
         patch_size = image_size if patch_size is None else patch_size
         if not 0 < patch_size <= image_size or (super_res and patch_size % 4):
-            raise ValueError(
+            raise InvalidParameter(
                 f"patch_size: must be in 1..{image_size}"
                 f"{' and a multiple of 4' if super_res else ''} (got {patch_size})"
             )

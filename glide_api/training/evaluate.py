@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from ..errors import InvalidParameter
 from ..options import GUIDANCE_SCALE
 from .synthetic import COLOURS, SHAPES, Reading, classify
 
@@ -75,7 +76,7 @@ def score(images: Sequence[Image.Image], wanted: Sequence[Target]) -> Adherence:
     readings = tuple(classify(im) for im in images)
     n = len(readings)
     if n == 0 or n != len(wanted):
-        raise ValueError("score needs one target per image")
+        raise InvalidParameter("score needs one target per image")
     hits = {
         k: sum(getattr(r, k) == getattr(t, k) for r, t in zip(readings, wanted, strict=True)) / n
         for k in ("colour", "background", "shape")
@@ -117,9 +118,9 @@ def measure(
 
 def _prompts_for(pipeline: GlidePipeline, count: int) -> list[Target]:
     if pipeline.base is None:
-        raise ValueError("model: a base model is needed (upsamplers cannot be scored this way)")
+        raise InvalidParameter("model: a base model is needed (upsamplers cannot be scored this way)")
     if count < 1:
-        raise ValueError(f"count: must be a positive number of prompts (got {count})")
+        raise InvalidParameter(f"count: must be a positive number of prompts (got {count})")
     return targets(count)
 
 
@@ -170,7 +171,7 @@ def word_influence(
     from ..diffusion.schedule import Schedule, q_sample
 
     if not prompts or any(len(changed) != len(prompts) for changed in changes.values()):
-        raise ValueError("word_influence needs one changed prompt per prompt")
+        raise InvalidParameter("word_influence needs one changed prompt per prompt")
     c = model.config
     net, device = model.network, next(model.network.parameters()).device
     schedule = Schedule(noise_schedule=c.noise_schedule, diffusion_steps=c.diffusion_steps)
@@ -180,7 +181,7 @@ def word_influence(
     moved: dict[str, dict[int, float]] = {name: {} for name in names}
     for step in timesteps:
         if not 0 <= step < c.diffusion_steps:
-            raise ValueError(f"timesteps: each must be in 0..{c.diffusion_steps - 1} (got {step})")
+            raise InvalidParameter(f"timesteps: each must be in 0..{c.diffusion_steps - 1} (got {step})")
         t = torch.full((batch * (1 + len(names)),), step, device=device)
         x_t = q_sample(schedule, torch.zeros(shape), t[:batch].cpu(), torch.randn(shape, generator=generator))
         x_t = x_t.repeat(1 + len(names), 1, 1, 1).to(device, net.dtype)

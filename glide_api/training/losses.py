@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..diffusion.samplers import predict
 from ..diffusion.schedule import Schedule, extract
+from ..errors import InvalidParameter
 from .settings import MSE_WEIGHTINGS
 
 VB_LAMBDA = 0.001  # improved DDPM's λ for the variational-bound term
@@ -92,7 +93,7 @@ def mse_weights(schedule: Schedule, weighting: str) -> np.ndarray:
         return 1.0 / (1.0 + snr)
     if weighting == "truncated-snr":
         return np.clip(1.0 / snr, 1.0, TRUNCATED_SNR_MAX_WEIGHT)
-    raise ValueError(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {weighting!r})")
+    raise InvalidParameter(f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {weighting!r})")
 
 
 def hybrid_loss(
@@ -113,7 +114,7 @@ def hybrid_loss(
     `model_output` is the network's [B, 2C, H, W] (ε, v); computed in float32 whatever it came in.
     """
     if len(schedule) != schedule.diffusion_steps:
-        raise ValueError("the training loss needs the full schedule (no respacing)")
+        raise InvalidParameter("the training loss needs the full schedule (no respacing)")
     out = model_output.float()
     channels = x0.shape[1]
     eps, v = out[:, :channels], out[:, channels:]

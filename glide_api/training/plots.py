@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import InvalidParameter
+
 _BACKGROUND, _INK, _GRID = (255, 255, 255), (40, 40, 40), (225, 225, 225)
 _RAW, _SMOOTH = (170, 190, 230), (30, 80, 200)
 
@@ -46,7 +48,7 @@ def loss_curve(
 ) -> Image.Image:
     """The loss per step (faint) and its moving average (bold), on a log scale."""
     if len(steps) != len(losses) or len(steps) < 2:
-        raise ValueError("loss_curve needs at least two (step, loss) points")
+        raise InvalidParameter("loss_curve needs at least two (step, loss) points")
     width, height = size
     left, right, top, bottom = 64, 16, 28, 36
     image = Image.new("RGB", size, _BACKGROUND)

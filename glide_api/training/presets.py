@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidParameter
 from ..models.config import PRESETS, ModelConfig
 
 # The shipped demo pair: a 64 px base and a 256 px upsampler with byte-level tokens (n_vocab 257),
@@ -55,7 +56,7 @@ def model_config(spec: str) -> ModelConfig:
         return ModelConfig.preset(spec)
     if Path(spec).is_file():
         return ModelConfig.from_json_file(spec)
-    raise ValueError(
+    raise InvalidParameter(
         f"config: {spec!r} is neither a preset ({', '.join([*TRAIN_PRESETS, *PRESETS])}) "
         f"nor a JSON file of model options"
     )

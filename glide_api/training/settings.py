@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import checks
+from ..errors import InvalidParameter
 from ..options import GUIDANCE_SCALE
 
 SAVE_DTYPES = ("fp32", "fp16")
@@ -46,17 +47,19 @@ class TrainConfig:
         for name in ("warmup_steps", "save_every", "sample_every", "seed"):
             checks.integer(name, getattr(self, name), minimum=0)
         if not self.text_lr_scale >= 0:
-            raise ValueError(f"text_lr_scale: must be non-negative (got {self.text_lr_scale})")
+            raise InvalidParameter(f"text_lr_scale: must be non-negative (got {self.text_lr_scale})")
         if not self.lr > 0:
-            raise ValueError(f"lr: must be positive (got {self.lr})")
+            raise InvalidParameter(f"lr: must be positive (got {self.lr})")
         if not 0.0 <= self.ema_rate < 1.0:
-            raise ValueError(f"ema_rate: must be in [0, 1) (got {self.ema_rate})")
+            raise InvalidParameter(f"ema_rate: must be in [0, 1) (got {self.ema_rate})")
         for name in ("weight_decay", "grad_clip", "vb_lambda", "offset_noise"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: must be non-negative (got {getattr(self, name)})")
+                raise InvalidParameter(f"{name}: must be non-negative (got {getattr(self, name)})")
         if self.mse_weighting not in MSE_WEIGHTINGS:
-            raise ValueError(
+            raise InvalidParameter(
                 f"mse_weighting: must be one of {', '.join(MSE_WEIGHTINGS)} (got {self.mse_weighting!r})"
             )
         if self.save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save_dtype: must be one of {', '.join(SAVE_DTYPES)} (got {self.save_dtype!r})")
+            raise InvalidParameter(
+                f"save_dtype: must be one of {', '.join(SAVE_DTYPES)} (got {self.save_dtype!r})"
+            )

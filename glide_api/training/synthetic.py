@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import InvalidParameter
+
 # Well separated in RGB: every pair is more than 150 apart.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -84,7 +86,7 @@ def sample_spec(seed: int, index: int, *, spread: float = DEFAULT_SPREAD) -> Sha
 
 def _check_spread(spread: float) -> None:
     if not 0.0 <= spread <= 0.5:
-        raise ValueError(f"spread: must be between 0 and 0.5 of the image side (got {spread})")
+        raise InvalidParameter(f"spread: must be between 0 and 0.5 of the image side (got {spread})")
 
 
 def caption(shape: str, colour: str, background: str, size: str, rng: np.random.Generator) -> str:
@@ -133,7 +135,7 @@ def render(spec: ShapeSpec, *, size: int = 256, seed: int = 0, index: int = 0) -
         draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
         draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
     else:
-        raise ValueError(f"shape: must be one of {', '.join(SHAPES)} (got {spec.shape!r})")
+        raise InvalidParameter(f"shape: must be one of {', '.join(SHAPES)} (got {spec.shape!r})")
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
@@ -146,7 +148,7 @@ def write_dataset(
     Deterministic from `seed` and `spread`: the same call always writes the same bytes. Returns the folder.
     """
     if count < 1:
-        raise ValueError(f"count: must be a positive number of images (got {count})")
+        raise InvalidParameter(f"count: must be a positive number of images (got {count})")
     _check_spread(spread)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..diffusion.schedule import Schedule, q_sample
+from ..errors import InvalidParameter
 from ..models.glide import GlideUNet, autocast, create_model
 from ..models.hub import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
@@ -83,12 +84,14 @@ class Trainer:
         init: str | None = None,
     ) -> None:
         if tokenizer.n_vocab != model.config.n_vocab:
-            raise ValueError(
+            raise InvalidParameter(
                 f"the {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but the "
                 f"model's n_vocab is {model.config.n_vocab}"
             )
         if precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"precision: must be one of {', '.join(TRAIN_PRECISIONS)} (got {precision!r})")
+            raise InvalidParameter(
+                f"precision: must be one of {', '.join(TRAIN_PRECISIONS)} (got {precision!r})"
+            )
         self.device = resolve_device(device)
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
@@ -135,7 +138,7 @@ class Trainer:
         "gpt2"; default: bytes when the config's n_vocab is 257, else gpt2).
         """
         if (init is None) == (model is None):
-            raise ValueError(
+            raise InvalidParameter(
                 "give exactly one of init (a model to fine-tune) and model (a config to train from scratch)"
             )
         if init is not None:
@@ -215,7 +218,7 @@ class Trainer:
             # cheaper at half size), then be fine-tuned at its own. Every level must stay even.
             step = 2 ** (len(c.channel_mults) - 1)
             if c.super_res or config.train_size % step:
-                raise ValueError(
+                raise InvalidParameter(
                     f"train_size: base models only, and a multiple of {step} for this "
                     f"model (got {config.train_size}); upsamplers use patch_size"
                 )
