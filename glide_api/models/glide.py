@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import checks
 from ..errors import InvalidParameter, StateDictMismatch
+from ..model_selection import PRECISIONS
 from .config import ModelConfig
 from .layers import (
     AttentionBlock,
@@ -28,8 +30,7 @@ from .layers import (
 )
 from .text import Transformer
 
-Precision = Literal["fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+Precision = Literal[PRECISIONS]
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,7 @@ def autocast(precision: Precision, device: torch.device | str) -> contextlib.Abs
 
     fp16 is a property of the weights (`convert_to_fp16`), not of a context.
     """
-    if precision not in PRECISIONS:
-        raise InvalidParameter(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    checks.one_of("precision", precision, PRECISIONS)
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

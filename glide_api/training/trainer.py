@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import checks
 from ..diffusion.schedule import Schedule, q_sample
 from ..errors import InvalidParameter
+from ..model_selection import PRECISION_SETTINGS
 from ..models.glide import GlideUNet, autocast, create_model
 from ..models.hub import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
@@ -36,7 +38,8 @@ from .settings import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+# Training keeps float32 master weights: fp16 storage (the reference's sampling precision) is not one.
+TRAIN_PRECISIONS = tuple(p for p in PRECISION_SETTINGS if p != "fp16")
 # The text encoder's parameters (top-level names); transformer_proj, its link to the U-Net, is not one.
 TEXT_ENCODER = ("token_embedding", "positional_embedding", "padding_embedding", "transformer", "final_ln")
 
@@ -88,10 +91,7 @@ class Trainer:
                 f"the {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but the "
                 f"model's n_vocab is {model.config.n_vocab}"
             )
-        if precision not in TRAIN_PRECISIONS:
-            raise InvalidParameter(
-                f"precision: must be one of {', '.join(TRAIN_PRECISIONS)} (got {precision!r})"
-            )
+        checks.one_of("precision", precision, TRAIN_PRECISIONS)
         self.device = resolve_device(device)
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
