@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from glide_api.model_selection import ModelSelection
 from glide_api.options import Option
 
 
@@ -51,3 +52,8 @@ def option_flag(group: Any, option: Option) -> None:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def selection_help(name: str) -> str:
+    """The help text of one `ModelSelection` setting, for commands that take it on its own."""
+    return ModelSelection.__dataclass_fields__[name].metadata["help"]

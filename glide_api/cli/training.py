@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glide_api.cli.flags import selection_help
 from glide_api.cli.weights import cache_options
 from glide_api.errors import InvalidParameter
 from glide_api.models import hub
 from glide_api.training.evaluate import EVALUATED_GUIDANCE
+from glide_api.training.settings import SAVE_DTYPES, TRAIN_PRECISIONS, TrainConfig
 
 if TYPE_CHECKING:
     from glide_api.pipeline.glide_pipeline import GlidePipeline
@@ -78,18 +80,6 @@ _TRAIN_FLAGS: dict[str, tuple[type, str]] = {
     "sample_steps": (str, "respacing of the preview sampler"),
     "guidance_scale": (float, "guidance scale of the base previews"),
 }
-# Those a resumed run may change: the output schedule, and the learning rate (a manual step decay;
-# the rest would change what earlier steps meant).
-_RESUME_FLAGS = (
-    "steps",
-    "lr",
-    "save_every",
-    "sample_every",
-    "sample_count",
-    "sample_steps",
-    "guidance_scale",
-    "save_dtype",
-)
 
 
 def add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -121,7 +111,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="first write N synthetic shapes images into --data (default: OUT/data)",
     )
-    from glide_api.training.settings import MSE_WEIGHTINGS, TrainConfig
+    from glide_api.training.settings import MSE_WEIGHTINGS
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     group = p.add_argument_group("training")
@@ -149,15 +139,15 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     group.add_argument(
         "--save-dtype",
-        choices=("fp32", "fp16"),
+        choices=SAVE_DTYPES,
         default=None,
-        help="dtype of model.safetensors (default: fp32)",
+        help=f"dtype of model.safetensors (default: {TrainConfig.save_dtype})",
     )
-    group.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
+    group.add_argument("--device", default="auto", help=selection_help("device"))
     group.add_argument(
         "--precision",
         default="auto",
-        choices=("auto", "fp32", "bf16"),
+        choices=TRAIN_PRECISIONS,
         help="auto: bf16 autocast on CUDA, fp32 elsewhere",
     )
     group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -172,7 +162,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from glide_api.training import TrainConfig, Trainer
+    from glide_api.training import Trainer
     from glide_api.training.plots import smooth
     from glide_api.training.synthetic import write_dataset
     from glide_api.training.trainer import describe_run
@@ -185,12 +175,9 @@ def run_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     }
     if args.resume is not None:
-        fixed = sorted(set(given) - set(_RESUME_FLAGS))
-        if fixed or args.synthetic or args.init or args.config:
+        if args.synthetic or args.init or args.config:
             raise InvalidParameter(
-                f"--resume continues a run with its own settings; only "
-                f"{', '.join('--' + f.replace('_', '-') for f in _RESUME_FLAGS)} and --data "
-                f"may be given (got {', '.join(fixed) or 'a new start'})"
+                "resume: --resume continues a run; --synthetic, --init and --config start one"
             )
         steps = given.pop("steps", None)
         trainer = Trainer.resume(
@@ -291,7 +278,7 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         "background, the shape colour, the kind of shape, or a one-letter typo for "
         "scale) moves the network's prediction: which words it uses at all",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
+    p.add_argument("--device", default="auto", help=selection_help("device"))
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.set_defaults(handler=run_evaluate)
 

@@ -6,12 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from glide_api.cli.flags import selection_help
 from glide_api.errors import WeightsNotFound
-from glide_api.model_selection import ModelSelection
 from glide_api.models import hub
 from glide_api.models.download import human_size
-
-CACHE_HELP = ModelSelection.__dataclass_fields__["cache_dir"].metadata["help"]
 
 
 def cache_options() -> argparse.ArgumentParser:
@@ -21,7 +19,7 @@ def cache_options() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         metavar="DIR",
-        help=f"{CACHE_HELP.removesuffix(')')}, here {str(hub.cache_dir()).replace('%', '%%')})",
+        help=f"{selection_help('cache_dir').removesuffix(')')}, here {hub.cache_dir()})".replace("%", "%%"),
     )
     return parent
 

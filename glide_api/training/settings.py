@@ -6,9 +6,24 @@ from dataclasses import dataclass
 
 from .. import checks
 from ..errors import InvalidParameter
+from ..model_selection import PRECISION_SETTINGS
 from ..options import GUIDANCE_SCALE
 
 SAVE_DTYPES = ("fp32", "fp16")
+# Training keeps float32 master weights: fp16 storage (the reference's sampling precision) is not one.
+TRAIN_PRECISIONS = tuple(p for p in PRECISION_SETTINGS if p != "fp16")
+# What a resumed run may change: the output schedule, and the learning rate (a manual step decay);
+# any other setting would change what the earlier steps meant.
+RESUMABLE_SETTINGS = (
+    "steps",
+    "lr",
+    "save_every",
+    "sample_every",
+    "sample_count",
+    "sample_steps",
+    "guidance_scale",
+    "save_dtype",
+)
 MSE_WEIGHTINGS = ("eps", "p2", "truncated-snr")  # see losses.py
 
 

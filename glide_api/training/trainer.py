@@ -24,7 +24,6 @@ import torch
 from .. import checks
 from ..diffusion.schedule import Schedule, q_sample
 from ..errors import InvalidParameter
-from ..model_selection import PRECISION_SETTINGS
 from ..models.glide import GlideUNet, autocast, create_model
 from ..models.hub import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
@@ -34,12 +33,10 @@ from .data import ImageCaptionData, find_examples
 from .losses import hybrid_loss, mse_weights
 from .presets import model_config
 from .previews import write_preview
-from .settings import TrainConfig
+from .settings import RESUMABLE_SETTINGS, TRAIN_PRECISIONS, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# Training keeps float32 master weights: fp16 storage (the reference's sampling precision) is not one.
-TRAIN_PRECISIONS = tuple(p for p in PRECISION_SETTINGS if p != "fp16")
 # The text encoder's parameters (top-level names); transformer_proj, its link to the U-Net, is not one.
 TEXT_ENCODER = ("token_embedding", "positional_embedding", "padding_embedding", "transformer", "final_ln")
 
@@ -177,8 +174,15 @@ class Trainer:
     ) -> Trainer:
         """Continue the run saved in `out` (to `steps` total, if given) exactly where it stopped.
 
-        `changes` may alter settings that do not affect the maths (save_every, sample_every, …).
+        `changes` may alter the `RESUMABLE_SETTINGS` only (those that do not change what the steps
+        already taken meant).
         """
+        fixed = sorted(set(changes) - set(RESUMABLE_SETTINGS))
+        if fixed:
+            raise InvalidParameter(
+                f"resume: a resumed run keeps its own settings; only {', '.join(RESUMABLE_SETTINGS)} "
+                f"may change (got {', '.join(fixed)})"
+            )
         out = Path(out)
         state = read_training_state(out)
         config = TrainConfig(
