@@ -456,7 +456,7 @@ def test_the_train_command_writes_data_trains_and_resumes(tmp_path, configs, cap
     assert main(["train", "--resume", str(out), "--steps", "3", *common]) == 0
     assert "trained to step 3" in capsys.readouterr().out
     assert main(["train", "--resume", str(out), "--batch-size", "4"]) == 1
-    assert "only --steps" in capsys.readouterr().err
+    assert "only steps, lr" in capsys.readouterr().err
 
 
 def test_a_resumed_run_may_lower_the_learning_rate_and_keeps_its_optimiser_state(
