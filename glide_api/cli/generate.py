@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from glide_api.cli.weights import cache_options
 from glide_api.diffusion.samplers import SAMPLERS
 from glide_api.models import hub
+from glide_api.options import GUIDANCE_SCALE, STEPS, UPSAMPLE_STEPS, UPSAMPLE_TEMP
 from glide_api.pipeline.loading import PRECISION_SETTINGS
-from glide_api.pipeline.params import (
-    DEFAULT_BASE_RESPACING,
-    DEFAULT_GUIDANCE_SCALE,
-    DEFAULT_UPSAMPLE_RESPACING,
-    DEFAULT_UPSAMPLE_TEMP,
-)
+
+DEFAULT_BASE_RESPACING = STEPS.default
+DEFAULT_GUIDANCE_SCALE = GUIDANCE_SCALE.default
+DEFAULT_UPSAMPLE_RESPACING = UPSAMPLE_STEPS.default
+DEFAULT_UPSAMPLE_TEMP = UPSAMPLE_TEMP.default
 
 if TYPE_CHECKING:
     from glide_api.pipeline.outputs import PipelineOutput
