@@ -54,7 +54,7 @@ def test_diffusion_maths_does_not_depend_on_the_networks() -> None:
 
 def test_importing_the_package_has_no_side_effects_on_the_cache(tmp_path) -> None:
     code = (
-        "import os, glide_api, glide_api.models.hub; "
+        "import os, glide_api, glide_api.models.resolve, glide_api.download; "
         "assert not os.listdir(os.environ['GLIDE_API_CACHE_PARENT'])"
     )
     env = {

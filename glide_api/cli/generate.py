@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from glide_api.cli.weights import cache_options
 from glide_api.diffusion.samplers import SAMPLERS
-from glide_api.models import hub
+from glide_api.models.weights_source import WeightsSource
 from glide_api.options import GUIDANCE_SCALE, STEPS, UPSAMPLE_STEPS, UPSAMPLE_TEMP
 from glide_api.pipeline.loading import PRECISION_SETTINGS
 
@@ -191,9 +191,8 @@ def run_generate(args: argparse.Namespace) -> int:
         **_models_to_load(args),
         device=args.device,
         precision=args.precision,
-        offline=args.offline or hub.offline_env(),
         batch_invariant=args.batch_invariant,
-        cache=args.cache_dir,
+        source=WeightsSource.from_env(offline=args.offline, cache=args.cache_dir),
     )
     steps = {
         k: v

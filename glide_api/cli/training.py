@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from glide_api.cli.weights import cache_options
-from glide_api.models import hub
+from glide_api.models.weights_source import WeightsSource
 
 if TYPE_CHECKING:
     from glide_api.pipeline.glide_pipeline import GlidePipeline
@@ -218,8 +218,7 @@ def run_train(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             device=args.device,
             precision=args.precision,
-            offline=args.offline or hub.offline_env(),
-            cache=args.cache_dir,
+            source=WeightsSource.from_env(offline=args.offline, cache=args.cache_dir),
         )
     print(describe_run(trainer), file=sys.stderr)
     start, losses = time.perf_counter(), []
@@ -306,9 +305,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         upsample=None,
         device=args.device,
         precision="fp32",
-        offline=True,
         batch_invariant=False,
-        cache=args.cache_dir,
+        source=WeightsSource.from_env(offline=True, cache=args.cache_dir),
     )
     if args.words:
         return _print_word_influences(pipeline, args.count)

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -43,6 +42,7 @@ from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, s
 from ..diffusion.schedule import Schedule
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
+from ..models.weights_source import WeightsSource
 from ..progress import StepProgress
 from . import images
 from .inpaint import InpaintInputs, impose_known
@@ -117,15 +117,16 @@ class GlidePipeline:
         upsample_inpaint: str | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        offline: bool = False,
         batch_invariant: bool = True,
-        cache: str | Path | None = None,
+        source: WeightsSource | None = None,
         on_load: Callable[[str, str], None] | None = None,
     ) -> GlidePipeline:
         """Load the named models (official names or model folders) once, on one device.
 
-        `on_load(role, spec)` is called before each model is fetched and built (for status displays).
+        Official files come from `source` (default: `WeightsSource.from_env()`). `on_load(role,
+        spec)` is called before each model is fetched and built (for status displays).
         """
+        source = source or WeightsSource.from_env()
         resolved = resolve_device(device)
         chosen = resolve_precision(precision, resolved)
         specs = {
@@ -139,9 +140,7 @@ class GlidePipeline:
             if spec is not None and on_load is not None:
                 on_load(role, spec)
             loaded[role] = (
-                None
-                if spec is None
-                else load_model(spec, device=resolved, precision=chosen, offline=offline, cache=cache)
+                None if spec is None else load_model(spec, device=resolved, precision=chosen, source=source)
             )
         return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
