@@ -39,6 +39,7 @@ _EXPORTS = {
     "create_model": "glide_api.models.glide",
     "GlideTokenizer": "glide_api.models.tokenizer",
     "load_tokenizer": "glide_api.models.tokenizer",
+    "WeightsSource": "glide_api.models.weights_source",
 }
 
 __all__ = [  # noqa: RUF022 - the lazily imported names, as listed above
@@ -57,6 +58,7 @@ __all__ = [  # noqa: RUF022 - the lazily imported names, as listed above
     "StateDictMismatch",
     "TextEmbedding",
     "WeightsNotFound",
+    "WeightsSource",
     "autocast",
     "classifier_free_guidance",
     "create_model",

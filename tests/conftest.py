@@ -23,6 +23,7 @@ def small_model_dirs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def small_pipeline(small_model_dirs):
     """base 32 px + upsampler 64 px (+ both inpainting twins), CPU, float32, loaded once."""
+    from glide_api.models.weights_source import WeightsSource
     from glide_api.pipeline.glide_pipeline import GlidePipeline
 
     d = {name: str(path) for name, path in small_model_dirs.items()}
@@ -33,7 +34,7 @@ def small_pipeline(small_model_dirs):
         upsample_inpaint=d["small-upsample-inpaint"],
         device="cpu",
         precision="fp32",
-        offline=True,
+        source=WeightsSource.from_env(offline=True),
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from golden import GOLDEN_DIR, SMALL_CONFIGS, golden_json, tensors
 
 from glide_api.models.config import ModelConfig
-from glide_api.models.hub import save_model_folder
+from glide_api.models.model_folders import save_model_folder
 
 
 def write_small_model_folders(root: Path) -> dict[str, Path]:

@@ -10,8 +10,9 @@ import torch
 from glide_api.errors import WeightsNotFound
 from glide_api.models.config import ModelConfig
 from glide_api.models.glide import create_model
-from glide_api.models.hub import save_model_folder
+from glide_api.models.model_folders import save_model_folder
 from glide_api.models.tokenizer import ByteTokenizer, load_tokenizer, tokenizer_type
+from glide_api.models.weights_source import WeightsSource
 from glide_api.pipeline.loading import load_model
 
 TINY = {
@@ -60,13 +61,17 @@ def test_a_folder_with_tokenizer_json_gets_the_byte_tokenizer_with_no_network(tm
     ByteTokenizer().save(tmp_path)
     assert json.loads((tmp_path / "tokenizer.json").read_text()) == {"type": "bytes"}
     assert tokenizer_type(tmp_path) == "bytes"
-    assert isinstance(load_tokenizer(folder=tmp_path, offline=True), ByteTokenizer)
+    assert isinstance(
+        load_tokenizer(folder=tmp_path, source=WeightsSource.from_env(offline=True)), ByteTokenizer
+    )
 
 
 def test_a_folder_without_a_tokenizer_still_means_gpt2_from_the_cache(tmp_path) -> None:
     assert tokenizer_type(tmp_path) is None
     with pytest.raises(WeightsNotFound, match=r"encoder\.json"):
-        load_tokenizer(folder=tmp_path, offline=True, cache=tmp_path / "empty-cache")
+        load_tokenizer(
+            folder=tmp_path, source=WeightsSource.from_env(offline=True, cache=tmp_path / "empty-cache")
+        )
 
 
 def test_an_unknown_tokenizer_type_is_refused_by_name(tmp_path) -> None:
@@ -83,8 +88,7 @@ def test_model_folder_loads_with_its_byte_tokenizer_and_a_257_entry_embedding(tm
         str(tmp_path),
         device=torch.device("cpu"),
         precision="fp32",
-        offline=True,
-        cache=tmp_path / "empty-cache",
+        source=WeightsSource.from_env(offline=True, cache=tmp_path / "empty-cache"),
     )
     assert isinstance(loaded.tokenizer, ByteTokenizer)
     assert loaded.network.token_embedding.weight.shape == (257, 32)
@@ -99,4 +103,9 @@ def test_a_tokenizer_that_does_not_fit_the_embedding_is_refused(tmp_path) -> Non
     save_model_folder(tmp_path, config=config, state_dict=create_model(config).state_dict())
     ByteTokenizer().save(tmp_path)
     with pytest.raises(ValueError, match=r"257 tokens but config\.json says n_vocab=300"):
-        load_model(str(tmp_path), device=torch.device("cpu"), precision="fp32", offline=True)
+        load_model(
+            str(tmp_path),
+            device=torch.device("cpu"),
+            precision="fp32",
+            source=WeightsSource.from_env(offline=True),
+        )

@@ -18,7 +18,9 @@ import torch
 from http_fixture import FileServer
 
 from glide_api.cli import main
-from glide_api.models import hub
+from glide_api.models import registry
+from glide_api.models.official_files import is_cached
+from glide_api.models.weights_source import WeightsSource
 
 
 def pt_bytes(seed: int) -> bytes:
@@ -39,16 +41,16 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("GLIDE_API_OFFLINE", raising=False)
     monkeypatch.delenv("GLIDE_API_BASE_URL", raising=False)
     pins = {f"gpt2/{name}": hashlib.sha256(data).hexdigest() for name, data in TOKENIZER.items()}
-    registry = {
-        name: dataclasses.replace(e, sha256=pins.get(name, e.sha256)) for name, e in hub.REGISTRY.items()
+    pinned = {
+        name: dataclasses.replace(e, sha256=pins.get(name, e.sha256)) for name, e in registry.REGISTRY.items()
     }
-    monkeypatch.setattr(hub, "REGISTRY", MappingProxyType(registry))
+    monkeypatch.setattr(registry, "REGISTRY", MappingProxyType(pinned))
     return folder
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
-    files = {hub.REGISTRY[name].filename: pt_bytes(i) for i, name in enumerate(hub.CHECKPOINTS)}
+    files = {registry.REGISTRY[name].filename: pt_bytes(i) for i, name in enumerate(registry.CHECKPOINTS)}
     with FileServer({**files, **TOKENIZER}) as s:
         monkeypatch.setenv("GLIDE_API_BASE_URL", s.url)
         yield s
@@ -179,20 +181,26 @@ def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_download_names_put_the_tokenizer_first_expand_groups_and_drop_repeats() -> None:
-    assert hub.download_names(hub.DEFAULT_DOWNLOADS) == [*hub.TOKENIZER_FILES, "base", "upsample"]
-    assert hub.download_names(["upsample", "all", "tokenizer"]) == [
-        *hub.TOKENIZER_FILES,
+    assert registry.download_names(registry.DEFAULT_DOWNLOADS) == [
+        *registry.TOKENIZER_FILES,
+        "base",
         "upsample",
-        *(n for n in hub.CHECKPOINTS if n != "upsample"),
+    ]
+    assert registry.download_names(["upsample", "all", "tokenizer"]) == [
+        *registry.TOKENIZER_FILES,
+        "upsample",
+        *(n for n in registry.CHECKPOINTS if n != "upsample"),
     ]
     with pytest.raises(ValueError, match="unknown name 'nonsense'"):
-        hub.download_names(["nonsense"])
+        registry.download_names(["nonsense"])
 
 
 def test_is_cached_looks_for_the_downloaded_file_itself(cache: Path) -> None:
-    assert not hub.is_cached("base", cache=cache)
+    assert not is_cached("base", source=WeightsSource(cache=cache))
     cache.mkdir()
     (cache / "base.safetensors").write_bytes(b"")  # a conversion alone is not the download
-    assert not hub.is_cached("base")
+    assert not is_cached("base", source=WeightsSource.from_env())
     (cache / "base.pt").write_bytes(b"")
-    assert hub.is_cached("base") and hub.is_cached("base", cache=cache)
+    assert is_cached("base", source=WeightsSource.from_env()) and is_cached(
+        "base", source=WeightsSource(cache=cache)
+    )

@@ -40,8 +40,9 @@ SERVER_BELOW_ENGINE = (
     "glide_api.pipeline.images",
     "glide_api.pipeline.glide_pipeline",
     "glide_api.diffusion.schedule",
-    "glide_api.models.hub",
-    "glide_api.models.download",
+    "glide_api.models.registry",
+    "glide_api.models.weights_source",
+    "glide_api.models.official_files",
 )
 WEB = ("flask", "apiflask", "werkzeug")
 NO_WEB = ("diffusion", "models", "pipeline", "engine", "training", "client", FOUNDATION)
@@ -137,7 +138,7 @@ def test_diffusion_maths_does_not_depend_on_the_networks() -> None:
 
 def test_importing_the_package_has_no_side_effects_on_the_cache(tmp_path) -> None:
     code = (
-        "import os, glide_api, glide_api.models.hub; "
+        "import os, glide_api, glide_api.models.resolve, glide_api.download; "
         "assert not os.listdir(os.environ['GLIDE_API_CACHE_PARENT'])"
     )
     env = {

@@ -49,16 +49,16 @@ UPSAMPLE_MAE_BOUND = 10 / 255
 
 @pytest.fixture(scope="module")
 def demo_pipeline(tmp_path_factory):
-    from glide_api.pipeline.text2im import GlidePipeline
+    from glide_api.models.weights_source import WeightsSource
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
 
     return GlidePipeline.load(
         base="demo-base",
         upsample="demo-upsample",
         device="cpu",
         precision="fp32",
-        offline=True,
         batch_invariant=False,
-        cache=tmp_path_factory.mktemp("empty"),
+        source=WeightsSource.from_env(offline=True, cache=tmp_path_factory.mktemp("empty")),
     )
 
 

@@ -1,4 +1,4 @@
-"""The weights hub and downloader, against a local HTTP server (no internet, no user cache)."""
+"""The weights modules and the downloader, against a local HTTP server (no internet, no user cache)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import GOLDEN_DIR
 from http_fixture import FileServer
 
+from glide_api.download import download, sha256_file, verify_file
 from glide_api.errors import ChecksumMismatch, DownloadError, WeightsNotFound
-from glide_api.models import hub
+from glide_api.models import registry
 from glide_api.models.config import ModelConfig
-from glide_api.models.download import download, sha256_file, verify_file
-
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
+from glide_api.models.model_folders import read_model_folder, save_model_folder
+from glide_api.models.official_files import (
+    cached_models,
+    fetch_checkpoint,
+    fetch_file,
+    load_checkpoint,
+    tokenizer_files,
+)
+from glide_api.models.resolve import resolve_model
+from glide_api.models.tensor_files import convert_checkpoint
+from glide_api.models.tokenizer import gpt2_files_in
+from glide_api.models.weights_source import WeightsSource, default_cache_dir
 
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private cache for each test; the hub's environment variables cleared."""
+    """A private cache for each test; the weights' environment variables cleared."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("GLIDE_API_CACHE", str(folder))
     monkeypatch.delenv("GLIDE_API_OFFLINE", raising=False)
@@ -73,6 +84,11 @@ def server() -> Iterator[FileServer]:
         yield s
 
 
+def env_source(**options: object) -> WeightsSource:
+    """`WeightsSource.from_env` (the test's private cache), with `options` given."""
+    return WeightsSource.from_env(**options)
+
+
 def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,35 +100,53 @@ def closed_port_url() -> str:
 
 
 def test_registry_names_official_files_urls_and_presets() -> None:
-    assert hub.CHECKPOINTS == ("base", "upsample", "base-inpaint", "upsample-inpaint")
-    base = hub.REGISTRY["base-inpaint"]
+    assert registry.CHECKPOINTS == ("base", "upsample", "base-inpaint", "upsample-inpaint")
+    base = registry.REGISTRY["base-inpaint"]
     assert base.url == "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/base_inpaint.pt"
     assert base.filename == "base_inpaint.pt"
     assert base.converted_name == "base_inpaint.safetensors"
-    for name in hub.CHECKPOINTS:
-        assert ModelConfig.preset(hub.REGISTRY[name].preset).kind == name
-    assert hub.REGISTRY["clip/text-enc"].filename == "clip_text_enc.pt"
-    assert hub.REGISTRY["clip/text-enc"].preset is None
-    encoder = hub.REGISTRY["gpt2/encoder.json"]
+    for name in registry.CHECKPOINTS:
+        assert ModelConfig.preset(registry.REGISTRY[name].preset).kind == name
+    assert registry.REGISTRY["clip/text-enc"].filename == "clip_text_enc.pt"
+    assert registry.REGISTRY["clip/text-enc"].preset is None
+    encoder = registry.REGISTRY["gpt2/encoder.json"]
     assert encoder.url.endswith("/gpt-2/encodings/main/encoder.json")
     assert encoder.sha256 == "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 
 
 def test_base_url_argument_or_env_points_every_file_at_a_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = hub.REGISTRY["upsample"]
-    assert entry.source("http://mirror/glide/") == "http://mirror/glide/upsample.pt"
+    entry = registry.REGISTRY["upsample"]
+    assert entry.download_url("http://mirror/glide/") == "http://mirror/glide/upsample.pt"
+    assert entry.download_url(None) == entry.url
+    assert env_source(base_url="http://mirror/glide/").base_url == "http://mirror/glide/"
     monkeypatch.setenv("GLIDE_API_BASE_URL", "http://env-mirror")
-    assert entry.source() == "http://env-mirror/upsample.pt"
+    assert entry.download_url(env_source().base_url) == "http://env-mirror/upsample.pt"
+
+
+def test_the_environment_is_read_when_a_source_is_built_and_only_by_from_env(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    built = env_source()
+    assert (built.cache, built.base_url, built.offline) == (cache, None, False)
+    monkeypatch.setenv("GLIDE_API_OFFLINE", "yes")
+    monkeypatch.setenv("GLIDE_API_BASE_URL", "http://env-mirror")
+    assert not built.offline and built.base_url is None  # a built source never changes
+    assert env_source(offline=False).offline  # GLIDE_API_OFFLINE wins over offline=False
+    assert env_source(base_url="http://arg").base_url == "http://arg"
+    assert env_source(cache=tmp_path / "other").cache == tmp_path / "other"
+    direct = WeightsSource(cache=tmp_path)
+    assert (direct.base_url, direct.offline) == (None, False)  # built directly: no environment
 
 
 def test_cache_dir_comes_from_env_and_is_not_created(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert hub.cache_dir() == cache
+    assert default_cache_dir() == cache
+    assert env_source().cache == cache
     assert not cache.exists()
     monkeypatch.delenv("GLIDE_API_CACHE")
-    assert hub.cache_dir().name == "glide-api"
+    assert default_cache_dir().name == "glide-api"
 
 
-def test_importing_the_hub_and_cli_creates_no_folders(tmp_path: Path) -> None:
+def test_importing_the_weights_modules_and_cli_creates_no_folders(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "GLIDE_API_CACHE": str(tmp_path / "c"),
@@ -120,7 +154,11 @@ def test_importing_the_hub_and_cli_creates_no_folders(tmp_path: Path) -> None:
         "XDG_CACHE_HOME": str(tmp_path / "xdg"),
     }
     subprocess.run(
-        [sys.executable, "-c", "import glide_api.models.hub, glide_api.cli"],
+        [
+            sys.executable,
+            "-c",
+            "import glide_api.models.resolve, glide_api.models.weights_source, glide_api.cli",
+        ],
         check=True,
         env=env,
         cwd=Path(__file__).parents[1],
@@ -274,34 +312,34 @@ def test_verify_file_rehash_catches_a_change_that_kept_size_and_mtime(
 
 
 def test_cache_hit_makes_no_network_call_even_with_the_server_down(server: FileServer) -> None:
-    path = hub.fetch_file("base", base_url=server.url, progress=False)
+    path = fetch_file("base", source=env_source(base_url=server.url, progress=False))
     seen = len(server.requests)
-    assert hub.fetch_file("base", base_url=server.url) == path
+    assert fetch_file("base", source=env_source(base_url=server.url)) == path
     assert len(server.requests) == seen
     server.stop()
-    assert hub.fetch_file("base", base_url=server.url) == path
-    assert hub.fetch_file("base", offline=True) == path
+    assert fetch_file("base", source=env_source(base_url=server.url)) == path
+    assert fetch_file("base", source=env_source(offline=True)) == path
 
 
 def test_offline_with_nothing_cached_raises_one_line_weights_not_found(
     server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(WeightsNotFound) as info:
-        hub.fetch_checkpoint("base", base_url=server.url, offline=True)
+        fetch_checkpoint("base", source=env_source(base_url=server.url, offline=True))
     message = str(info.value)
     assert "base.pt" in message and str(cache) in message
     assert "glide-api download base" in message
     assert "\n" not in message
     monkeypatch.setenv("GLIDE_API_OFFLINE", "1")
     with pytest.raises(WeightsNotFound, match="glide-api download base"):
-        hub.load_checkpoint("base", base_url=server.url)
+        load_checkpoint("base", source=env_source(base_url=server.url))
     assert server.requests == []
 
 
 def test_unreachable_server_raises_weights_not_found_with_the_fetch_command(tmp_path: Path) -> None:
     other = tmp_path / "elsewhere"
     with pytest.raises(WeightsNotFound) as info:
-        hub.fetch_file("upsample", cache=other, base_url=closed_port_url(), progress=False)
+        fetch_file("upsample", source=env_source(cache=other, base_url=closed_port_url(), progress=False))
     message = str(info.value)
     assert "upsample.pt" in message and str(other) in message
     assert f"glide-api download upsample --cache-dir {other}" in message
@@ -312,7 +350,7 @@ def test_unreachable_server_raises_weights_not_found_with_the_fetch_command(tmp_
 def test_pt_is_converted_to_safetensors_once_and_then_loaded_from_it(
     server: FileServer, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = hub.load_checkpoint("base", base_url=server.url, progress=False)
+    first = load_checkpoint("base", source=env_source(base_url=server.url, progress=False))
     assert_same_tensors(first, fake_state_dict())
     converted = cache / "base.safetensors"
     assert converted.is_file()
@@ -323,45 +361,47 @@ def test_pt_is_converted_to_safetensors_once_and_then_loaded_from_it(
         raise AssertionError("the .pt was read again")
 
     monkeypatch.setattr(torch, "load", no_pickle)
-    second = hub.load_checkpoint("base", base_url=server.url)
+    second = load_checkpoint("base", source=env_source(base_url=server.url))
     assert_same_tensors(second, fake_state_dict())
     assert converted.stat().st_mtime_ns == mtime
     assert len(server.requests) == 1
 
 
 def test_changed_pt_is_detected_on_load(server: FileServer, cache: Path) -> None:
-    hub.load_checkpoint("base", base_url=server.url, progress=False)
+    load_checkpoint("base", source=env_source(base_url=server.url, progress=False))
     pt = cache / "base.pt"
     pt.write_bytes(pt_bytes(fake_state_dict(seed=1)))
     with pytest.raises(ChecksumMismatch, match=r"base\.pt changed since"):
-        hub.load_checkpoint("base", base_url=server.url)
+        load_checkpoint("base", source=env_source(base_url=server.url))
 
 
 def test_replaced_pt_without_a_record_is_converted_again(server: FileServer, cache: Path) -> None:
-    hub.load_checkpoint("base", base_url=server.url, progress=False)
+    load_checkpoint("base", source=env_source(base_url=server.url, progress=False))
     (cache / "base.pt").write_bytes(pt_bytes(fake_state_dict(seed=2)))
     (cache / "base.pt.sha256.json").unlink()  # e.g. a user copied in a file by hand
-    assert_same_tensors(hub.load_checkpoint("base"), fake_state_dict(seed=2))
+    assert_same_tensors(load_checkpoint("base", source=env_source()), fake_state_dict(seed=2))
 
 
 def test_pinned_hash_is_checked_on_download_and_on_load(server: FileServer, cache: Path) -> None:
     good = sha256_of(server.files["base.pt"])
     with pytest.raises(ChecksumMismatch):
-        hub.fetch_checkpoint("base", base_url=server.url, sha256="f" * 64, progress=False)
+        fetch_checkpoint("base", source=env_source(base_url=server.url, progress=False), sha256="f" * 64)
     assert not (cache / "base.pt").exists()
-    hub.fetch_checkpoint("base", base_url=server.url, sha256=good, progress=False)
+    fetch_checkpoint("base", source=env_source(base_url=server.url, progress=False), sha256=good)
     with pytest.raises(ChecksumMismatch):
-        hub.fetch_checkpoint("base", sha256="f" * 64)
+        fetch_checkpoint("base", source=env_source(), sha256="f" * 64)
 
 
 def test_conversion_is_used_when_its_pt_was_deleted(server: FileServer, cache: Path) -> None:
     good = sha256_of(server.files["base.pt"])
-    hub.fetch_checkpoint("base", base_url=server.url, progress=False)
+    fetch_checkpoint("base", source=env_source(base_url=server.url, progress=False))
     (cache / "base.pt").unlink()
     server.stop()
-    assert_same_tensors(hub.load_checkpoint("base", offline=True, sha256=good), fake_state_dict())
+    assert_same_tensors(
+        load_checkpoint("base", source=env_source(offline=True), sha256=good), fake_state_dict()
+    )
     with pytest.raises(ChecksumMismatch):
-        hub.fetch_checkpoint("base", sha256="f" * 64)
+        fetch_checkpoint("base", source=env_source(), sha256="f" * 64)
 
 
 def test_conversion_reads_pre_zip_format_checkpoints(tmp_path: Path) -> None:
@@ -369,14 +409,14 @@ def test_conversion_reads_pre_zip_format_checkpoints(tmp_path: Path) -> None:
     torch.save(fake_state_dict(), pt, _use_new_zipfile_serialization=False)
     from safetensors.torch import load_file
 
-    assert_same_tensors(load_file(hub.convert_checkpoint(pt)), fake_state_dict())
+    assert_same_tensors(load_file(convert_checkpoint(pt)), fake_state_dict())
 
 
 def test_conversion_refuses_a_file_that_is_not_a_flat_state_dict(tmp_path: Path) -> None:
     pt = tmp_path / "nested.pt"
     torch.save({"model": fake_state_dict(), "step": 3}, pt)
     with pytest.raises(ValueError, match="flat state_dict"):
-        hub.convert_checkpoint(pt)
+        convert_checkpoint(pt)
     assert not (tmp_path / "nested.safetensors").exists()
 
 
@@ -384,7 +424,7 @@ def test_conversion_gives_tied_weights_their_own_storage(tmp_path: Path) -> None
     shared = torch.arange(6.0)
     pt = tmp_path / "tied.pt"
     torch.save({"a": shared, "b": shared, "view": shared[2:]}, pt)
-    out = hub.convert_checkpoint(pt)
+    out = convert_checkpoint(pt)
     from safetensors.torch import load_file
 
     loaded = load_file(out)
@@ -403,29 +443,29 @@ def test_tokenizer_files_are_downloaded_once_and_match_the_pinned_hashes() -> No
         for name in ("encoder.json", "vocab.bpe")
     }
     with FileServer(files) as s:
-        enc, bpe = hub.tokenizer_files(base_url=s.url, progress=False)
+        enc, bpe = tokenizer_files(source=env_source(base_url=s.url, progress=False))
         assert enc.read_bytes() == files["encoder.json"]
         assert bpe.read_bytes() == files["vocab.bpe"]
-        assert hub.tokenizer_files(base_url=s.url) == (enc, bpe)
+        assert tokenizer_files(source=env_source(base_url=s.url)) == (enc, bpe)
         assert len(s.requests) == 2
 
 
 def test_tokenizer_with_wrong_bytes_is_rejected(cache: Path) -> None:
     with FileServer({"encoder.json": b"{}", "vocab.bpe": b"#"}) as s, pytest.raises(ChecksumMismatch):
-        hub.tokenizer_files(base_url=s.url, progress=False)
+        tokenizer_files(source=env_source(base_url=s.url, progress=False))
     assert not (cache / "encoder.json").exists()
 
 
 def test_tokenizer_files_come_from_a_folder_that_holds_both(tmp_path: Path) -> None:
     (tmp_path / "encoder.json").write_text("{}")
     (tmp_path / "vocab.bpe").write_text("#")
-    assert hub.tokenizer_files(folder=tmp_path, offline=True) == (
+    assert gpt2_files_in(tmp_path) == (
         tmp_path / "encoder.json",
         tmp_path / "vocab.bpe",
     )
     (tmp_path / "vocab.bpe").unlink()
     with pytest.raises(WeightsNotFound, match=r"vocab\.bpe is missing"):
-        hub.tokenizer_files(folder=tmp_path, offline=True)
+        gpt2_files_in(tmp_path)
 
 
 # ---- model folders and specs -------------------------------------------------------------------
@@ -436,63 +476,63 @@ SMALL = ModelConfig.preset("base").replace(
 
 
 def test_model_folder_round_trip(tmp_path: Path) -> None:
-    folder = hub.save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
+    folder = save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    config, state_dict = hub.read_model_folder(folder)
+    config, state_dict = read_model_folder(folder)
     assert config == SMALL
     assert_same_tensors(state_dict, fake_state_dict())
 
 
 def test_model_folder_with_pt_weights_is_read(tmp_path: Path) -> None:
-    folder = hub.save_model_folder(tmp_path / "mine", config=SMALL, state_dict={})
+    folder = save_model_folder(tmp_path / "mine", config=SMALL, state_dict={})
     (folder / "model.safetensors").unlink()
     torch.save(fake_state_dict(), folder / "model.pt")
-    assert_same_tensors(hub.read_model_folder(folder)[1], fake_state_dict())
+    assert_same_tensors(read_model_folder(folder)[1], fake_state_dict())
 
 
 def test_model_folder_without_config_is_a_clear_error(tmp_path: Path) -> None:
-    folder = hub.save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
+    folder = save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
     (folder / "config.json").unlink()
     with pytest.raises(ValueError, match=r"not a model folder: config\.json is missing"):
-        hub.read_model_folder(folder)
+        read_model_folder(folder)
 
 
 def test_model_folder_without_weights_raises_weights_not_found(tmp_path: Path) -> None:
-    folder = hub.save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
+    folder = save_model_folder(tmp_path / "mine", config=SMALL, state_dict=fake_state_dict())
     (folder / "model.safetensors").unlink()
     with pytest.raises(WeightsNotFound, match=r"model\.safetensors or model\.pt"):
-        hub.read_model_folder(folder)
+        read_model_folder(folder)
     with pytest.raises(WeightsNotFound, match="does not exist"):
-        hub.read_model_folder(tmp_path / "nowhere")
+        read_model_folder(tmp_path / "nowhere")
 
 
 def test_resolve_model_takes_official_names_and_folders(server: FileServer, tmp_path: Path) -> None:
-    config, state_dict = hub.resolve_model("base", base_url=server.url, progress=False)
+    config, state_dict = resolve_model("base", source=env_source(base_url=server.url, progress=False))
     assert config == ModelConfig.preset("base")
     assert_same_tensors(state_dict, fake_state_dict())
-    folder = hub.save_model_folder(tmp_path / "tuned", config=SMALL, state_dict=fake_state_dict(3))
-    config, state_dict = hub.resolve_model(str(folder))
+    folder = save_model_folder(tmp_path / "tuned", config=SMALL, state_dict=fake_state_dict(3))
+    config, state_dict = resolve_model(str(folder), source=env_source())
     assert config == SMALL
     assert_same_tensors(state_dict, fake_state_dict(3))
 
 
 def test_resolve_model_rejects_unknown_names_listing_the_official_ones() -> None:
     with pytest.raises(ValueError, match="base, upsample, base-inpaint, upsample-inpaint"):
-        hub.resolve_model("no-such-model")
+        resolve_model("no-such-model", source=env_source())
     with pytest.raises(ValueError, match="download-only"):
-        hub.resolve_model("clip/image-enc")
+        resolve_model("clip/image-enc", source=env_source())
 
 
 # ---- listing the cache -------------------------------------------------------------------------
 
 
 def test_cached_models_lists_downloaded_converted_and_partial_files(server: FileServer, cache: Path) -> None:
-    assert hub.cached_models() == []
+    assert cached_models(source=env_source()) == []
     server.files["upsample.pt"] = pt_bytes(fake_state_dict(4))
-    hub.fetch_checkpoint("base", base_url=server.url, progress=False)
-    hub.fetch_file("upsample", base_url=server.url, progress=False)
+    fetch_checkpoint("base", source=env_source(base_url=server.url, progress=False))
+    fetch_file("upsample", source=env_source(base_url=server.url, progress=False))
     (cache / "base_inpaint.pt.part").write_bytes(b"12345")
-    listed = {c.name: c for c in hub.cached_models()}
+    listed = {c.name: c for c in cached_models(source=env_source())}
     assert list(listed) == ["base", "upsample", "base-inpaint"]
     assert listed["base"].converted == cache / "base.safetensors"
     assert listed["base"].sha256 == sha256_file(cache / "base.pt")

@@ -14,6 +14,7 @@ from PIL import Image
 from glide_api.cli import main
 from glide_api.diffusion.schedule import Schedule, q_sample
 from glide_api.models.config import ModelConfig
+from glide_api.models.weights_source import WeightsSource
 from glide_api.pipeline.glide_pipeline import GlidePipeline
 from glide_api.training import TrainConfig, Trainer
 from glide_api.training.data import ImageCaptionData, find_examples
@@ -397,8 +398,7 @@ def test_a_checkpoint_is_a_model_folder_the_pipeline_loads(shapes, configs, tmp_
         upsample=None,
         device="cpu",
         precision="fp32",
-        offline=True,
-        cache=tmp_path / "empty-cache",
+        source=WeightsSource.from_env(offline=True, cache=tmp_path / "empty-cache"),
     )
     from glide_api.pipeline.params import GenerationRequest
 

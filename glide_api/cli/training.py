@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from glide_api.cli.flags import selection_help
 from glide_api.cli.weights import cache_options
 from glide_api.errors import InvalidParameter
-from glide_api.models import hub
+from glide_api.models.weights_source import WeightsSource
 from glide_api.training.evaluate import EVALUATED_GUIDANCE
 from glide_api.training.settings import SAVE_DTYPES, TRAIN_PRECISIONS, TrainConfig
 
@@ -151,7 +151,7 @@ def add_train(subparsers: argparse._SubParsersAction) -> None:
         help="auto: bf16 autocast on CUDA, fp32 elsewhere",
     )
     group.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    group.add_argument("--offline", action="store_true", help="never download (also GLIDE_API_OFFLINE=1)")
+    group.add_argument("--offline", action="store_true", help=selection_help("offline"))
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=run_train)
 
@@ -209,8 +209,7 @@ def run_train(args: argparse.Namespace) -> int:
             tokenizer=args.tokenizer,
             device=args.device,
             precision=args.precision,
-            offline=args.offline or hub.offline_env(),
-            cache=args.cache_dir,
+            source=WeightsSource.from_env(offline=args.offline, cache=args.cache_dir),
         )
     print(describe_run(trainer), file=sys.stderr)
     start, losses = time.perf_counter(), []

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from glide_api.cli.flags import selection_help
+from glide_api.download import human_size
 from glide_api.errors import WeightsNotFound
-from glide_api.models import hub
-from glide_api.models.download import human_size
+from glide_api.models import official_files, registry
+from glide_api.models.weights_source import WeightsSource, default_cache_dir
 
 
 def cache_options() -> argparse.ArgumentParser:
@@ -19,7 +20,9 @@ def cache_options() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         metavar="DIR",
-        help=f"{selection_help('cache_dir').removesuffix(')')}, here {hub.cache_dir()})".replace("%", "%%"),
+        help=f"{selection_help('cache_dir').removesuffix(')')}, here {default_cache_dir()})".replace(
+            "%", "%%"
+        ),
     )
     return parent
 
@@ -34,11 +37,14 @@ def add_download(subparsers: argparse._SubParsersAction) -> None:
         help="fetch official checkpoints and the tokenizer into the cache",
         description="Download official files into the cache (resuming unfinished downloads) and "
         "convert checkpoints to safetensors. The GPT-2 tokenizer files always come "
-        "too. Names: " + ", ".join(hub.REGISTRY) + "; 'all' for the four diffusion "
+        "too. Names: " + ", ".join(registry.REGISTRY) + "; 'all' for the four diffusion "
         "checkpoints; 'tokenizer' for only the tokenizer.",
     )
     p.add_argument(
-        "names", nargs="*", metavar="NAME", help=f"what to fetch (default: {' '.join(hub.DEFAULT_DOWNLOADS)})"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"what to fetch (default: {' '.join(registry.DEFAULT_DOWNLOADS)})",
     )
     p.add_argument(
         "--base-url",
@@ -56,30 +62,33 @@ def add_download(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    names = hub.download_names(args.names or hub.DEFAULT_DOWNLOADS)
-    if hub.offline_env() and any(not hub.is_cached(n, cache=args.cache_dir) for n in names):
+    names = registry.download_names(args.names or registry.DEFAULT_DOWNLOADS)
+    source = WeightsSource.from_env(
+        cache=args.cache_dir, base_url=args.base_url, progress=not args.no_progress
+    )
+    # This command has no --offline: only GLIDE_API_OFFLINE can make the source offline.
+    if source.offline and any(not official_files.is_cached(n, source=source) for n in names):
         raise WeightsNotFound("downloads are off because GLIDE_API_OFFLINE is set; unset it to download")
-    options = {"cache": args.cache_dir, "base_url": args.base_url, "progress": not args.no_progress}
     # Running commentary only for a person at a terminal; scripts get the summary on stdout.
     chatty = not args.no_progress and sys.stderr.isatty()
     for name in names:
-        entry = hub.REGISTRY[name]
+        entry = registry.REGISTRY[name]
         convert = entry.preset is not None and not args.no_convert
-        if chatty and not hub.is_cached(name, cache=args.cache_dir):
+        if chatty and not official_files.is_cached(name, source=source):
             then = ", then converting it to safetensors" if convert else ""
             print(f"{name}: downloading {entry.filename}{then}", file=sys.stderr)
         if convert:
-            hub.fetch_checkpoint(name, **options)
+            official_files.fetch_checkpoint(name, source=source)
         else:
-            hub.fetch_file(name, **options)
-    cached = {c.name: c for c in hub.cached_models(cache=args.cache_dir)}
+            official_files.fetch_file(name, source=source)
+    cached = {c.name: c for c in official_files.cached_models(source=source)}
     for name in names:
         _print_cached(cached[name])
-    print(f"cache: {args.cache_dir or hub.cache_dir()}")
+    print(f"cache: {source.cache}")
     return 0
 
 
-def _print_cached(c: hub.CachedFile) -> None:
+def _print_cached(c: official_files.CachedFile) -> None:
     where = c.path or c.converted
     line = f"{c.name:<18} {human_size(c.size):>9}  {where}"
     if c.path is not None and c.converted is not None:
@@ -102,9 +111,9 @@ def add_models(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    folder = args.cache_dir or hub.cache_dir()
-    cached = hub.cached_models(cache=folder)
-    print(f"cache: {folder}")
+    source = WeightsSource.from_env(cache=args.cache_dir)
+    cached = official_files.cached_models(source=source)
+    print(f"cache: {source.cache}")
     if not cached:
         print("Nothing is cached yet. Fetch the models with: glide-api download")
         return 0
@@ -113,11 +122,11 @@ def run_models(args: argparse.Namespace) -> int:
         if c.partial:
             converted, digest = "-", "(partial download: run glide-api download to resume)"
         else:
-            is_checkpoint = hub.REGISTRY[c.name].converted_name is not None
+            is_checkpoint = registry.REGISTRY[c.name].converted_name is not None
             converted = ("yes" if c.converted else "no") if is_checkpoint else "-"
             digest = c.sha256[:16] if c.sha256 else "(not recorded yet)"
         print(f"{c.name:<18} {human_size(c.size):>9}  {converted:<9}  {digest}")
-    missing = [n for n in hub.CHECKPOINTS if n not in {c.name for c in cached}]
+    missing = [n for n in registry.CHECKPOINTS if n not in {c.name for c in cached}]
     if missing:
         print(f"not cached: {', '.join(missing)} (glide-api download NAME)")
     return 0

@@ -19,9 +19,15 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from glide_api.errors import InvalidParameter, WeightsNotFound
+
+if TYPE_CHECKING:
+    from glide_api.models.weights_source import WeightsSource
 
 # The GPT-2 pre-tokenisation split (contractions, letters, digits, other, whitespace), as shipped
 # with tiktoken's gpt2 encoding.
@@ -54,7 +60,7 @@ class Tokenizer(ABC):
     def batch(self, prompts: Sequence[str], text_ctx: int) -> tuple[Tensor, Tensor]:
         """int64 tokens [B, text_ctx] and bool mask [B, text_ctx]; "" gives the unconditional row."""
         if isinstance(prompts, str):
-            raise ValueError("prompts must be a sequence of strings, not a single string")
+            raise InvalidParameter("prompts must be a sequence of strings, not a single string")
         rows = [self.padded_tokens_and_mask(self.encode(p), text_ctx) for p in prompts]
         tokens = torch.tensor([r[0] for r in rows], dtype=torch.int64).reshape(len(rows), text_ctx)
         mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).reshape(len(rows), text_ctx)
@@ -71,7 +77,7 @@ class Tokenizer(ABC):
     @staticmethod
     def _check_prompt(prompt: object) -> str:
         if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be text (str), got {type(prompt).__name__}")
+            raise InvalidParameter(f"prompt must be text (str), got {type(prompt).__name__}")
         return prompt
 
 
@@ -95,7 +101,7 @@ class GlideTokenizer(Tokenizer):
 
         for path in (encoder_json, vocab_bpe):
             if not Path(path).is_file():
-                raise FileNotFoundError(f"tokenizer file not found: {path}")
+                raise WeightsNotFound(f"tokenizer file not found: {path}")
         ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
         encoding = tiktoken.Encoding(
             name="glide-gpt2",
@@ -116,7 +122,7 @@ class GlideTokenizer(Tokenizer):
     def save(self, folder: str | Path) -> None:
         """Copy encoder.json and vocab.bpe into `folder` (a folder with both uses them)."""
         if self.files is None:
-            raise ValueError("this GPT-2 tokenizer was not built from files; it cannot be saved")
+            raise InvalidParameter("this GPT-2 tokenizer was not built from files; it cannot be saved")
         for source in self.files:
             target = Path(folder) / source.name
             if source.resolve() != target.resolve():
@@ -149,24 +155,41 @@ def tokenizer_type(folder: str | Path) -> str | None:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise InvalidParameter(f"{path}: not valid JSON ({e})") from None
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind not in TOKENIZER_TYPES:
-        raise ValueError(f'{path}: "type" must be one of {", ".join(TOKENIZER_TYPES)} (got {kind!r})')
+        raise InvalidParameter(f'{path}: "type" must be one of {", ".join(TOKENIZER_TYPES)} (got {kind!r})')
     return kind
 
 
-def load_tokenizer(
-    *, folder: str | Path | None = None, offline: bool = False, cache: str | Path | None = None
-) -> Tokenizer:
+def gpt2_files_in(folder: str | Path) -> tuple[Path, Path] | None:
+    """A folder's own GPT-2 files ``(encoder.json, vocab.bpe)``, None when it holds neither.
+
+    A folder holding only one of the two raises `WeightsNotFound`: silently pairing it with the
+    official other half would garble every prompt.
+    """
+    encoder_json, vocab_bpe = Path(folder) / "encoder.json", Path(folder) / "vocab.bpe"
+    if encoder_json.is_file() and vocab_bpe.is_file():
+        return encoder_json, vocab_bpe
+    if encoder_json.is_file() or vocab_bpe.is_file():
+        missing = vocab_bpe if encoder_json.is_file() else encoder_json
+        raise WeightsNotFound(f"{folder} holds half a tokenizer: {missing.name} is missing")
+    return None
+
+
+def load_tokenizer(*, folder: str | Path | None = None, source: WeightsSource | None = None) -> Tokenizer:
     """The tokenizer a model folder names (see the module docstring), else GPT-2 from the cache.
 
-    GPT-2 comes from `folder` when it holds encoder.json and vocab.bpe, else from the cache
-    (downloaded once unless `offline`). A byte tokenizer needs no files and no network.
+    GPT-2 comes from `folder` when it holds encoder.json and vocab.bpe, else from `source`'s cache
+    (default: `WeightsSource.from_env()`; downloaded once unless offline). A byte tokenizer needs
+    no files and no network.
     """
-    from .hub import tokenizer_files
+    from glide_api.models.official_files import tokenizer_files
+    from glide_api.models.weights_source import WeightsSource
 
     if folder is not None and tokenizer_type(folder) == "bytes":
         return ByteTokenizer()
-    encoder_json, vocab_bpe = tokenizer_files(folder=folder, offline=offline, cache=cache)
-    return GlideTokenizer.from_files(encoder_json, vocab_bpe)
+    files = gpt2_files_in(folder) if folder is not None else None
+    if files is None:
+        files = tokenizer_files(source=source or WeightsSource.from_env())
+    return GlideTokenizer.from_files(*files)

@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -45,7 +44,7 @@ from ..errors import InvalidParameter, PipelineError
 from ..model_selection import MODEL_ROLES, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
-from ..models.hub import offline_env
+from ..models.weights_source import WeightsSource
 from ..progress import StepProgress
 from . import images
 from .inpaint import InpaintInputs, impose_known
@@ -115,15 +114,16 @@ class GlidePipeline:
         upsample_inpaint: str | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        offline: bool = False,
         batch_invariant: bool = True,
-        cache: str | Path | None = None,
+        source: WeightsSource | None = None,
         on_load: Callable[[str, str], None] | None = None,
     ) -> GlidePipeline:
         """Load the named models (official names or model folders) once, on one device.
 
-        `on_load(role, spec)` is called before each model is fetched and built (for status displays).
+        Official files come from `source` (default: `WeightsSource.from_env()`). `on_load(role,
+        spec)` is called before each model is fetched and built (for status displays).
         """
+        source = source or WeightsSource.from_env()
         resolved = resolve_device(device)
         chosen = resolve_precision(precision, resolved)
         specs = {
@@ -137,9 +137,7 @@ class GlidePipeline:
             if spec is not None and on_load is not None:
                 on_load(role, spec)
             loaded[role] = (
-                None
-                if spec is None
-                else load_model(spec, device=resolved, precision=chosen, offline=offline, cache=cache)
+                None if spec is None else load_model(spec, device=resolved, precision=chosen, source=source)
             )
         return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
@@ -149,17 +147,21 @@ class GlidePipeline:
         selection: ModelSelection,
         *,
         task: str | None = None,
+        source: WeightsSource | None = None,
         on_load: Callable[[str, str], None] | None = None,
     ) -> GlidePipeline:
-        """Load what `selection` names (every role, or only those `task` needs), on its device."""
+        """Load what `selection` names (every role, or only those `task` needs), on its device.
+
+        Official files come from `source` (default: the environment's, with the selection's
+        `offline` and `cache_dir`).
+        """
         specs = selection.specs() if task is None else selection.task_specs(task)
         return cls.load(
             **{role: specs.get(role) for role in MODEL_ROLES},
             device=selection.device,
             precision=selection.precision,
-            offline=selection.offline or offline_env(),
             batch_invariant=selection.batch_invariant,
-            cache=selection.cache_dir,
+            source=source or WeightsSource.from_env(offline=selection.offline, cache=selection.cache_dir),
             on_load=on_load,
         )
 

@@ -13,8 +13,9 @@ import torch
 from .. import demo
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, create_model
-from ..models.hub import resolve_model
+from ..models.resolve import resolve_model
 from ..models.tokenizer import Tokenizer, load_tokenizer
+from ..models.weights_source import WeightsSource
 
 logger = logging.getLogger(__name__)
 
@@ -81,21 +82,20 @@ def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideU
     return model.to(device)
 
 
-def load_model(
-    spec: str, *, device: torch.device, precision: str, offline: bool = False, cache: str | Path | None = None
-) -> LoadedModel:
+def load_model(spec: str, *, device: torch.device, precision: str, source: WeightsSource) -> LoadedModel:
     """Load an official checkpoint by name, or a model folder by path, ready for sampling.
 
     The shipped demo models load by name too (``demo-base``, ``demo-upsample``) and keep that name
     when given as their folder. A folder's own tokenizer (tokenizer.json, or the GPT-2 files) is
-    used when it has one; its vocabulary must match the config's ``n_vocab``.
+    used when it has one; its vocabulary must match the config's ``n_vocab``. Official files come
+    from `source` (the cache, downloaded there if missing and allowed).
     """
     start = time.perf_counter()
     path = demo.DEMO_MODELS.get(spec, spec)
-    config, state_dict = resolve_model(str(path), offline=offline, cache=cache)
+    config, state_dict = resolve_model(str(path), source=source)
     network = prepare(create_model(config, state_dict), device=device, precision=precision)
     folder = Path(path) if Path(path).is_dir() else None
-    tokenizer = load_tokenizer(folder=folder, offline=offline, cache=cache)
+    tokenizer = load_tokenizer(folder=folder, source=source)
     if tokenizer.n_vocab != config.n_vocab:
         raise ValueError(
             f"{spec}: its {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but "

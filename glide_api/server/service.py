@@ -7,6 +7,7 @@ that fetches them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ServiceConfig
+from ..download import human_size
 from ..engine import Engine, EngineConfig, JobResult
 from ..errors import ModelNotReady, WeightsNotFound
-from ..models import hub
-from ..models.download import human_size, progress_hook
+from ..models.official_files import cached_models
+from ..models.registry import CHECKPOINTS, REGISTRY, TOKENIZER_FILES
+from ..models.weights_source import WeightsSource
 from ..pipeline.glide_pipeline import GlidePipeline
 from .generation_request import StepDefaults
 
@@ -56,8 +59,8 @@ class Service:
 
     def _load(self) -> None:
         c = self.config
-        offline = c.offline or hub.offline_env()
-        missing = self._missing_files() if offline else []
+        source = WeightsSource.from_env(offline=c.offline, cache=c.cache_dir)
+        missing = self._missing_files() if source.offline else []
         if missing:
             self._set_status(
                 stage="missing",
@@ -82,8 +85,9 @@ class Service:
                 self._status["progress"] = done / total if total else None
 
         try:
-            with progress_hook(on_download):
-                pipeline = GlidePipeline.from_selection(c, on_load=on_load)
+            pipeline = GlidePipeline.from_selection(
+                c, source=dataclasses.replace(source, on_progress=on_download), on_load=on_load
+            )
         except WeightsNotFound as e:
             self._set_status(
                 stage="missing",
@@ -131,24 +135,25 @@ class Service:
             } | status
 
     def _official_specs(self) -> list[str]:
-        return [s for s in self.config.specs().values() if s in hub.CHECKPOINTS]
+        return [s for s in self.config.specs().values() if s in CHECKPOINTS]
 
     def _missing_files(self) -> list[str]:
         """Files the configured models need that are not on disk (official names and folders)."""
-        cache = Path(self.config.cache_dir) if self.config.cache_dir else hub.cache_dir()
-        cached = {c.name for c in hub.cached_models(cache=cache) if not c.partial}
+        source = WeightsSource.from_env(cache=self.config.cache_dir)
+        cache = source.cache
+        cached = {c.name for c in cached_models(source=source) if not c.partial}
         missing = []
         specs = self.config.specs()
         for spec in specs.values():
             if spec is None:
                 continue
-            if spec in hub.CHECKPOINTS:
+            if spec in CHECKPOINTS:
                 if spec not in cached:
-                    missing.append(str(cache / hub.REGISTRY[spec].filename))
+                    missing.append(str(cache / REGISTRY[spec].filename))
             elif not Path(spec).is_dir():
                 missing.append(spec)
-        if any(spec in hub.CHECKPOINTS for spec in specs.values()):
-            missing += [str(cache / hub.REGISTRY[n].filename) for n in hub.TOKENIZER_FILES if n not in cached]
+        if any(spec in CHECKPOINTS for spec in specs.values()):
+            missing += [str(cache / REGISTRY[n].filename) for n in TOKENIZER_FILES if n not in cached]
         return missing
 
     # ---- state --------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InvalidParameter
-from ..models.hub import save_model_folder
+from ..models.model_folders import save_model_folder
 from .plots import loss_curve
 
 if TYPE_CHECKING:

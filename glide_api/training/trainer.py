@@ -25,8 +25,9 @@ from .. import checks
 from ..diffusion.schedule import Schedule, q_sample
 from ..errors import InvalidParameter
 from ..models.glide import GlideUNet, autocast, create_model
-from ..models.hub import resolve_model
+from ..models.resolve import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
+from ..models.weights_source import WeightsSource
 from ..pipeline.loading import resolve_device
 from .checkpoints import History, read_training_state, restore_training_state, save_checkpoint
 from .data import ImageCaptionData, find_examples
@@ -125,21 +126,22 @@ class Trainer:
         tokenizer: str | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        offline: bool = False,
-        cache: str | Path | None = None,
+        source: WeightsSource | None = None,
     ) -> Trainer:
         """A new run: fine-tune `init` (an official name or a model folder) or train `model` from
         scratch (a preset such as demo-base, or a JSON file of model options).
 
         The tokenizer is the initial model's own; from scratch it is `tokenizer` ("bytes" or
-        "gpt2"; default: bytes when the config's n_vocab is 257, else gpt2).
+        "gpt2"; default: bytes when the config's n_vocab is 257, else gpt2). Official files come
+        from `source` (default: `WeightsSource.from_env()`).
         """
         if (init is None) == (model is None):
             raise InvalidParameter(
                 "give exactly one of init (a model to fine-tune) and model (a config to train from scratch)"
             )
+        source = source or WeightsSource.from_env()
         if init is not None:
-            network, tok = load_model_to_fine_tune(init, offline=offline, cache=cache)
+            network, tok = load_model_to_fine_tune(init, source=source)
         else:
             options = model_config(model)
             with torch.random.fork_rng(devices=[]):  # the initial weights follow from the seed too
@@ -147,7 +149,7 @@ class Trainer:
                 network = create_model(options)
             quiet_text_projection(network)
             kind = tokenizer or ("bytes" if options.n_vocab == ByteTokenizer().n_vocab else "gpt2")
-            tok = ByteTokenizer() if kind == "bytes" else load_tokenizer(offline=offline, cache=cache)
+            tok = ByteTokenizer() if kind == "bytes" else load_tokenizer(source=source)
         data = cls._data(data_dir, network, config)
         return cls(
             model=network,
@@ -189,7 +191,7 @@ class Trainer:
             **{**state["train_config"], **changes, **({"steps": steps} if steps is not None else {})}
         )
         network = create_model(state["model_config"], state["model"])
-        tokenizer = load_tokenizer(folder=out, offline=True)
+        tokenizer = load_tokenizer(folder=out, source=WeightsSource.from_env(offline=True))
         data_dir = data_dir or state["data_dir"]
         data = cls._data(data_dir, network, config)
         if len(data) != state["examples"]:
@@ -351,18 +353,17 @@ class Trainer:
         )
 
 
-def load_model_to_fine_tune(
-    init: str, *, offline: bool = False, cache: str | Path | None = None
-) -> tuple[GlideUNet, Tokenizer]:
+def load_model_to_fine_tune(init: str, *, source: WeightsSource) -> tuple[GlideUNet, Tokenizer]:
     """The network (float32, on the CPU) and tokenizer of `init`: an official name, a demo model's
-    name or a model folder (whose own tokenizer is used when it has one)."""
+    name or a model folder (whose own tokenizer is used when it has one); official files come from
+    `source`."""
     from .. import demo
 
     path = str(demo.DEMO_MODELS.get(init, init))
-    options, state_dict = resolve_model(path, offline=offline, cache=cache)
+    options, state_dict = resolve_model(path, source=source)
     network = create_model(options, state_dict)
     folder = Path(path) if Path(path).is_dir() else None
-    return network, load_tokenizer(folder=folder, offline=offline, cache=cache)
+    return network, load_tokenizer(folder=folder, source=source)
 
 
 def quiet_text_projection(network: GlideUNet) -> None:

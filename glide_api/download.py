@@ -1,6 +1,6 @@
 """Safe file transfer: resumable HTTP downloads, sha256 records, locks and atomic writes.
 
-Knows nothing of GLIDE; `glide_api.models.hub` decides what to fetch and where it goes.
+Knows nothing of GLIDE; `glide_api.models.official_files` decides what to fetch and where it goes.
 
 A downloaded file gets a record beside it, ``<file>.sha256.json`` = ``{"sha256", "size",
 "mtime_ns"}``. `verify_file` trusts the recorded hash while the file's size and mtime are those
@@ -19,8 +19,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +28,23 @@ from tqdm.auto import tqdm
 
 from glide_api.errors import ChecksumMismatch, DownloadError, HostUnreachable
 
-__all__ = ["DEFAULT_TIMEOUT", "HostUnreachable", "download", "sha256_file", "verify_file"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "HostUnreachable",
+    "ProgressCallback",
+    "download",
+    "human_size",
+    "sha256_file",
+    "verify_file",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0  # seconds per network wait (connecting, each read), not for a whole file
 _CHUNK = 1 << 18  # bytes per read; a broken read loses at most this much
+
+# Told (file name, bytes so far, total bytes or None) about once a second while a file downloads.
+ProgressCallback = Callable[[str, int, int | None], None]
 
 
 # ---- files on disk -----------------------------------------------------------------------------
@@ -157,6 +166,7 @@ def download(
     sha256: str | None = None,
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """Download `url` to `dest` (unless `dest` already exists) and return `dest`.
 
@@ -171,7 +181,9 @@ def download(
       status; a `sha256` mismatch raises `ChecksumMismatch` and deletes the bytes. Only a complete,
       verified file is renamed (atomically) to `dest`, its sha256 recorded beside it.
     - `timeout` bounds every network wait (connecting, and each read), not the whole transfer.
-    - The progress bar goes to stderr, and only to a terminal.
+    - The progress bar goes to stderr, and only to a terminal (with `progress`); progress also goes
+      to the log every 10% (servers have no terminal) and to `on_progress(dest.name, done, total)`
+      about once a second and at the end (for status displays such as the server's readiness).
     """
     dest = Path(dest)
     if dest.exists():
@@ -182,7 +194,7 @@ def download(
         if dest.exists():  # another process finished it while we waited for the lock
             verify_file(dest, sha256=sha256)
             return dest
-        digest = _transfer(url, dest, progress=progress, timeout=timeout)
+        digest = _transfer(url, dest, progress=progress, timeout=timeout, on_progress=on_progress)
         part = part_path(dest)
         if sha256 is not None and digest != sha256.lower():
             part.unlink(missing_ok=True)
@@ -207,7 +219,9 @@ def _state_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part.json")
 
 
-def _transfer(url: str, dest: Path, *, progress: bool, timeout: float) -> str:
+def _transfer(
+    url: str, dest: Path, *, progress: bool, timeout: float, on_progress: ProgressCallback | None
+) -> str:
     """Fill ``<dest>.part`` with the whole of `url` (resuming it if present); return its sha256."""
     part, state_path = part_path(dest), _state_path(dest)
     for _attempt in range(3):  # a resume may be refused twice at most: 416, then a wrong range
@@ -254,32 +268,31 @@ def _transfer(url: str, dest: Path, *, progress: bool, timeout: float) -> str:
                 raise DownloadError(f"{url}: unexpected HTTP {status} {response.reason}")
             validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
             atomic_write(state_path, json.dumps({"validator": validator, "total": total}).encode())
-            return _stream(response, part, offset=offset, total=total, url=url, progress=progress)
+            return _stream(
+                response,
+                part,
+                offset=offset,
+                total=total,
+                url=url,
+                progress=progress,
+                on_progress=on_progress,
+            )
     raise DownloadError(f"{url}: the server keeps refusing to resume; delete {part} and retry")
 
 
-ProgressHook = Callable[[str, int, int | None], None]
-_progress_hook: ContextVar[ProgressHook | None] = ContextVar("glide_api_download_progress", default=None)
-
-
-@contextmanager
-def progress_hook(hook: ProgressHook) -> Iterator[None]:
-    """Within the block (in this thread or task), downloads report `hook(file name, bytes, total)`
-    about once a second: for status displays such as the server's readiness."""
-    token = _progress_hook.set(hook)
-    try:
-        yield
-    finally:
-        _progress_hook.reset(token)
-
-
 def _stream(
-    response: requests.Response, part: Path, *, offset: int, total: int | None, url: str, progress: bool
+    response: requests.Response,
+    part: Path,
+    *,
+    offset: int,
+    total: int | None,
+    url: str,
+    progress: bool,
+    on_progress: ProgressCallback | None,
 ) -> str:
     """Append the response body to `part` from `offset`; return the sha256 of the whole file.
 
-    Progress goes to a terminal bar, to the log every 10% (servers have no terminal), and to the
-    `progress_hook` in effect."""
+    Progress goes to a terminal bar, to the log every 10% and to `on_progress` (see `download`)."""
     h = hashlib.sha256()
     if offset:  # fold in the bytes already on disk, so no second pass over the file is needed
         with open(part, "rb") as f:
@@ -297,14 +310,13 @@ def _stream(
         disable=None if progress else True,
         leave=False,
     )
-    hook = _progress_hook.get()
     last_report, last_decile = 0.0, -1
 
     def report(final: bool = False) -> None:
         nonlocal last_report, last_decile
         now = time.monotonic()
-        if hook is not None and (final or now - last_report >= 1.0):
-            hook(name, received, total)
+        if on_progress is not None and (final or now - last_report >= 1.0):
+            on_progress(name, received, total)
             last_report = now
         decile = received * 10 // total if total else -1
         if total and decile > last_decile:
