@@ -6,11 +6,12 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from .. import demo
+from .. import checks, demo
+from ..errors import InvalidParameter
+from ..model_selection import PRECISION_SETTINGS
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, create_model
 from ..models.resolve import resolve_model
@@ -18,9 +19,6 @@ from ..models.tokenizer import Tokenizer, load_tokenizer
 from ..models.weights_source import WeightsSource
 
 logger = logging.getLogger(__name__)
-
-PrecisionSetting = Literal["auto", "fp32", "fp16", "bf16"]
-PRECISION_SETTINGS: tuple[str, ...] = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -60,18 +58,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda was asked for but no CUDA device is available")
+        raise InvalidParameter("device: cuda was asked for but no CUDA device is available")
     return resolved
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """ "auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA."""
-    if precision not in PRECISION_SETTINGS:
-        raise ValueError(f"precision: must be one of {', '.join(PRECISION_SETTINGS)} (got {precision!r})")
+    checks.one_of("precision", precision, PRECISION_SETTINGS)
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision: fp16 runs on CUDA only; use fp32 or bf16 on this device")
+        raise InvalidParameter("precision: fp16 runs on CUDA only; use fp32 or bf16 on this device")
     return precision
 
 
@@ -97,7 +94,7 @@ def load_model(spec: str, *, device: torch.device, precision: str, source: Weigh
     folder = Path(path) if Path(path).is_dir() else None
     tokenizer = load_tokenizer(folder=folder, source=source)
     if tokenizer.n_vocab != config.n_vocab:
-        raise ValueError(
+        raise InvalidParameter(
             f"{spec}: its {tokenizer.kind} tokenizer has {tokenizer.n_vocab} tokens but "
             f"config.json says n_vocab={config.n_vocab}"
         )

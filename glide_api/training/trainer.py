@@ -25,10 +25,9 @@ from .. import checks
 from ..diffusion.schedule import Schedule, q_sample
 from ..errors import InvalidParameter
 from ..models.glide import GlideUNet, autocast, create_model
-from ..models.resolve import resolve_model
 from ..models.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
 from ..models.weights_source import WeightsSource
-from ..pipeline.loading import resolve_device
+from ..pipeline.loading import load_model, resolve_device
 from .checkpoints import History, read_training_state, restore_training_state, save_checkpoint
 from .data import ImageCaptionData, find_examples
 from .losses import hybrid_loss, mse_weights
@@ -141,7 +140,8 @@ class Trainer:
             )
         source = source or WeightsSource.from_env()
         if init is not None:
-            network, tok = load_model_to_fine_tune(init, source=source)
+            loaded = load_model(init, device=torch.device("cpu"), precision="fp32", source=source)
+            network, tok = loaded.network, loaded.tokenizer
         else:
             options = model_config(model)
             with torch.random.fork_rng(devices=[]):  # the initial weights follow from the seed too
@@ -351,19 +351,6 @@ class Trainer:
             device=self.device,
             precision=self.precision,
         )
-
-
-def load_model_to_fine_tune(init: str, *, source: WeightsSource) -> tuple[GlideUNet, Tokenizer]:
-    """The network (float32, on the CPU) and tokenizer of `init`: an official name, a demo model's
-    name or a model folder (whose own tokenizer is used when it has one); official files come from
-    `source`."""
-    from .. import demo
-
-    path = str(demo.DEMO_MODELS.get(init, init))
-    options, state_dict = resolve_model(path, source=source)
-    network = create_model(options, state_dict)
-    folder = Path(path) if Path(path).is_dir() else None
-    return network, load_tokenizer(folder=folder, source=source)
 
 
 def quiet_text_projection(network: GlideUNet) -> None:
