@@ -1,16 +1,6 @@
 """The GLIDE pipeline: prompts (and, for inpainting, images) in, PNG images with metadata out.
 
-How each size is made, from the loaded models' own sizes (official pair: base b = 64, upsampler
-u = 256):
-
-| size | chain |
-|---|---|
-| b | the base model alone |
-| u | base, then one 4x upsampler pass (the reference recipe) |
-| b < s < u (128) | base, upsampler to u, then a Lanczos downscale to s (sharper than upscaling b) |
-| 2u, 4u (512, 1024) | base, upsampler to u, then the upsampler again at 2x per doubling (text only) |
-
-The 2x passes, as the original Glide-Api did, condition the upsampler on the previous 8-bit image.
+Which stages make each size: `stages.py`.
 
 Every sample carries its own prompt, seed and guidance scale; its noise comes from its own
 generator (`SeededNoise`), so a seed reproduces its image whatever else shares the batch.
@@ -29,9 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import torch
 from PIL import Image
@@ -51,23 +39,9 @@ from .inpaint import InpaintInputs, impose_known
 from .loading import LoadedModel, load_model, resolve_device, resolve_precision
 from .outputs import GeneratedImage, PipelineOutput, StageProgress
 from .params import BatchSettings, GenerationRequest, Sample
+from .stages import Stage, output_sizes, plan_stages
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Stage:
-    kind: Literal["base", "upsample", "upsample-2x", "lanczos"]
-    size: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} {self.size}"
-
-    @property
-    def samples(self) -> bool:
-        """Whether this stage runs a sampling loop (the Lanczos resize does not)."""
-        return self.kind != "lanczos"
 
 
 @lru_cache(maxsize=32)
@@ -176,13 +150,9 @@ class GlidePipeline:
         base, up = self._models(task)
         if base is None:
             return []
-        b = base.config.image_size
-        if up is None:
-            return [b]
-        u = up.config.image_size
-        between = [b * 2**k for k in range(1, 16) if b * 2**k < u]
-        beyond = [u * 2, u * 4] if task == "text2im" else []
-        return sorted({b, *between, u, *beyond})
+        return output_sizes(
+            base=base.config.image_size, upsample=up and up.config.image_size, chained=task == "text2im"
+        )
 
     def default_size(self, task: str = "text2im") -> int:
         """The size of the reference recipe: the upsampler's (256), else the base model's."""
@@ -192,21 +162,10 @@ class GlidePipeline:
         return (up or base).config.image_size
 
     def plan(self, settings: BatchSettings) -> list[Stage]:
-        """The stages that make `settings.size` (see the module docstring)."""
+        """The stages that make `settings.size` with these models (see `stages.py`)."""
         self.validate(settings)
         base, up = self._models(settings.task)
-        b = base.config.image_size
-        if settings.size == b:
-            return [Stage("base", b)]
-        u = up.config.image_size
-        stages = [Stage("base", b), Stage("upsample", u)]
-        if settings.size < u:
-            stages.append(Stage("lanczos", settings.size))
-        size = u
-        while size < settings.size:
-            size *= 2
-            stages.append(Stage("upsample-2x", size))
-        return stages
+        return plan_stages(settings.size, base=base.config.image_size, upsample=up and up.config.image_size)
 
     def validate(self, settings: BatchSettings) -> None:
         """Raise ValueError naming the field when these models cannot honour `settings`."""
