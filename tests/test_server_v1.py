@@ -280,3 +280,18 @@ def test_a_synchronous_job_that_times_out_fails_or_is_cancelled_is_named_in_the_
     )
     job = job_of(server_url, failed)
     assert failed.status_code == 500 and job["status"] == "failed" and job["request"]["prompt"] == "fail me"
+
+
+def test_settings_describe_every_generation_option_as_declared(server_url) -> None:
+    from glide_api.options import GENERATION_OPTIONS
+
+    settings = requests.get(f"{server_url}/v1/settings", timeout=10).json()
+    described = {o["name"]: o for o in settings["options"]}
+    assert list(described) == [option.name for option in GENERATION_OPTIONS]
+    for option in GENERATION_OPTIONS:
+        shown = described[option.name]
+        assert (shown["type"], shown["help"]) == (option.kind.__name__, option.help)
+        assert (shown["minimum"], shown["maximum"]) == (option.minimum, option.maximum)
+        assert shown["default"] == settings["defaults"][option.name]
+    # Where a default depends on the server, its own value: the upsampler's size (the small one's 64).
+    assert settings["defaults"]["size"] == 64 and settings["defaults"]["steps"] == "100"
