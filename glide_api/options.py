@@ -27,7 +27,8 @@ INPAINT_UPSAMPLE_SAMPLER = "ancestral"
 class Option:
     """One generation option.
 
-    `name` is the name users see (JSON field, form field, `--flag`); `field` is the name of the
+    `name` is the name users see (form field, `--flag`, the original routes' query); `api_name` the
+    v1 and OpenAI APIs' JSON field where that differs (OpenAI calls the image count `n`); `field` the
     `BatchSettings`/`GenerationRequest` field that holds it, where that differs. `default` None means
     the value is chosen at run time (a random seed, the models' size), as `help` says.
     """
@@ -41,10 +42,11 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     field: str = ""
+    api_name: str = ""
 
     def __post_init__(self) -> None:
-        if not self.field:
-            object.__setattr__(self, "field", self.name)
+        object.__setattr__(self, "field", self.field or self.name)
+        object.__setattr__(self, "api_name", self.api_name or self.name)
 
     @property
     def flag(self) -> str:
@@ -83,7 +85,7 @@ SIZE = Option(
     "(default: the upsampler's, 256 with the official models)",
     minimum=1,
 )
-BATCH_SIZE = Option("batch_size", int, 1, "images to make from the prompt", minimum=1)
+BATCH_SIZE = Option("batch_size", int, 1, "images to make from the prompt", minimum=1, api_name="n")
 SEED = Option(
     "seed",
     int,

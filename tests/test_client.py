@@ -437,3 +437,12 @@ def test_the_event_stream_parser_yields_each_event_when_its_blank_line_arrives()
     for event in parse_event_stream(chunks()):
         seen.append(event)
     assert [e.data for e in seen] == ["first", "second\nline"]
+
+
+def test_the_client_refuses_an_option_the_api_does_not_have_before_sending() -> None:
+    from glide_api.client import GlideClient
+    from glide_api.errors import InvalidParameter
+
+    client = GlideClient("http://127.0.0.1:9")  # nothing listens: the refusal must come first
+    with pytest.raises(InvalidParameter, match=r"^guidance: not a generation option; the options are n, "):
+        client.generate("x", guidance=3)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import requests
 
 from ..errors import InvalidParameter
+from ..options import GENERATION_OPTIONS
 from .errors import (
     GlideAPIError,
     JobFailedError,
@@ -85,42 +86,20 @@ class GlideClient:
     # ---- v1: jobs ---------------------------------------------------------------------------------
 
     def generate(
-        self,
-        prompt: str,
-        *,
-        size: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        guidance_scale: float | None = None,
-        steps: int | str | None = None,
-        upsample_steps: int | str | None = None,
-        sampler: str | None = None,
-        upsample_sampler: str | None = None,
-        eta: float | None = None,
-        upsample_temp: float | None = None,
-        wait: bool = True,
-        timeout: float | None = None,
+        self, prompt: str, *, wait: bool = True, timeout: float | None = None, **options: Any
     ) -> Job:
-        """Generate `n` images of `prompt` (`POST /v1/generations`); options left None take the
-        server's defaults (see `settings()`); `steps` is a count or a respacing string ("fast27").
+        """Generate images of `prompt` (`POST /v1/generations`).
+
+        `options`: any generation option by its v1 name (`n` images, `size`, `seed`,
+        `guidance_scale`, `steps`, `upsample_steps`, `sampler`, `upsample_sampler`, `eta`,
+        `upsample_temp`: `glide_api.options` declares them, `settings()` shows their ranges); one
+        left out or None takes the server's default. An unknown name raises `InvalidParameter`.
 
         wait=True: returns the finished job, waiting up to `timeout` seconds (default 960);
         `JobFailedError` if it failed or was cancelled. wait=False: returns the queued job at once
         (`timeout`: the request's, default the client's); follow it with `events()` or `wait()`.
         """
-        body = _options(
-            prompt=prompt,
-            size=size,
-            n=n,
-            seed=seed,
-            guidance_scale=guidance_scale,
-            steps=steps,
-            upsample_steps=upsample_steps,
-            sampler=sampler,
-            upsample_sampler=upsample_sampler,
-            eta=eta,
-            upsample_temp=upsample_temp,
-        )
+        body = {"prompt": prompt, **_generation_options(options)}
         return self._submit("/v1/generations", wait=wait, timeout=timeout, json=body)
 
     def inpaint(
@@ -129,36 +108,15 @@ class GlideClient:
         prompt: str,
         *,
         mask: FileInput | None = None,
-        size: int | None = None,
-        n: int | None = None,
-        seed: int | None = None,
-        guidance_scale: float | None = None,
-        steps: int | str | None = None,
-        upsample_steps: int | str | None = None,
-        sampler: str | None = None,
-        upsample_sampler: str | None = None,
-        eta: float | None = None,
-        upsample_temp: float | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        **options: Any,
     ) -> Job:
         """Repaint part of `image` (`POST /v1/inpaint`). `image` and `mask` are a path, bytes or a
         binary file object. The mask is white (or opaque) where the image is kept and black (or
         transparent) where it is painted; without it, the image's own transparency is the mask.
-        Other options, `wait` and `timeout` as in `generate()`."""
-        form = _options(
-            prompt=prompt,
-            size=size,
-            n=n,
-            seed=seed,
-            guidance_scale=guidance_scale,
-            steps=steps,
-            upsample_steps=upsample_steps,
-            sampler=sampler,
-            upsample_sampler=upsample_sampler,
-            eta=eta,
-            upsample_temp=upsample_temp,
-        )
+        `options`, `wait` and `timeout` as in `generate()`."""
+        form = {"prompt": prompt, **_generation_options(options)}
         files = {"image": file_field(image, "image.png")}
         if mask is not None:
             files["mask"] = file_field(mask, "mask.png")
@@ -422,6 +380,19 @@ class GlideClient:
 def _options(**values: Any) -> dict[str, Any]:
     """The fields that were given (None means "the server's default")."""
     return {name: value for name, value in values.items() if value is not None}
+
+
+V1_OPTION_NAMES = tuple(option.api_name for option in GENERATION_OPTIONS)
+
+
+def _generation_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The generation options given (by their v1 names), refusing names the API does not have."""
+    unknown = sorted(set(options) - set(V1_OPTION_NAMES))
+    if unknown:
+        raise InvalidParameter(
+            f"{unknown[0]}: not a generation option; the options are {', '.join(V1_OPTION_NAMES)}"
+        )
+    return _options(**options)
 
 
 def _job_path(job_id: str, rest: str = "") -> str:
