@@ -444,5 +444,7 @@ def test_the_client_refuses_an_option_the_api_does_not_have_before_sending() -> 
     from glide_api.errors import InvalidParameter
 
     client = GlideClient("http://127.0.0.1:9")  # nothing listens: the refusal must come first
-    with pytest.raises(InvalidParameter, match=r"^guidance: not a generation option; the options are n, "):
+    with pytest.raises(
+        InvalidParameter, match=r"^guidance: not a generation option; the options are size, n, seed"
+    ):
         client.generate("x", guidance=3)
