@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from golden import GOLDEN_DIR
 from http_fixture import FileServer
 
 from glide_api.errors import ChecksumMismatch, DownloadError, WeightsNotFound
 from glide_api.models import hub
 from glide_api.models.config import ModelConfig
 from glide_api.models.download import download, sha256_file, verify_file
-
-GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
 
 
 @pytest.fixture(autouse=True)
@@ -394,9 +393,6 @@ def test_conversion_gives_tied_weights_their_own_storage(tmp_path: Path) -> None
 # ---- tokenizer files ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not (GOLDEN_DIR / "encoder.json.gz").is_file(), reason=f"GPT-2 tokenizer copies not found in {GOLDEN_DIR}"
-)
 def test_tokenizer_files_are_downloaded_once_and_match_the_pinned_hashes() -> None:
     files = {
         name: gzip.decompress((GOLDEN_DIR / f"{name}.gz").read_bytes())
