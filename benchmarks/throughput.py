@@ -13,16 +13,15 @@ set-ups run in the same process, on the same weights:
 - batching on, fused: the batch runs as one tensor (faster where the device has idle width, i.e.
   GPUs; images equal solo runs only within float rounding).
 
-Random weights: speed does not depend on the values. The tokenizer files come from the model cache
-(or `../shared/glide/golden/` when present), since a text encoder needs real token ids.
+Random weights: speed does not depend on the values. A text encoder needs real token ids, so the GPT-2
+tokenizer files come from the copies shipped with the tests (tests/reference/, or the folder named by
+GLIDE_API_GOLDEN_DIR): nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
-import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +32,7 @@ import torch
 from glide_api.engine import Engine, EngineConfig
 from glide_api.models.config import ModelConfig
 from glide_api.models.glide import create_model
-from glide_api.models.tokenizer import GlideTokenizer, load_tokenizer
+from glide_api.models.tokenizer import GlideTokenizer
 from glide_api.pipeline.glide_pipeline import GlidePipeline
 from glide_api.pipeline.loading import LoadedModel, resolve_device
 from glide_api.pipeline.params import BatchSettings, GenerationRequest
@@ -48,19 +47,15 @@ REDUCED = {
 }
 
 
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+
+
 def tokenizer() -> GlideTokenizer:
-    golden = Path(
-        os.environ.get(
-            "GLIDE_API_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
-        )
-    )
-    if (golden / "encoder.json.gz").is_file():
-        folder = Path(tempfile.mkdtemp(prefix="glide-bench-"))
-        for name in ("encoder.json", "vocab.bpe"):
-            with gzip.open(golden / f"{name}.gz", "rb") as src, open(folder / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        return GlideTokenizer.from_files(folder / "encoder.json", folder / "vocab.bpe")
-    return load_tokenizer()
+    # tests/golden.py is the one place that knows where the reference copies are.
+    sys.path.insert(0, str(TESTS))
+    from golden import write_tokenizer_files
+
+    return GlideTokenizer.from_files(*write_tokenizer_files(Path(tempfile.mkdtemp(prefix="glide-bench-"))))
 
 
 def build_base(full: bool, device: torch.device) -> LoadedModel:

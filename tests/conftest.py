@@ -8,13 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from golden import GOLDEN_DIR
 
 
 @pytest.fixture(scope="session")
 def small_model_dirs(tmp_path_factory) -> dict[str, Path]:
-    if not (GOLDEN_DIR / "golden.json").is_file():
-        pytest.skip(f"reference vectors not found at {GOLDEN_DIR}")
     from small_models import write_small_model_folders
 
     return write_small_model_folders(tmp_path_factory.mktemp("small-models"))

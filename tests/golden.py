@@ -1,24 +1,22 @@
-"""Access to the reference outputs in ../shared/glide/golden/ (absent on a user's machine: tests skip)."""
+"""Access to the reference vectors that ship with the tests, in tests/reference/ (see its README.md).
+
+`GLIDE_API_GOLDEN_DIR` names another folder laid out the same way (manifests/ included), e.g. a
+freshly regenerated set; this module is the one place that decides which folder the tests read.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 from functools import cache
 from pathlib import Path
 
-import pytest
 import torch
 
-GOLDEN_DIR = Path(
-    os.environ.get(
-        "GLIDE_API_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "glide" / "golden"
-    )
-)
-requires_golden = pytest.mark.skipif(
-    not (GOLDEN_DIR / "golden.json").is_file(),
-    reason=f"reference vectors not found at {GOLDEN_DIR} (set GLIDE_API_GOLDEN_DIR)",
-)
+GOLDEN_DIR = Path(os.environ.get("GLIDE_API_GOLDEN_DIR", Path(__file__).resolve().parent / "reference"))
+MANIFEST_DIR = GOLDEN_DIR / "manifests"
 SMALL_CONFIGS = ("small-base", "small-upsample", "small-base-inpaint", "small-upsample-inpaint")
 
 
@@ -33,6 +31,15 @@ def tensors(name: str) -> dict[str, torch.Tensor]:
     return load_file(GOLDEN_DIR / name)
 
 
+def write_tokenizer_files(folder: Path) -> tuple[Path, Path]:
+    """GPT-2's encoder.json and vocab.bpe, gunzipped from the reference copies into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("encoder.json", "vocab.bpe"):
+        with gzip.open(GOLDEN_DIR / f"{name}.gz", "rb") as src, open(folder / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return folder / "encoder.json", folder / "vocab.bpe"
+
+
 def small_model(name: str) -> torch.nn.Module:
     """A golden small model with its reference weights loaded (stored as fp16, used as fp32)."""
     from glide_api.models.glide import create_model
@@ -45,9 +52,6 @@ def small_model(name: str) -> torch.nn.Module:
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out - ref).norm() / ref.norm()).item()
-
-
-MANIFEST_DIR = GOLDEN_DIR.parent / "manifests"
 
 
 def manifest(name: str) -> dict[str, tuple[int, ...]]:

@@ -278,8 +278,8 @@ def test_serving_the_demo_model_offline_lists_it_in_v1_models(tmp_path, monkeypa
 
     monkeypatch.setenv("GLIDE_API_OFFLINE", "1")
     config = ServiceConfig(model="demo", device="cpu", cache_dir=str(tmp_path / "empty-cache"))
-    assert config.base_inpaint == "none"
-    assert config.model_spec("upsample") == str(DEMO_MODELS["demo-upsample"])
+    assert config.specs()["base_inpaint"] is None
+    assert config.specs()["upsample"] == str(DEMO_MODELS["demo-upsample"])
     app = create_app(config)
     try:
         client = app.test_client()

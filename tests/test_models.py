@@ -11,7 +11,6 @@ from golden import (
     golden_json,
     manifest,
     relative_error,
-    requires_golden,
     small_model,
     tensors,
 )
@@ -35,7 +34,6 @@ def meta_model(config):
         return create_model(config)
 
 
-@requires_golden
 @pytest.mark.parametrize("name", OFFICIAL)
 def test_official_variant_has_exact_checkpoint_keys_shapes_and_order(name) -> None:
     state = meta_model(name).state_dict()
@@ -45,7 +43,6 @@ def test_official_variant_has_exact_checkpoint_keys_shapes_and_order(name) -> No
     assert sum(v.numel() for v in state.values()) == PARAMETER_COUNTS[name]
 
 
-@requires_golden
 @pytest.mark.parametrize("name", SMALL_CONFIGS)
 def test_forward_matches_reference_output(name) -> None:
     model = small_model(name)
@@ -57,7 +54,6 @@ def test_forward_matches_reference_output(name) -> None:
     assert relative_error(out, ref["output"]) <= 1e-4
 
 
-@requires_golden
 def test_precomputed_text_embedding_gives_the_same_output() -> None:
     model = small_model("small-base")
     ref = tensors("small-base.forward.safetensors")
@@ -84,7 +80,6 @@ def test_fused_attention_matches_reference_form() -> None:
     assert relative_error(attention(q, k, v), reference_attention(q, k, v)) < 1e-5
 
 
-@requires_golden
 def test_strict_loading_lists_missing_unexpected_and_misshaped_keys() -> None:
     model = create_model(golden_json()["configs"]["small-base"])
     state = {k: v.float() for k, v in tensors("small-base.weights.safetensors").items()}
@@ -99,7 +94,6 @@ def test_strict_loading_lists_missing_unexpected_and_misshaped_keys() -> None:
     assert "out.2.bias [7] (expected [6])" in message
 
 
-@requires_golden
 def test_base_weights_do_not_load_into_an_upsampler() -> None:
     model = create_model(golden_json()["configs"]["small-upsample"])
     state = tensors("small-base.weights.safetensors")
@@ -135,7 +129,6 @@ def test_fp16_mode_follows_the_reference_dtype_rule() -> None:
     assert model.dtype == half
 
 
-@requires_golden
 def test_fp16_weights_run_and_return_float32_close_to_fp32() -> None:
     ref = tensors("small-base.forward.safetensors")
     model = small_model("small-base").convert_to_fp16()
@@ -145,7 +138,6 @@ def test_fp16_weights_run_and_return_float32_close_to_fp32() -> None:
     assert relative_error(out, ref["output"]) < 1e-2
 
 
-@requires_golden
 def test_bf16_autocast_runs_close_to_fp32() -> None:
     ref = tensors("small-base.forward.safetensors")
     model = small_model("small-base")
@@ -191,14 +183,12 @@ def test_unknown_model_name_lists_the_official_names() -> None:
         create_model("bse")
 
 
-@requires_golden
 def test_wrong_token_length_is_a_value_error() -> None:
     model = small_model("small-base")
     with pytest.raises(ValueError, match=r"tokens must have shape \[batch, 16\]"):
         model.encode_text(torch.zeros(1, 128, dtype=torch.long), torch.ones(1, 128, dtype=torch.bool))
 
 
-@requires_golden
 def test_upsampler_without_low_res_is_a_value_error() -> None:
     model = small_model("small-upsample")
     ref = tensors("small-upsample.forward.safetensors")

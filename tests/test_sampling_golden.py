@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from golden import golden_json, requires_golden, small_model, tensors
+from golden import golden_json, small_model, tensors
 
 from glide_api.diffusion.guidance import classifier_free_guidance
 from glide_api.diffusion.samplers import RecordedNoise, sample, sample_to_end
 from glide_api.diffusion.schedule import Schedule
 
-pytestmark = requires_golden
 MAX_ABS = 1e-3  # the golden README's tolerance for sampled images
 # Ancestral base sampling starts at t=997 where x̂₀ = x/√ᾱ − ε·√(1/ᾱ−1) multiplies the network's
 # float rounding (~1e-6 relative, different CPU kernels) by ~2e4. Measured on our CI machine: this

@@ -5,19 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from golden import golden_json, requires_golden, tensors
+from golden import golden_json, tensors
 
 from glide_api.diffusion.schedule import Schedule, beta_schedule, space_timesteps
 
 
-@requires_golden
 @pytest.mark.parametrize("name", ["linear", "squaredcos_cap_v2"])
 def test_beta_schedules_match_reference_exactly(name) -> None:
     ref = tensors("beta-schedules.safetensors")[f"betas_{name}"].numpy()
     assert np.array_equal(beta_schedule(name, 1000), ref)
 
 
-@requires_golden
 def test_every_respacing_string_keeps_the_reference_timesteps() -> None:
     for spec, expected in golden_json()["respacing"].items():
         assert space_timesteps(1000, spec) == expected, spec

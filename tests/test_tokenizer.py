@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from pathlib import Path
-
 import pytest
-from golden import GOLDEN_DIR, golden_json, requires_golden
+from golden import golden_json, write_tokenizer_files
 
 from glide_api.models.tokenizer import GlideTokenizer
-
-pytestmark = requires_golden
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> GlideTokenizer:
-    folder: Path = tmp_path_factory.mktemp("tokenizer")
-    for name in ("encoder.json", "vocab.bpe"):
-        with gzip.open(GOLDEN_DIR / f"{name}.gz", "rb") as src, open(folder / name, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return GlideTokenizer.from_files(folder / "encoder.json", folder / "vocab.bpe")
+    return GlideTokenizer.from_files(*write_tokenizer_files(tmp_path_factory.mktemp("tokenizer")))
 
 
 def test_vocabulary_is_gpt2_with_end_token(tokenizer) -> None:
