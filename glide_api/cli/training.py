@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from glide_api.cli.flags import selection_help
 from glide_api.cli.weights import cache_options
 from glide_api.errors import InvalidParameter
 from glide_api.models.weights_source import WeightsSource
-from glide_api.training.evaluate import EVALUATED_GUIDANCE
+from glide_api.training.evaluate import measure
 from glide_api.training.settings import SAVE_DTYPES, TRAIN_PRECISIONS, TrainConfig
 
 if TYPE_CHECKING:
@@ -253,21 +254,36 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         default="demo-base",
         help="a base model: folder or name (default: demo-base, the shipped demo)",
     )
-    p.add_argument("--count", type=int, default=48, help="prompts per guidance scale (default: 48)")
-    p.add_argument("--first-seed", type=int, default=1000, help="seed of the first prompt (default: 1000)")
+    measured = {
+        n: v.default for n, v in inspect.signature(measure).parameters.items() if v.default is not v.empty
+    }
+    p.add_argument(
+        "--count",
+        type=int,
+        default=measured["count"],
+        help=f"prompts per guidance scale (default: {measured['count']})",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=measured["first_seed"],
+        help=f"seed of the first prompt (default: {measured['first_seed']})",
+    )
     p.add_argument(
         "--guidance",
         type=float,
         nargs="+",
-        default=list(EVALUATED_GUIDANCE),
+        default=list(measured["guidance_scales"]),
         metavar="SCALE",
-        help=f"guidance scales to compare (default: {' '.join(f'{g:g}' for g in EVALUATED_GUIDANCE)})",
+        help="guidance scales to compare (default: "
+        + " ".join(f"{g:g}" for g in measured["guidance_scales"])
+        + ")",
     )
     p.add_argument(
         "--steps",
-        default="ddim16",
+        default=measured["respacing"],
         metavar="RESPACING",
-        help="sampling steps: ddimN for DDIM, N for ancestral (default: ddim16)",
+        help=f"sampling steps: ddimN for DDIM, N for ancestral (default: {measured['respacing']})",
     )
     p.add_argument("--grid", type=Path, metavar="PNG", help="also save the pictures, a row of each scale")
     p.add_argument(
@@ -287,7 +303,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from glide_api.model_selection import NONE, ModelSelection
     from glide_api.pipeline.glide_pipeline import GlidePipeline
-    from glide_api.training.evaluate import measure
     from glide_api.training.plots import grid
 
     if args.threads:

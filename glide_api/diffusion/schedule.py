@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidParameter
+from ..options import DIFFUSION_STEPS
 
 BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
 
@@ -99,7 +100,9 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
 class Schedule:
     """A (respaced) diffusion schedule: float64 tables indexed by step i = 0..K-1 (SPEC §5.2)."""
 
-    def __init__(self, *, noise_schedule: str, diffusion_steps: int = 1000, respacing: str = "") -> None:
+    def __init__(
+        self, *, noise_schedule: str, diffusion_steps: int = DIFFUSION_STEPS, respacing: str = ""
+    ) -> None:
         self.noise_schedule = noise_schedule
         self.diffusion_steps = diffusion_steps
         self.respacing = respacing
