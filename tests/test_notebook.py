@@ -34,7 +34,7 @@ def test_notebook_is_stored_without_outputs_and_uses_the_demo_models_by_default(
         )
     switch = "".join(code[0]["source"])
     assert "USE_OFFICIAL_WEIGHTS = False" in switch, "the first code cell is the switch, off by default"
-    assert any('"demo-base"' in "".join(cell["source"]) for cell in code), "the switch off loads the demo"
+    assert any('model="demo"' in "".join(cell["source"]) for cell in code), "the switch off loads the demo"
 
 
 def test_notebook_runs_end_to_end_and_shows_images(tmp_path, monkeypatch) -> None:
