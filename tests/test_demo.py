@@ -110,7 +110,10 @@ def test_the_upsampler_output_agrees_with_its_low_res_input(demo_pipeline) -> No
     samples = [Sample(prompt=t.prompt, seed=100 + i, guidance_scale=3.0) for i, t in enumerate(targets(2))]
     base = BatchSettings(size=64, base_respacing="ddim8", base_sampler="ddim", upsample_respacing="ddim10")
     up = BatchSettings(size=256, base_respacing="ddim8", base_sampler="ddim", upsample_respacing="ddim10")
-    low, high = run(demo_pipeline, base, samples), run(demo_pipeline, up, samples)
+    # One sample per run: at 256 px the upsampler takes about a fifth less time per image alone
+    # than with two in one tensor (2 CPU cores); a seed gives the same pictures up to float rounding.
+    low = [run(demo_pipeline, base, [sample])[0] for sample in samples]
+    high = [run(demo_pipeline, up, [sample])[0] for sample in samples]
 
     def error(large: Image.Image, small: Image.Image) -> float:
         reduced = np.asarray(large.resize((64, 64), Image.Resampling.BOX), dtype=np.float64)
@@ -165,7 +168,8 @@ def test_word_changes_change_one_word_of_the_prompt() -> None:
 def test_the_evaluate_command_prints_how_far_each_word_moves_the_prediction(capsys) -> None:
     from glide_api.cli import main
 
-    assert main(["evaluate", "--words", "--count", "2"]) == 0
+    # The table's layout is the same for any count; its values are tested above, on 8 prompts.
+    assert main(["evaluate", "--words", "--count", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["t=500", "t=850"]
     rows = {line[:16].strip(): [float(v) for v in line[16:].split()] for line in lines[2:6]}
