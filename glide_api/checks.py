@@ -13,6 +13,11 @@ from typing import Any
 from .errors import InvalidParameter
 
 
+def is_integer(value: object) -> bool:
+    """An int, and not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def is_number(value: object) -> bool:
     """An int or a float, and not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool)
@@ -20,8 +25,7 @@ def is_number(value: object) -> bool:
 
 def integer(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """`value` if it is an int (not a bool) within [minimum, maximum]; else `InvalidParameter`."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+    if is_integer(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
         return value
     raise InvalidParameter(f"{name}: must be {_integer_rule(minimum, maximum)} (got {value!r})")
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .. import checks
 from ..errors import IndexOutOfRange, InvalidParameter, JobNotFound, NoResult, WaitTimeout
 from .events import Cancelled, Event, Failed, Heartbeat, Progress, Started, Succeeded
 from .jobs import STATUSES, Job, JobResult, JobStatus
@@ -212,7 +213,7 @@ class MemoryJobStore:
         if job.result is None:
             raise NoResult(f"job {job_id} has no images: it is {job.status}")
         images = job.result.images
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(images):
+        if not checks.is_integer(index) or not 0 <= index < len(images):
             raise IndexOutOfRange(f"index: must be an integer in [0, {len(images) - 1}] (got {index!r})")
         return images[index].png
 
