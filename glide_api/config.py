@@ -189,22 +189,23 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return tuple(str(v) for v in value)
         return value
     text = value.strip()
+    readable = getattr(kind, "__name__", str(kind))
+    unreadable = InvalidParameter(f"{name}: cannot read {value!r} as {readable}")
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise unreadable
     try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError
         if kind is int:
             return int(text)
         if kind is float:
             return float(text)
-        if kind == tuple[str, ...]:
-            return tuple(v.strip() for v in text.split(",") if v.strip())
     except ValueError:
-        readable = getattr(kind, "__name__", str(kind))
-        raise InvalidParameter(f"{name}: cannot read {value!r} as {readable}") from None
+        raise unreadable from None
+    if kind == tuple[str, ...]:
+        return tuple(v.strip() for v in text.split(",") if v.strip())
     if kind == str | None and text == "":
         return None
     return value

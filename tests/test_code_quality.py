@@ -131,6 +131,39 @@ def test_the_layer_table_covers_every_package() -> None:
     assert packages - {"demo"} <= set(LAYERS), packages - set(LAYERS)
 
 
+def raised_names(path: Path) -> list[tuple[int, str, str | None]]:
+    """(line, the raised name, the innermost enclosing function) of every `raise Name(...)`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    enclosing: dict[int, str] = {}
+    for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(function):  # nested functions come later in the walk, and win
+            enclosing[id(node)] = function.name
+    found = []
+    for node in ast.walk(tree):
+        exc = node.exc if isinstance(node, ast.Raise) else None
+        target = exc.func if isinstance(exc, ast.Call) else exc
+        if isinstance(target, ast.Name):
+            found.append((node.lineno, target.id, enclosing.get(id(node))))
+    return found
+
+
+def test_every_exception_the_package_raises_derives_from_its_base_error() -> None:
+    import builtins
+
+    import glide_api.client
+    import glide_api.errors
+
+    ours = {**vars(glide_api.errors), **vars(glide_api.client)}
+    for path in MODULES:
+        for line, name, function in raised_names(path):
+            if name == "AttributeError" and function == "__getattr__":
+                continue  # the language's protocol for a module's lazy attributes
+            kind = ours.get(name, getattr(builtins, name, None))
+            if isinstance(kind, type) and issubclass(kind, BaseException):
+                where = f"{path.relative_to(ROOT)}:{line}"
+                assert issubclass(kind, glide_api.errors.GlideError), f"{where} raises {name}"
+
+
 def test_diffusion_maths_does_not_depend_on_the_networks() -> None:
     for path in (PACKAGE / "diffusion").rglob("*.py"):
         assert not any(n.startswith("glide_api.models") for n in imported_modules(path)), path

@@ -321,7 +321,8 @@ class GlideClient:
         """One request (retried on 429/503 if `retries` says so); an error status raises its class.
         `timeout` bounds the wait for the answer (default: the client's)."""
         read = self.timeout if timeout is None else timeout
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 response = self._session.request(
                     method,
@@ -340,8 +341,8 @@ class GlideClient:
             response.close()
             if not isinstance(error, (RateLimited, NotReady)) or attempt == self.retries:
                 raise error
+            attempt += 1
             time.sleep(min(MAX_RETRY_SLEEP, error.retry_after if error.retry_after is not None else 1.0))
-        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _event_stream(
         self, job_id: str, *, previews: bool, after: int | None, deadline: float | None
