@@ -111,3 +111,22 @@ def test_curl_calls_from_the_original_readme(server_url) -> None:
     assert body["image_size"] == 64 and body["data_type"] == "image/png;base64"
     # Unquoted in a shell, the README's URL loses everything after '&': the server names what is missing.
     assert curl(f"{server_url}/image?size=64")["error"]["param"] == "prompt"
+
+
+def test_the_step_routes_stay_within_max_steps(small_pipeline) -> None:
+    from conftest import running
+
+    from glide_api.config import ServiceConfig
+    from glide_api.server import create_app
+
+    with running(create_app(ServiceConfig(max_steps=10), pipeline=small_pipeline)) as url:
+        for route in ("basemodel", "upmodel"):
+            r = requests.post(f"{url}/{route}?diffusion_steps=11", timeout=10)
+            assert r.status_code == 400, r.text
+            assert (
+                r.json()["error"]["param"] == "diffusion_steps"
+                and "at most 10" in r.json()["error"]["message"]
+            )
+            assert requests.post(f"{url}/{route}?diffusion_steps=10", timeout=10).status_code == 200
+        defaults = requests.get(f"{url}/v1/settings", timeout=10).json()["defaults"]
+        assert (defaults["steps"], defaults["upsample_steps"]) == ("10", "10")

@@ -16,7 +16,7 @@ from typing import Any
 from apiflask import APIBlueprint
 
 from ..pipeline import images
-from .generation_request import build_request
+from .generation_request import build_request, respacing
 from .schemas import (
     BaseModelOut,
     DiffusionStepsQuery,
@@ -80,8 +80,10 @@ STEPS_DOC = "Applies to jobs submitted afterwards; running jobs and weights are 
 
 
 def _set_default_steps(role: str, steps: int) -> int:
-    """Make `steps` the role's default respacing; the role's parameter count (the original answer)."""
-    service().step_defaults.set(role, str(steps))
+    """Make `steps` the role's default respacing, within `max_steps` like any request's; the role's
+    parameter count (the original answer)."""
+    max_steps = service().config.max_steps
+    service().step_defaults.set(role, respacing(steps, "diffusion_steps", max_steps=max_steps))
     described = service().engine.pipeline.describe()["models"]
     return int(described[role]["parameters"]) if role in described else 0
 
