@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 # "name: rule" — the parameter an InvalidParameter is about leads its message.
-_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_\[\]]*): ")
+_PARAM = re.compile(r"^([A-Za-z_][A-Za-z0-9_\[\]-]*): ")
 
 
 class GlideError(Exception):

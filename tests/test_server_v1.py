@@ -72,6 +72,41 @@ def test_events_of_a_finished_job_replay_its_history(server_url) -> None:
     assert names[0] == "queued" and names[-1] == "succeeded"
 
 
+def test_a_stream_resumed_at_or_past_the_final_event_closes_at_once(server_url) -> None:
+    job = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"}, timeout=60
+    ).json()
+    with requests.get(f"{server_url}/v1/jobs/{job['id']}/events", stream=True, timeout=30) as s:
+        final = [data for _, data in read_events(s)][-1]["seq"]
+    for resume_after in (final, final + 5):
+        started = time.monotonic()
+        r = requests.get(
+            f"{server_url}/v1/jobs/{job['id']}/events",
+            headers={"Last-Event-ID": str(resume_after)},
+            timeout=10,  # a stream that never ends would time out here
+        )
+        assert r.status_code == 200 and "event:" not in r.text and "keep-alive" not in r.text
+        assert time.monotonic() - started < 5
+    with requests.get(
+        f"{server_url}/v1/jobs/{job['id']}/events",
+        headers={"Last-Event-ID": str(final - 1)},
+        stream=True,
+        timeout=30,
+    ) as s:
+        assert [name for name, _ in read_events(s)] == ["succeeded"]  # just what it missed
+
+
+@pytest.mark.parametrize("header", ["²", "-1", "1.5", "abc"])
+def test_a_bad_last_event_id_is_400_naming_the_header(server_url, header) -> None:
+    job = requests.post(
+        f"{server_url}/v1/generations", json={"prompt": "x", "size": 32, "steps": "2"}, timeout=60
+    ).json()
+    r = requests.get(
+        f"{server_url}/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": header.encode()}, timeout=10
+    )
+    assert r.status_code == 400 and error_of(r)["param"] == "Last-Event-ID", r.text
+
+
 def test_cancel_stops_a_running_job_within_a_step_and_the_next_job_runs(server_url) -> None:
     slow = requests.post(
         f"{server_url}/v1/generations",

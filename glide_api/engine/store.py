@@ -272,6 +272,8 @@ class MemoryJobStore:
                 beat = False
                 with self._cond:
                     while cursor >= len(record.history):
+                        if record.history and record.history[-1].terminal:
+                            return  # resumed at or past the final event: nothing more will come
                         now = time.monotonic()
                         if deadline is not None and now >= deadline:
                             raise WaitTimeout(f"job {record.job.id}: no final event within {timeout:g} s")

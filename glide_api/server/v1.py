@@ -120,12 +120,11 @@ def cancel(job_id: str) -> dict[str, Any]:
 )
 def events(job_id: str, query: EventsQuery) -> Response:
     engine = service().engine
-    last = request.headers.get("Last-Event-ID", "")
     stream = engine.subscribe(
         job_id,
         previews=query.previews,
         heartbeat=HEARTBEAT_SECONDS,
-        after=int(last) if last.isdigit() else None,
+        after=_last_event_id(request.headers.get("Last-Event-ID", "")),
     )
     body = job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
     return Response(
@@ -133,6 +132,18 @@ def events(job_id: str, query: EventsQuery) -> Response:
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _last_event_id(header: str) -> int | None:
+    """The `seq` an event stream resumes after (the SSE `Last-Event-ID`); None for a fresh start."""
+    text = header.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameter(
+            f"Last-Event-ID: must be an event id this stream sent, a non-negative integer (got {text!r})"
+        )
+    return int(text)
 
 
 @bp.get("/jobs/<job_id>/images/<int:index>.png")
