@@ -49,6 +49,13 @@ class ServiceConfig(ModelSelection):
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
     max_upload_bytes: int = field(default=8 << 20, metadata={"help": "uploaded image size (each file)"})
+    max_image_pixels: int = field(
+        default=4096 * 4096,
+        metadata={
+            "help": "pixels (width x height) of an uploaded image, read from its header before it is "
+            "decoded; more is a 413"
+        },
+    )
     image_dir: str | None = field(
         default=None, metadata={"help": "also write images here (server-chosen names); default: memory only"}
     )
@@ -77,6 +84,7 @@ class ServiceConfig(ModelSelection):
             "keep_finished",
             "max_body_bytes",
             "max_upload_bytes",
+            "max_image_pixels",
         ):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("rate_limit", "preview_every"):

@@ -28,6 +28,11 @@ class InvalidParameter(GlideError, ValueError):
         return match.group(1) if match else None
 
 
+class TooLarge(InvalidParameter):
+    """An input over one of the server's size limits (an upload's pixels, say): the request may be
+    fine in kind but is refused by size."""
+
+
 class InvalidType(InvalidParameter, TypeError):
     """An argument of the wrong type altogether (a programming error in the caller)."""
 

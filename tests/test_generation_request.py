@@ -15,7 +15,7 @@ from glide_api.server.schemas import GlideOptions
 
 def fake_service(**config) -> SimpleNamespace:
     c = ServiceConfig(**config)
-    pipeline = SimpleNamespace(default_size=lambda task: 256)
+    pipeline = SimpleNamespace(default_size=lambda task: 256, validate=lambda settings: None)
     return SimpleNamespace(
         config=c,
         engine=SimpleNamespace(pipeline=pipeline),

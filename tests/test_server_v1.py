@@ -330,3 +330,42 @@ def test_settings_describe_every_generation_option_as_declared(server_url) -> No
         assert shown["default"] == settings["defaults"][option.name]
     # Where a default depends on the server, its own value: the upsampler's size (the small one's 64).
     assert settings["defaults"]["size"] == 64 and settings["defaults"]["steps"] == "100"
+
+
+def huge_png(side: int) -> bytes:
+    """A real, valid black PNG of side x side grey pixels, compressed to well under a megabyte
+    (built row by row, so the test itself never holds the decoded picture)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row, parts = zlib.compressobj(9), b"\0" * (side + 1), []
+    for _ in range(side):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+    )
+
+
+def test_an_upload_is_sized_from_its_header_and_refused_before_it_is_decoded(server_url) -> None:
+    import resource
+
+    picture = huge_png(13_000)  # 169 M pixels: decoding it would take hundreds of MB
+    assert len(picture) < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
+    for route, field in (("/v1/inpaint", "image"), ("/v1/images/edits", "image")):
+        r = requests.post(
+            f"{server_url}{route}",
+            files={field: ("big.png", picture, "image/png")},
+            data={"prompt": "x", "size": "32"} if route == "/v1/inpaint" else {"prompt": "x"},
+            timeout=30,
+        )
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert error["param"] == "image" and "max_image_pixels" in error["message"]
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100, f"the peak memory grew by {grown_mib:.0f} MiB"

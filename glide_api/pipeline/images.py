@@ -12,7 +12,7 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, TooLarge
 
 METADATA_KEY = "glide-api"  # the PNG tEXt keyword holding the generation parameters as JSON
 RESAMPLE = Image.Resampling.BICUBIC  # how inputs are resized to the model sizes (as the notebook)
@@ -77,34 +77,38 @@ def strip(images: Sequence[Image.Image]) -> Image.Image:
     return out
 
 
-def open_image(source: bytes | str | Path, *, name: str = "image") -> Image.Image:
-    """Decode an image file, with a ValueError naming `name` (not a PIL exception) for data that is
-    no image, or one so large it could exhaust memory."""
-    try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
-        reason = str(e).split(" <_io")[0]  # drop the buffer object's repr
-        raise InvalidParameter(f"{name}: not a readable image ({reason})") from None
+def open_image(
+    source: bytes | str | Path, *, name: str = "image", max_pixels: int | None = None
+) -> Image.Image:
+    """Decode an image file, with an `InvalidParameter` naming `name` (not a PIL exception) for data
+    that is no image, and `TooLarge` for one of more than `max_pixels` pixels: that is read from the
+    file's header, before anything is decoded."""
+    image = _opened(source, name=name, max_pixels=max_pixels)
+    _decode(image, name=name)
     return image
 
 
-def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Image, Image.Image]:
+def image_and_mask(
+    image_data: bytes, mask_data: bytes | None, *, max_pixels: int | None = None
+) -> tuple[Image.Image, Image.Image]:
     """The RGB image and its keep-mask ("L": 255 keep, 0 paint) from uploaded files.
 
     A mask file with transparency is read by its alpha, as OpenAI's API does (transparent = paint);
     an opaque one (including an RGBA file whose alpha is all 255, as browser canvases save) by its
     grey levels (black = paint). Without a mask file, the image's own transparency is the mask.
-    Image and mask must have the same size.
+    Image and mask must have the same size. Sizes are checked from the headers (`max_pixels`, and
+    the mask against the image) before either file is decoded.
     """
-    image = open_image(image_data)
-    if mask_data is not None:
-        mask_image = open_image(mask_data, name="mask")
-        if mask_image.size != image.size:
-            raise InvalidParameter(
-                f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
-                f"the image's {image.size[0]}x{image.size[1]}"
-            )
+    image = _opened(image_data, name="image", max_pixels=max_pixels)
+    mask_image = None if mask_data is None else _opened(mask_data, name="mask", max_pixels=max_pixels)
+    if mask_image is not None and mask_image.size != image.size:
+        raise InvalidParameter(
+            f"mask: its size {mask_image.size[0]}x{mask_image.size[1]} differs from "
+            f"the image's {image.size[0]}x{image.size[1]}"
+        )
+    _decode(image, name="image")
+    if mask_image is not None:
+        _decode(mask_image, name="mask")
         alpha = _transparency(mask_image)
         mask = alpha if alpha is not None else mask_image.convert("L")
     else:
@@ -114,6 +118,32 @@ def image_and_mask(image_data: bytes, mask_data: bytes | None) -> tuple[Image.Im
                 "mask: give a mask image, or an image whose transparent pixels mark the area to paint"
             )
     return image.convert("RGB"), mask
+
+
+def _opened(source: bytes | str | Path, *, name: str, max_pixels: int | None) -> Image.Image:
+    """The image with only its header read (Pillow decodes lazily), within `max_pixels`."""
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as e:
+        raise InvalidParameter(f"{name}: not a readable image ({_reason(e)})") from None
+    width, height = image.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise TooLarge(
+            f"{name}: {width}x{height} is {width * height} pixels; this server takes at most "
+            f"{max_pixels} (max_image_pixels)"
+        )
+    return image
+
+
+def _decode(image: Image.Image, *, name: str) -> None:
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError, ValueError) as e:
+        raise InvalidParameter(f"{name}: not a readable image ({_reason(e)})") from None
+
+
+def _reason(error: Exception) -> str:
+    return str(error).split(" <_io")[0]  # drop the buffer object's repr
 
 
 def mask_tensor(mask: Image.Image, size: int) -> Tensor:

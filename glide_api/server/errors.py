@@ -24,6 +24,7 @@ from ..errors import (
     ModelNotReady,
     NoResult,
     QueueFull,
+    TooLarge,
 )
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     ),
     HTTPException: ErrorRule(status=lambda e: e.code or 500, message=_werkzeug_message),
     InvalidParameter: ErrorRule(status=_always(400), param=lambda e: e.param),
+    TooLarge: ErrorRule(status=_always(413), param=lambda e: e.param, code="payload_too_large"),
     ValueError: ErrorRule(status=_always(400)),  # raised by a library on our behalf: still the input's fault
     QueueFull: ErrorRule(
         status=_always(429), code="queue_full", headers=lambda e: _retry_after(e.retry_after)

@@ -81,10 +81,8 @@ def build_request(
     for name, data in (("image", image), ("mask", mask)):
         if data is not None and len(data) > c.max_upload_bytes:
             raise InvalidParameter(f"{name}: larger than {c.max_upload_bytes} bytes")
-    if task == "inpaint":
-        if image is None:
-            raise InvalidParameter("image: inpainting needs an image")
-        images.image_and_mask(image, mask)  # decode now: a bad upload is a 400, not a failed job
+    if task == "inpaint" and image is None:
+        raise InvalidParameter("image: inpainting needs an image")
     if size is None:
         size = engine.pipeline.default_size(task)
     steps = service.step_defaults.get()
@@ -100,6 +98,10 @@ def build_request(
     settings = BatchSettings(
         size=size, task=task, **{name: value for name, value in chosen.items() if value is not None}
     )
+    engine.pipeline.validate(settings)  # the task's models and the size, before any upload is decoded
+    if image is not None:
+        # Sizes from the headers first, then decode now: a bad upload is a 4xx, not a failed job.
+        images.image_and_mask(image, mask, max_pixels=c.max_image_pixels)
     guidance = options.guidance_scale if options.guidance_scale is not None else GUIDANCE_SCALE.default
     return GenerationRequest(
         prompt=prompt,

@@ -204,6 +204,7 @@ def settings() -> dict[str, Any]:
             "max_batch_size": c.max_batch_size,
             "max_prompt_chars": c.max_prompt_chars,
             "max_upload_bytes": c.max_upload_bytes,
+            "max_image_pixels": c.max_image_pixels,
             "max_steps": c.max_steps,
             "max_queue": c.max_queue,
             "job_timeout": c.job_timeout,
