@@ -147,3 +147,59 @@ def test_offline_without_cached_models_stays_up_and_names_what_is_missing(tmp_pa
         assert r.status_code == 503 and "Retry-After" in r.headers
         assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
         assert requests.get(f"{url}/", timeout=10).status_code == 200
+
+
+# ---- request bodies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", None, "application/xml"])
+def test_json_is_taken_only_as_application_json(server_url, content_type) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = requests.post(
+        f"{server_url}/v1/generations", data=b'{"prompt": "x", "size": 32}', headers=headers, timeout=10
+    )
+    assert r.status_code == 415, r.text
+    assert (
+        r.json()["error"]["code"] == "unsupported_media_type"
+        and "application/json" in r.json()["error"]["message"]
+    )
+
+
+def test_a_chunked_json_body_is_held_to_the_size_limit(server_url) -> None:
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(3 * 1024):  # 3 MiB, past max_body_bytes (1 MiB), with no Content-Length
+            yield b"x" * 1024
+        yield b'"}'
+
+    r = requests.post(
+        f"{server_url}/v1/generations",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_json_nested_past_what_the_parser_takes_is_400(server_url) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    r = requests.post(
+        f"{server_url}/v1/generations", data=body, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "body"
+
+
+def test_head_on_the_generating_route_never_generates(server_url) -> None:
+    before = requests.get(f"{server_url}/v1/jobs", timeout=10).json()["jobs"]
+    r = requests.head(f"{server_url}/image?size=32&prompt=x", timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert requests.get(f"{server_url}/v1/jobs", timeout=10).json()["jobs"] == before
+
+
+def test_a_wrong_method_is_405_with_allow_in_the_json_error_shape(server_url) -> None:
+    r = requests.delete(f"{server_url}/v1/generations", timeout=10)
+    assert r.status_code == 405 and "POST" in r.headers["Allow"]
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["error"]["code"] == "method_not_allowed"

@@ -54,6 +54,43 @@ def client_label(key: str | None) -> str:
     return request.remote_addr or "unknown"
 
 
+# The original route that generates on GET: a HEAD must not start a generation just to send headers.
+GENERATING_GETS = ("/image",)
+BODY_TYPES = ("application/json", "multipart/form-data", "application/x-www-form-urlencoded")
+FORM_TYPES = BODY_TYPES[1:]
+
+
+def _body_rules(config: ServiceConfig) -> Response | None:
+    """The rules every request body obeys, whatever its route: no HEAD that would generate; a body is
+    JSON (`application/json`) or a form (files as `multipart/form-data`), never JSON guessed from
+    another type (which any web page could send without a CORS preflight); JSON within
+    `max_body_bytes` however it is sent (a chunked body has no Content-Length to check), and nested
+    no deeper than the parser can take."""
+    if request.method == "HEAD" and request.path in GENERATING_GETS:
+        return error_response(405, "method: HEAD would run a generation; use GET", headers={"Allow": "GET"})
+    has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get("Transfer-Encoding", "")
+    if not has_body:
+        return None
+    if request.mimetype not in BODY_TYPES:
+        shown = request.mimetype or "none"
+        return error_response(
+            415, f"Content-Type: send JSON as application/json, or files as multipart/form-data (got {shown})"
+        )
+    if request.mimetype in FORM_TYPES:
+        return None  # bounded by MAX_CONTENT_LENGTH (two uploads and the form fields)
+    # Read at most one byte past the limit (a chunked body is cut there, not read to its end), and
+    # keep what was read: the route's JSON parsing uses it.
+    request.max_content_length = config.max_body_bytes + 1
+    too_long = (request.content_length or 0) > config.max_body_bytes
+    if too_long or len(request.get_data(cache=True)) > config.max_body_bytes:
+        return error_response(413, f"request body: at most {config.max_body_bytes} bytes")
+    try:
+        request.get_json(silent=False)  # parsed once here (Flask keeps it for the route)
+    except RecursionError:
+        return error_response(400, "request body: JSON nested too deeply", param="body")
+    return None
+
+
 def install(app: Flask, config: ServiceConfig) -> None:
     keys = [k.encode() for k in config.api_keys]
     limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
@@ -93,10 +130,7 @@ def install(app: Flask, config: ServiceConfig) -> None:
                     code="rate_limit_exceeded",
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-        is_upload = request.mimetype == "multipart/form-data"  # bounded by MAX_CONTENT_LENGTH instead
-        if (request.content_length or 0) > config.max_body_bytes and not is_upload:
-            return error_response(413, f"request body: at most {config.max_body_bytes} bytes")
-        return None
+        return _body_rules(config)
 
     if config.cors_origins:
         allowed = set(config.cors_origins)

@@ -104,6 +104,11 @@ def _werkzeug_message(error: HTTPException) -> str:
     return error.description or error.name
 
 
+def _werkzeug_headers(error: HTTPException) -> dict[str, str]:
+    """The headers werkzeug's own page would carry (e.g. a 405's `Allow`), less its HTML type."""
+    return {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+
+
 def _retry_after(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
@@ -131,7 +136,9 @@ ERRORS: dict[type[Exception], ErrorRule] = {
         param=lambda e: _validation(e)[1] if e.status_code == 400 and e.detail else None,
         headers=lambda e: dict(e.headers or {}),
     ),
-    HTTPException: ErrorRule(status=lambda e: e.code or 500, message=_werkzeug_message),
+    HTTPException: ErrorRule(
+        status=lambda e: e.code or 500, message=_werkzeug_message, headers=lambda e: _werkzeug_headers(e)
+    ),
     InvalidParameter: ErrorRule(status=_always(400), param=lambda e: e.param),
     TooLarge: ErrorRule(status=_always(413), param=lambda e: e.param, code="payload_too_large"),
     ValueError: ErrorRule(status=_always(400)),  # raised by a library on our behalf: still the input's fault
