@@ -66,6 +66,10 @@ class ServiceConfig(ModelSelection):
     rate_limit: int = field(
         default=0, metadata={"help": "requests per minute per key (or client address); 0: unlimited"}
     )
+    auth_failures_per_minute: int = field(
+        default=10,
+        metadata={"help": "missing or wrong API keys per minute per client address; more is a 429"},
+    )
     cors_origins: tuple[str, ...] = field(
         default=(), metadata={"help": "comma-separated origins allowed by CORS; empty: off"}
     )
@@ -85,6 +89,7 @@ class ServiceConfig(ModelSelection):
             "max_body_bytes",
             "max_upload_bytes",
             "max_image_pixels",
+            "auth_failures_per_minute",
         ):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("rate_limit", "preview_every"):

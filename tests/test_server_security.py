@@ -203,3 +203,32 @@ def test_a_wrong_method_is_405_with_allow_in_the_json_error_shape(server_url) ->
     assert r.status_code == 405 and "POST" in r.headers["Allow"]
     assert r.headers["Content-Type"].startswith("application/json")
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+# ---- guessing keys --------------------------------------------------------------------------------
+
+
+def test_guessing_keys_is_throttled_per_address_before_any_key_is_compared(small_pipeline) -> None:
+    config = ServiceConfig(api_keys=(KEY,), auth_failures_per_minute=5)
+    with running(create_app(config, pipeline=small_pipeline)) as url:
+        answers = [
+            requests.get(f"{url}/v1/jobs", headers=auth(f"guess-{i}"), timeout=10).status_code
+            for i in range(8)
+        ]
+        assert answers == [401] * 5 + [429] * 3
+        throttled = requests.get(f"{url}/v1/jobs", headers=auth(KEY), timeout=10)  # even the right key waits
+        assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+        assert throttled.json()["error"]["code"] == "rate_limit_exceeded"
+        assert requests.get(f"{url}/healthz", timeout=10).status_code == 200  # public paths stay open
+
+
+def test_the_per_client_table_stays_bounded_whatever_the_number_of_clients() -> None:
+    from glide_api.server.auth import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0], max_clients=100)
+    for i in range(10_000):
+        now[0] += 0.001  # all recent: none has refilled, so the longest idle go first
+        limiter.acquire(f"client-{i}")
+    assert len(limiter) <= 100
+    assert "client-9999" in limiter and "client-0" not in limiter

@@ -23,28 +23,55 @@ PUBLIC_PATHS = ("/", "/favicon.ico")
 
 
 class RateLimiter:
-    """A token bucket per client: `per_minute` requests, refilled continuously."""
+    """A token bucket per client: `per_minute` requests, refilled continuously. It remembers at most
+    `max_clients` clients: past that, those idle long enough to be full again are forgotten, then
+    the longest idle ones, so no flood of new addresses or keys grows it without bound."""
 
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, per_minute: int, *, clock: Callable[[], float] = time.monotonic, max_clients: int = 100_000
+    ) -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
         self.clock = clock
+        self.max_clients = max_clients
         self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, last time)
         self._lock = threading.Lock()
 
     def acquire(self, client: str) -> float:
-        """0 if the request may go ahead, else the seconds until it may."""
+        """0 if the request may go ahead (a token is taken), else the seconds until it may."""
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(client, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[client] = (tokens - 1, now)
-                return 0.0
-            self._buckets[client] = (tokens, now)
-            if len(self._buckets) > 100_000:  # bound memory: forget idle clients
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 120}
-            return (1 - tokens) / self.rate
+            tokens = self._tokens(client, now)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            self._buckets.pop(client, None)  # re-inserted last: the dict stays in order of use
+            self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
+            if len(self._buckets) > self.max_clients:
+                self._forget(now)
+            return wait
+
+    def wait(self, client: str) -> float:
+        """The seconds until `client` may go ahead (0: now), taking nothing."""
+        now = self.clock()
+        with self._lock:
+            tokens = self._tokens(client, now)
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
+    def __len__(self) -> int:
+        """How many clients it remembers now."""
+        return len(self._buckets)
+
+    def __contains__(self, client: str) -> bool:
+        return client in self._buckets
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, last = self._buckets.get(client, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def _forget(self, now: float) -> None:
+        refill = 60.0  # seconds after which any bucket is full again: the same as never seen
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        for client in list(self._buckets)[: max(0, len(self._buckets) - self.max_clients)]:
+            del self._buckets[client]  # the longest idle first
 
 
 def client_label(key: str | None) -> str:
@@ -94,6 +121,7 @@ def _body_rules(config: ServiceConfig) -> Response | None:
 def install(app: Flask, config: ServiceConfig) -> None:
     keys = [k.encode() for k in config.api_keys]
     limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+    failures = RateLimiter(config.auth_failures_per_minute)
 
     def is_public(path: str) -> bool:
         return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
@@ -106,16 +134,28 @@ def install(app: Flask, config: ServiceConfig) -> None:
             return None
         key = None
         if keys:
+            address = request.remote_addr or "unknown"
+            # Guessing keys is throttled per address, before any key is compared.
+            if (wait := failures.wait(address)) > 0:
+                return error_response(
+                    429,
+                    f"authentication: more than {config.auth_failures_per_minute} failed attempts a "
+                    "minute from this address",
+                    code="rate_limit_exceeded",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
+                failures.acquire(address)
                 return error_response(
                     401,
                     "authentication: send the API key as 'Authorization: Bearer KEY'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
             if not any(hmac.compare_digest(token.encode(), k) for k in keys):
+                failures.acquire(address)
                 return error_response(
                     401, "authentication: the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
                 )
