@@ -31,8 +31,34 @@ class ServiceConfig(ModelSelection):
 
     # Where it listens.
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=5000, metadata={"help": "TCP port"})
-    threads: int = field(default=32, metadata={"help": "threads for waiting clients and event streams"})
+    port: int = field(default=5000, metadata={"help": "TCP port (0: any free one; the log names it)"})
+    threads: int = field(
+        default=16,
+        metadata={
+            "help": "threads for short requests (health, status, submissions, images); event streams "
+            "and synchronous waits have threads of their own"
+        },
+    )
+    max_open_streams: int = field(
+        default=64,
+        metadata={"help": "event streams open at once (v1 events, OpenAI stream=true); more get a 503"},
+    )
+    max_sync_waits: int = field(
+        default=64,
+        metadata={"help": "synchronous requests waiting for their jobs at once; more get a 503"},
+    )
+    max_connections: int = field(
+        default=1000, metadata={"help": "client connections open at once; more wait to be accepted"}
+    )
+    client_timeout: float = field(
+        default=30.0,
+        metadata={"help": "seconds a connection may stay idle or half-sent before it is closed"},
+    )
+    max_url_bytes: int = field(default=8192, metadata={"help": "URL length (path and query); more is a 414"})
+    shutdown_grace: float = field(
+        default=60.0,
+        metadata={"help": "seconds the running batch may take to finish after SIGTERM before it is stopped"},
+    )
     # Generation defaults and limits.
     base_steps: str = field(default=STEPS.default, metadata={"help": f"default {STEPS.help}"})
     upsample_steps: str = field(default=UPSAMPLE_STEPS.default, metadata={"help": "default upsampler steps"})
@@ -78,8 +104,11 @@ class ServiceConfig(ModelSelection):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in (
-            "port",
             "threads",
+            "max_open_streams",
+            "max_sync_waits",
+            "max_connections",
+            "max_url_bytes",
             "max_batch_size",
             "max_prompt_chars",
             "max_steps",
@@ -92,11 +121,13 @@ class ServiceConfig(ModelSelection):
             "auth_failures_per_minute",
         ):
             checks.integer(name, getattr(self, name), minimum=1)
-        for name in ("rate_limit", "preview_every"):
+        for name in ("port", "rate_limit", "preview_every"):
             checks.integer(name, getattr(self, name), minimum=0)
-        for name in ("job_timeout", "sync_timeout"):
+        for name in ("job_timeout", "sync_timeout", "client_timeout"):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
+        if not self.shutdown_grace >= 0:
+            raise InvalidParameter("shutdown_grace: must be zero or a positive number of seconds")
         if self.max_steps > DIFFUSION_STEPS:
             raise InvalidParameter(
                 f"max_steps: the schedules have {DIFFUSION_STEPS} steps; it cannot be larger"

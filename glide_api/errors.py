@@ -89,6 +89,15 @@ class EngineClosed(GlideError, RuntimeError):
     """The engine has been shut down and takes no new jobs."""
 
 
+class ServerBusy(GlideError):
+    """A capped kind of long request (event streams, synchronous waits) is at its limit; nothing was
+    started. `retry_after` is a whole number of seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class JobNotFound(GlideError, KeyError):
     """No job has this id: it never existed, or it finished long enough ago to have been evicted."""
 
@@ -111,8 +120,9 @@ class ModelNotReady(GlideError):
 
 
 class JobFailed(GlideError):
-    """A job a caller waited for did not succeed: its `outcome` is "failed", "cancelled", or
-    "timed_out" (still running when the wait ended). `job_id` names it."""
+    """A job a caller waited for did not succeed: its `outcome` is "failed", "cancelled",
+    "stopped" (the server is shutting down) or "timed_out" (still running when the wait ended; the
+    job goes on). `job_id` names it."""
 
     def __init__(self, message: str, *, job_id: str, outcome: str) -> None:
         super().__init__(message)

@@ -37,18 +37,21 @@ def small_pipeline(small_model_dirs):
 
 @contextmanager
 def running(app) -> Iterator[str]:
-    """Serve `app` over real HTTP on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    from werkzeug.serving import make_server
+    """Serve `app` over real HTTP on 127.0.0.1 (a free port) with the production server, in a thread;
+    yields its base URL. Leaving shuts it down as SIGTERM would (without the grace period)."""
+    import dataclasses
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    from glide_api.server.production import Server
+
+    config = app.extensions["glide_api"].config
+    server = Server(app, dataclasses.replace(config, host="127.0.0.1", port=0))
+    thread = threading.Thread(target=server.run, name="test-http", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield server.url
     finally:
-        server.shutdown()
+        server.stop(grace=0)
         thread.join(timeout=10)
-        app.extensions["glide_api"].close()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from engine_fakes import WAIT, Call, FakeClock, FakePipeline, png_for
 from PIL import Image
 
 from glide_api.engine import Engine, EngineConfig, Heartbeat, Job, is_out_of_memory
+from glide_api.engine.engine import STOPPED
 from glide_api.errors import EngineClosed, JobNotFound, NoResult, QueueFull
 from glide_api.pipeline.outputs import StageProgress
 from glide_api.pipeline.params import GenerationRequest
@@ -540,25 +541,48 @@ def test_finished_jobs_beyond_keep_finished_are_evicted(make_engine) -> None:
     assert engine.image(jobs[2].id, 0) == png_for("job 2", 1)
 
 
-def test_close_cancels_waiting_and_running_jobs_and_joins_the_worker(make_engine, pipeline) -> None:
+def test_close_ends_waiting_jobs_at_once_and_running_ones_after_the_grace_saying_the_server_stopped(
+    make_engine, pipeline
+) -> None:
     engine = make_engine()
     hold = pipeline.hold(call=0, step=2)
     running = engine.submit(request("running"))
     hold.wait_reached()
     waiting = [engine.submit(request(f"waiting {i}", size=256)) for i in range(2)]
-    closer = threading.Thread(target=engine.close)
+    closer = threading.Thread(target=engine.close, kwargs={"grace": 0.3})
     closer.start()
-    assert all(engine.wait(job.id, timeout=WAIT).status == "cancelled" for job in waiting)
+    for job in waiting:
+        ended = engine.wait(job.id, timeout=WAIT)
+        assert (ended.status, ended.error) == ("failed", STOPPED)
+        assert list(engine.subscribe(job.id))[-1].to_dict()["message"] == STOPPED
+    time.sleep(0.5)  # past the grace: the running job is ended although its step is still held
+    assert (engine.get(running.id).status, engine.get(running.id).error) == ("failed", STOPPED)
     hold.release()
     closer.join(WAIT)
     assert not closer.is_alive() and not engine.stats()["worker_alive"]
-    assert engine.get(running.id).status == "cancelled"
     assert len(pipeline.calls) == 1 and pipeline.calls[0].closed
+    assert engine.stats()["counters"]["stopped"] == 3
     engine.close()  # idempotent
     with pytest.raises(EngineClosed):
         engine.submit(request())
     with pytest.raises(EngineClosed):
         engine.start()
+
+
+def test_close_lets_the_running_batch_finish_within_the_grace(make_engine, pipeline) -> None:
+    engine = make_engine()
+    hold = pipeline.hold(call=0, step=2)
+    running = engine.submit(request("running"))
+    hold.wait_reached()
+    closer = threading.Thread(target=engine.close, kwargs={"grace": WAIT})
+    closer.start()
+    deadline = time.monotonic() + WAIT
+    with pytest.raises(EngineClosed):  # refused as soon as close() has begun
+        while time.monotonic() < deadline:
+            engine.submit(request("too late", size=256))
+    hold.release()
+    closer.join(WAIT)
+    assert engine.get(running.id).status == "succeeded" and not closer.is_alive()
 
 
 def test_the_engine_is_a_context_manager(pipeline) -> None:

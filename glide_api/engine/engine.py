@@ -35,6 +35,8 @@ from .worker import Pipeline, Worker
 
 logger = logging.getLogger(__name__)
 
+STOPPED = "the server stopped before this job finished; submit it again"
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -148,29 +150,37 @@ class Engine:
             self._thread = threading.Thread(target=self._worker.run, name="glide-engine-worker", daemon=True)
             self._thread.start()
 
-    def close(self, *, timeout: float | None = None) -> None:
-        """Stop: refuse new jobs, cancel waiting ones, stop running ones at their next step, join the
-        worker (up to `timeout` seconds). Idempotent."""
+    def close(self, *, grace: float = 0.0, timeout: float | None = None) -> None:
+        """Stop: refuse new jobs and end the waiting ones at once; let the running batch go on for up
+        to `grace` seconds, then stop it at its next step; join the worker (up to `timeout` seconds
+        more). Every job it ends is `failed` with `STOPPED`, so its final event says why. Idempotent.
+        """
         with self._lock:
             first = not self._closed
             self._closed = True
             thread = self._thread
         if first:
-            self._queue.close()  # the worker's next take() returns None
-            # Running jobs first: they need a step to stop, waiting ones are cancelled at once.
-            for job in sorted(self._store.jobs(), key=lambda j: j.status != "running"):
-                if job.done:
-                    continue
-                cancelled = self._store.request_cancel(job.id, at=self._wall_clock())
-                if job.status == "queued" and cancelled.status == "cancelled":
-                    self._stats.count("cancelled")
-                    logger.info("job %s: cancelled (engine closing)", job.id)
+            self._queue.close()  # no new batch starts: the worker's next take() returns None
+            self._end_unfinished(running=False)
+            if thread is not None:
+                thread.join(grace)
+            self._end_unfinished(running=True)
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
                 logger.warning(
                     "engine worker: still busy %s s after close; left running as a daemon", timeout
                 )
+
+    def _end_unfinished(self, *, running: bool) -> None:
+        """End the waiting jobs (or also the running ones) with `STOPPED`; the worker stops a running
+        job at its next step, since it is finished."""
+        for job in self._store.jobs():
+            if job.done or (job.status == "running" and not running):
+                continue
+            if self._store.finish(job.id, "failed", at=self._wall_clock(), error=STOPPED) is not None:
+                self._stats.count("stopped")
+                logger.info("job %s: ended %s (engine closing)", job.id, job.status)
 
     def __enter__(self) -> Engine:
         self.start()

@@ -24,6 +24,7 @@ COUNTERS = (
     "failed",
     "cancelled",
     "timed_out",
+    "stopped",
     "out_of_memory",
     "oom_retries",
     "batches",

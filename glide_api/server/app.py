@@ -1,16 +1,17 @@
 """The app factory: `create_app(config)` builds the APIFlask app, its service and its blueprints.
 
 flask --app glide_api.server run           # development server, settings from the environment
-glide-api serve                             # production: gunicorn, one process owns the models
+glide-api serve                             # production: waitress (server/production.py)
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from apiflask import APIFlask
-from flask import Response, abort, send_from_directory
+from flask import Response, abort, g, request, send_from_directory
 
 from .. import __version__
 from ..config import ServiceConfig
@@ -63,6 +64,7 @@ def create_app(
     service = Service(config, pipeline=pipeline)
     app.extensions["glide_api"] = service
     errors.register(app)
+    _log_requests(app)
     auth.install(app, config)
     for blueprint in (legacy.bp, v1.bp, openai_images.bp, health.bp, ui.bp):
         app.register_blueprint(blueprint)
@@ -79,6 +81,23 @@ def create_app(
         },
     )
     return app
+
+
+def _log_requests(app: APIFlask) -> None:
+    """One access-log line per request: method, path, status, milliseconds, client (never a key)."""
+    access = logging.getLogger("glide_api.access")
+
+    @app.before_request
+    def start_clock() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        started = g.get("request_started")
+        ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+        client = g.get("client") or request.remote_addr or "-"
+        access.info("%s %s %d %.1f ms %s", request.method, request.path, response.status_code, ms, client)
+        return response
 
 
 def _docs_asset(name: str) -> Response:

@@ -24,6 +24,7 @@ from ..errors import (
     ModelNotReady,
     NoResult,
     QueueFull,
+    ServerBusy,
     TooLarge,
 )
 
@@ -37,6 +38,7 @@ _TYPES = {
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
+    414: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",
@@ -47,11 +49,13 @@ _CODES = {
     405: "method_not_allowed",
     409: "not_finished",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     503: "not_ready",
 }
 # A synchronous request's job that did not succeed: its outcome decides the status.
-JOB_OUTCOME_STATUS = {"timed_out": 504, "cancelled": 409, "failed": 500}
+JOB_OUTCOME_STATUS = {"timed_out": 504, "cancelled": 409, "failed": 500, "stopped": 503}
+SHUTDOWN_RETRY_SECONDS = 30  # a restarted server is usually back (and loaded) within this
 
 
 def error_response(
@@ -153,12 +157,19 @@ ERRORS: dict[type[Exception], ErrorRule] = {
         headers=lambda e: _retry_after(e.retry_after),
     ),
     JobFailed: ErrorRule(
-        status=lambda e: JOB_OUTCOME_STATUS[e.outcome], code="job_failed", job_id=lambda e: e.job_id
+        status=lambda e: JOB_OUTCOME_STATUS[e.outcome],
+        code="job_failed",
+        job_id=lambda e: e.job_id,
+        headers=lambda e: _retry_after(SHUTDOWN_RETRY_SECONDS) if e.outcome == "stopped" else {},
     ),
     EngineClosed: ErrorRule(
         status=_always(503),
-        message=lambda e: "the service is shutting down",
-        headers=lambda e: _retry_after(30),
+        message=lambda e: "the service is shutting down and takes no new jobs",
+        code="shutting_down",
+        headers=lambda e: _retry_after(SHUTDOWN_RETRY_SECONDS),
+    ),
+    ServerBusy: ErrorRule(
+        status=_always(503), code="server_busy", headers=lambda e: _retry_after(e.retry_after)
     ),
 }
 

@@ -25,7 +25,7 @@ from .schemas import (
     LegacyImageQuery,
     UpModelOut,
 )
-from .views import service, wait_for
+from .views import finished, service, submit_and_wait
 
 bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
 
@@ -45,7 +45,7 @@ def image(query: LegacyImageQuery) -> dict[str, Any]:
         service(), prompt=_unquoted(query.prompt), size=query.size, n=query.batch_size, options=options
     )
     start = time.perf_counter()
-    job = wait_for(service().engine.submit(request))
+    job = finished(submit_and_wait(lambda: service().engine.submit(request)))
     seconds = time.perf_counter() - start
     pngs = [image.png for image in job.result.images]
     strip = (

@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, request, stream_with_context, url_for
+from flask import request, url_for
 
 from ..engine import Engine, Job
 from ..errors import InvalidParameter
 from .generation_request import build_request
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
 from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
-from .views import service, wait_for
+from .views import event_stream, finished, service, submit_and_wait
 
 bp = APIBlueprint("openai", __name__, url_prefix="/v1/images", tag="OpenAI Images API")
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:x\s*(\d+))?\s*$")
@@ -43,9 +43,10 @@ def _size(value: str | None, task: str) -> int | None:
     return int(match.group(1))
 
 
-def _submit(
-    body: OpenAIImageOptions, *, task: str, image: bytes | None = None, mask: bytes | None = None
-) -> tuple[Engine, Job]:
+def _generate(
+    body: OpenAIImageOptions, *, task: str, kind: str, image: bytes | None = None, mask: bytes | None = None
+) -> Any:
+    """Check and submit the request, then answer with events (`stream`) or with the finished job."""
     size = _size(body.size, task)
     req = build_request(
         service(),
@@ -58,18 +59,15 @@ def _submit(
         mask=mask,
     )
     engine = service().engine
-    return engine, engine.submit(req)
-
-
-def _answer(body: OpenAIImageOptions, engine: Engine, job: Job, *, kind: str) -> Any:
     if body.stream:
-        stream = _event_stream(engine, job, kind=kind, partial_images=body.partial_images or 0)
-        return Response(
-            stream_with_context(stream),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        partial_images = body.partial_images or 0
+        return event_stream(
+            lambda: _event_stream(engine, engine.submit(req), kind=kind, partial_images=partial_images)
         )
-    done = wait_for(job)
+    return _answer(body, finished(submit_and_wait(lambda: engine.submit(req))))
+
+
+def _answer(body: OpenAIImageOptions, done: Job) -> dict[str, Any]:
     size = done.request["settings"]["size"]
     data = []
     for i, image in enumerate(done.result.images):
@@ -93,8 +91,7 @@ def _answer(body: OpenAIImageOptions, engine: Engine, job: Job, *, kind: str) ->
     description="`response_format` b64_json (default) or url; `stream=true` answers with events.",
 )
 def generations(body: OpenAIImagesGenerateIn) -> Any:
-    engine, job = _submit(body, task="text2im")
-    return _answer(body, engine, job, kind="image_generation")
+    return _generate(body, task="text2im", kind="image_generation")
 
 
 @bp.post("/edits")
@@ -111,8 +108,7 @@ def edits(body: OpenAIImagesEditIn) -> Any:
         raise InvalidParameter("image: an image file is required (multipart field image or image[])")
     image = upload.read()
     mask = body.mask.read() if body.mask else None
-    engine, job = _submit(body, task="inpaint", image=image, mask=mask)
-    return _answer(body, engine, job, kind="image_edit")
+    return _generate(body, task="inpaint", kind="image_edit", image=image, mask=mask)
 
 
 def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -> Iterator[str]:

@@ -1,43 +1,101 @@
-"""Production serving: gunicorn with one worker process that owns the models, and threads for the
-many clients that wait on jobs or follow event streams.
+"""Production serving: waitress, in the one process that owns the models.
 
-One process, because each holds its own copy of the models (gigabytes of device memory) and the
-engine's queue; the app (and so CUDA) is created in the worker, after the fork.
+The serving model, and why it keeps health checks answering under load:
+
+- waitress's event loop reads each request whole before a thread takes it, so a slow or half-sent
+  request costs a socket, not a thread; a connection idle or half-sent for `client_timeout`
+  seconds is closed, and at most `max_connections` are open at once.
+- Only two kinds of request hold a thread for long: event streams and synchronous waits. Each kind
+  has its own threads (`max_open_streams`, `max_sync_waits`) and is refused with 503 +
+  `Retry-After` beyond them (`capacity.py`), so the `threads` for short requests (health, status,
+  submissions, images) are never all taken by waiting.
+- One process, because each would hold its own copy of the models (gigabytes of device memory)
+  and its own queue.
+
+SIGTERM or SIGINT shuts down gracefully (`Service.shutdown`): readiness turns 503 and new jobs are
+refused at once, the running batch gets `shutdown_grace` seconds, every job left ends with a final
+event saying the server stopped, and then the listener closes.
 """
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from typing import Any
 
 from ..config import ServiceConfig
 
+logger = logging.getLogger(__name__)
+
+
+class Server:
+    """The app on its listener: `run()` serves until `stop()` (or a signal) has shut it down."""
+
+    def __init__(self, app: Any, config: ServiceConfig) -> None:
+        import waitress
+
+        self.app = app
+        self.config = config
+        self._server = waitress.create_server(
+            app,
+            host=config.host,
+            port=config.port,
+            threads=config.threads + config.max_open_streams + config.max_sync_waits,
+            connection_limit=config.max_connections,
+            channel_timeout=config.client_timeout,
+            cleanup_interval=max(1, round(config.client_timeout / 4)),
+            # poll(), not select(): select cannot watch more than 1024 sockets.
+            asyncore_use_poll=True,
+            # Keep reading while a request runs, so a client that hangs up is seen at once
+            # (`waitress.client_disconnected`), not at the next write.
+            channel_request_lookahead=1,
+            max_request_body_size=app.config["MAX_CONTENT_LENGTH"],
+            ident="glide-api",
+        )
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._server.effective_host}:{self.port}"
+
+    def run(self) -> None:
+        """Serve until `stop()` has finished; then every thread is given back."""
+        logger.info("listening on %s", self.url)
+        try:
+            self._server.run()
+        finally:
+            self._server.task_dispatcher.shutdown(timeout=5)
+
+    def stop(self, *, grace: float | None = None) -> None:
+        """Shut down gracefully (see the module's docs), then close the listener; `grace` defaults
+        to `shutdown_grace`. Idempotent: a second call returns at once."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        service = self.app.extensions["glide_api"]
+        service.shutdown(grace=self.config.shutdown_grace if grace is None else grace)
+        self._server.close()
+
+    def stop_on_signals(self) -> None:
+        """SIGTERM and SIGINT call `stop()` on a thread of its own (a handler must return at once)."""
+
+        def handle(signum: int, frame: Any) -> None:
+            logger.info("%s received: shutting down", signal.Signals(signum).name)
+            threading.Thread(target=self.stop, name="glide-shutdown", daemon=True).start()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, handle)
+
 
 def serve(config: ServiceConfig) -> None:
-    from gunicorn.app.base import BaseApplication
+    """`glide-api serve`: build the app (the models load in the background) and serve it."""
+    from .app import create_app
 
-    class GlideApplication(BaseApplication):
-        def load_config(self) -> None:
-            settings = {
-                "bind": f"{config.host}:{config.port}",
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": config.threads,
-                # Requests may wait for a job or stream events for minutes: the gthread worker's own
-                # heartbeat keeps it alive meanwhile, so the timeout only catches a hung process.
-                "timeout": 120,
-                "graceful_timeout": 30,
-                "keepalive": 5,
-                "accesslog": "-",
-                "errorlog": "-",
-                "loglevel": config.log_level,
-                "proc_name": "glide-api",
-            }
-            for key, value in settings.items():
-                self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            from .app import create_app
-
-            return create_app(config)
-
-    GlideApplication().run()
+    server = Server(create_app(config), config)
+    server.stop_on_signals()
+    server.run()

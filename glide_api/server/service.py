@@ -22,9 +22,13 @@ from ..models.official_files import cached_models
 from ..models.registry import CHECKPOINTS, REGISTRY, TOKENIZER_FILES
 from ..models.weights_source import WeightsSource
 from ..pipeline.glide_pipeline import GlidePipeline
+from .capacity import Capacity
 from .generation_request import StepDefaults
 
 logger = logging.getLogger(__name__)
+
+# After the last job ended, how long open streams and waiting requests get to send its final event.
+STREAM_DRAIN_SECONDS = 5.0
 
 
 class Service:
@@ -33,6 +37,9 @@ class Service:
     def __init__(self, config: ServiceConfig, *, pipeline: GlidePipeline | None = None) -> None:
         self.config = config
         self.step_defaults = StepDefaults(base=config.base_steps, upsample=config.upsample_steps)
+        self.streams = Capacity("max_open_streams", config.max_open_streams, what="event streams")
+        self.sync_waits = Capacity("max_sync_waits", config.max_sync_waits, what="synchronous requests")
+        self.stopping = False
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._status: dict[str, Any] = {
@@ -174,6 +181,16 @@ class Service:
     def readiness(self) -> dict[str, Any]:
         with self._lock:
             status = dict(self._status)
+        if self.stopping:
+            return {
+                "ready": False,
+                "stopping": True,
+                "reason": "the server is shutting down",
+                "missing": [],
+                "command": None,
+                "failed": False,
+                "loading": None,
+            }
         if self._engine is not None:
             return {"ready": True}
         return {
@@ -194,6 +211,21 @@ class Service:
         for i, image in enumerate(result.images):
             (folder / f"{job_id}-{i}.png").write_bytes(image.png)
 
+    def shutdown(self, *, grace: float, drain: float = STREAM_DRAIN_SECONDS) -> None:
+        """Stop serving jobs: readiness says so at once and new jobs get 503; the running batch may
+        finish within `grace` seconds; every job left then ends with a final event saying the server
+        stopped, which open streams and waiting requests get (within `drain` seconds) before this
+        returns. Idempotent."""
+        with self._lock:
+            self.stopping = True
+            engine = self._engine
+        logger.info("shutting down: new jobs are refused; the running batch has %g s to finish", grace)
+        if engine is not None:
+            engine.close(grace=grace, timeout=drain)
+        for held in (self.streams, self.sync_waits):
+            if not held.wait_empty(drain):
+                logger.warning("shutting down: %d %s still open after %g s", len(held), held.what, drain)
+        logger.info("shut down")
+
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close(timeout=10)
+        self.shutdown(grace=0)

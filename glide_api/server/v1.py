@@ -3,11 +3,13 @@ models and settings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, request, stream_with_context
+from flask import Response, request
 
+from ..engine import Job
 from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
 from .generation_request import build_request
@@ -22,7 +24,7 @@ from .schemas import (
     SettingsOut,
 )
 from .sse import HEARTBEAT_SECONDS, job_event_stream
-from .views import image_url, service, wait_for
+from .views import event_stream, image_url, service, submit_and_wait
 
 bp = APIBlueprint("v1", __name__, url_prefix="/v1", tag="Jobs")
 ASYNC_DOC = (
@@ -32,15 +34,17 @@ ASYNC_DOC = (
 )
 
 
-def _respond(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
-    engine = service().engine
+def _respond(submit: Callable[[], Job]) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
+    """202 with the queued job (`Prefer: respond-async`) or, synchronously, 200 with the finished
+    job; a job still running after `sync_timeout` is answered 202 as well, and goes on."""
     if "respond-async" in request.headers.get("Prefer", ""):
-        return (
-            job_json(engine.get(job_id), image_url),
-            202,
-            {"Location": f"/v1/jobs/{job_id}", "Preference-Applied": "respond-async"},
-        )
-    return job_json(wait_for(engine.get(job_id)), image_url)
+        job = submit()
+        headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
+        return job_json(service().engine.get(job.id), image_url), 202, headers
+    job = submit_and_wait(submit)
+    if not job.done:
+        return job_json(job, image_url), 202, {"Location": f"/v1/jobs/{job.id}"}
+    return job_json(job, image_url)
 
 
 @bp.post("/generations")
@@ -53,7 +57,7 @@ def _respond(job_id: str) -> tuple[dict[str, Any], int, dict[str, str]] | dict[s
 )
 def generations(body: GenerationIn) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
-    return _respond(service().engine.submit(req).id)
+    return _respond(lambda: service().engine.submit(req))
 
 
 @bp.post("/inpaint")
@@ -77,7 +81,7 @@ def inpaint(form: InpaintIn) -> Any:
         image=image,
         mask=mask,
     )
-    return _respond(service().engine.submit(req).id)
+    return _respond(lambda: service().engine.submit(req))
 
 
 @bp.get("/jobs")
@@ -120,18 +124,13 @@ def cancel(job_id: str) -> dict[str, Any]:
 )
 def events(job_id: str, query: EventsQuery) -> Response:
     engine = service().engine
-    stream = engine.subscribe(
-        job_id,
-        previews=query.previews,
-        heartbeat=HEARTBEAT_SECONDS,
-        after=_last_event_id(request.headers.get("Last-Event-ID", "")),
-    )
-    body = job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
-    return Response(
-        stream_with_context(body),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    after = _last_event_id(request.headers.get("Last-Event-ID", ""))
+
+    def start() -> Iterator[str]:
+        stream = engine.subscribe(job_id, previews=query.previews, heartbeat=HEARTBEAT_SECONDS, after=after)
+        return job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
+
+    return event_stream(start)
 
 
 def _last_event_id(header: str) -> int | None:
