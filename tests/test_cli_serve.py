@@ -1,4 +1,4 @@
-"""`glide-api serve` (gunicorn) and `flask --app glide_api.server run`, started as a user would."""
+"""`glide-api serve` (waitress) and `flask --app glide_api.server run`, started as a user would."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def free_port() -> int:
 
 @contextmanager
 def started(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]:
+    with started_process(command, port, env) as (url, _):
+        yield url
+
+
+@contextmanager
+def started_process(
+    command: list[str], port: int, env: dict[str, str]
+) -> Iterator[tuple[str, subprocess.Popen]]:
     process = subprocess.Popen(
         command,
         env={**os.environ, **env},
@@ -42,16 +50,17 @@ def started(command: list[str], port: int, env: dict[str, str]) -> Iterator[str]
                 pass
             assert time.monotonic() < deadline, "the server did not become ready in 90 s"
             time.sleep(0.3)
-        yield url
+        yield url, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def test_serve_runs_under_gunicorn_with_model_flags(small_model_dirs) -> None:
+def test_serve_runs_with_model_flags(small_model_dirs) -> None:
     port = free_port()
     command = [
         sys.executable,
@@ -84,6 +93,70 @@ def test_serve_runs_under_gunicorn_with_model_flags(small_model_dirs) -> None:
         assert requests.get(f"{url}/v1/settings", timeout=10).json()["sizes"]["inpaint"] == []
         r = requests.get(f"{url}/image", params={"size": 64, "prompt": "hi", "batch_size": 3}, timeout=10)
         assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def small_serve_command(small_model_dirs, port: int, *flags: str) -> list[str]:
+    """`glide-api serve` on the small text-to-image models (no inpainting), offline."""
+    return [
+        sys.executable,
+        "-m",
+        "glide_api.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--offline",
+        "--base",
+        str(small_model_dirs["small-base"]),
+        "--upsample",
+        str(small_model_dirs["small-upsample"]),
+        "--base-inpaint",
+        "none",
+        "--upsample-inpaint",
+        "none",
+        *flags,
+    ]
+
+
+def test_sigterm_refuses_new_jobs_at_once_and_ends_every_job_with_a_final_event(small_model_dirs) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sse import read_events
+
+    port = free_port()
+    command = small_serve_command(small_model_dirs, port, "--shutdown-grace", "2", "--max-steps", "1000")
+    with started_process(command, port, {}) as (url, process), ThreadPoolExecutor(4) as pool:
+        slow = {"prompt": "long", "size": 64, "steps": "1000", "upsample_steps": "1000"}
+        prefer = {"Prefer": "respond-async"}
+        running = requests.post(f"{url}/v1/generations", json=slow, headers=prefer, timeout=10).json()
+        queued = requests.post(
+            f"{url}/v1/generations", json=slow | {"size": 32}, headers=prefer, timeout=10
+        ).json()
+        streams = {
+            job["id"]: requests.get(f"{url}/v1/jobs/{job['id']}/events", stream=True, timeout=30)
+            for job in (running, queued)
+        }
+        finals = {job_id: pool.submit(lambda r: list(read_events(r))[-1], r) for job_id, r in streams.items()}
+        sync = pool.submit(requests.post, f"{url}/v1/generations", json=slow | {"size": 32}, timeout=30)
+        while requests.get(f"{url}/v1/jobs/{running['id']}", timeout=10).json()["status"] != "running":
+            time.sleep(0.1)
+        time.sleep(0.5)  # the synchronous request is waiting too
+
+        os.kill(process.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        ready = requests.get(f"{url}/readyz", timeout=1)
+        assert ready.status_code == 503 and ready.json()["stopping"] is True
+        refused = requests.post(f"{url}/v1/generations", json={"prompt": "late"}, timeout=1)
+        assert refused.status_code == 503 and int(refused.headers["Retry-After"]) > 0
+        assert refused.json()["error"]["code"] == "shutting_down"
+
+        for job_id, final in finals.items():
+            name, data = final.result(timeout=30)
+            assert name == "failed" and "server stopped" in data["message"], (job_id, name, data)
+        answer = sync.result(timeout=30)
+        assert answer.status_code == 503 and "server stopped" in answer.json()["error"]["message"]
+        assert process.wait(timeout=30) == 0
+    output = process.stdout.read()
+    assert "SIGTERM received" in output and "shut down" in output, output
 
 
 def test_flask_run_reads_settings_from_the_environment(small_model_dirs) -> None:

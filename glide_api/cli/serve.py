@@ -26,7 +26,7 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="a TOML or JSON file of settings")
     p.add_argument(
-        "--dev", action="store_true", help="Flask's development server instead of gunicorn (auto-reload off)"
+        "--dev", action="store_true", help="Flask's development server instead of waitress (auto-reload off)"
     )
     group = p.add_argument_group("service settings")
     for f in dataclasses.fields(ServiceConfig):

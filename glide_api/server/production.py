@@ -79,7 +79,11 @@ class Server:
         self._stopping.set()
         service = self.app.extensions["glide_api"]
         service.shutdown(grace=self.config.shutdown_grace if grace is None else grace)
-        self._server.close()
+        # In the loop's own thread: close the listener and every connection (kept-alive ones
+        # too), which ends `run()`.
+        from waitress import wasyncore
+
+        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
 
     def stop_on_signals(self) -> None:
         """SIGTERM and SIGINT call `stop()` on a thread of its own (a handler must return at once)."""
