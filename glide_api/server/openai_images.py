@@ -22,6 +22,7 @@ from flask import Response, request, stream_with_context, url_for
 from ..engine import Engine, Job
 from ..errors import InvalidParameter
 from .generation_request import build_request
+from .owners import caller
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
 from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
 from .views import service, wait_for
@@ -58,7 +59,7 @@ def _submit(
         mask=mask,
     )
     engine = service().engine
-    return engine, engine.submit(req)
+    return engine, engine.submit(req, owner=caller())
 
 
 def _answer(body: OpenAIImageOptions, engine: Engine, job: Job, *, kind: str) -> Any:
