@@ -87,7 +87,31 @@ class ServiceConfig(ModelSelection):
     )
     # Safety.
     api_keys: tuple[str, ...] = field(
-        default=(), metadata={"help": "comma-separated Bearer keys; empty: no authentication"}
+        default=(),
+        repr=False,
+        metadata={
+            "help": "comma-separated Bearer keys; a flag shows in ps, so prefer api_keys_file or "
+            "GLIDE_API_API_KEYS; no keys at all: no authentication"
+        },
+    )
+    api_keys_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "a file of Bearer keys, one a line (blank lines and lines starting # skipped)",
+            "metavar": "FILE",
+        },
+    )
+    admin_keys: tuple[str, ...] = field(
+        default=(),
+        repr=False,
+        metadata={
+            "help": "comma-separated keys that may also make server-wide changes (POST /basemodel, "
+            "/upmodel) and see every job; prefer admin_keys_file or GLIDE_API_ADMIN_KEYS"
+        },
+    )
+    admin_keys_file: str | None = field(
+        default=None,
+        metadata={"help": "a file of admin keys, one a line (as api_keys_file)", "metavar": "FILE"},
     )
     rate_limit: int = field(
         default=0, metadata={"help": "requests per minute per key (or client address); 0: unlimited"}
@@ -140,6 +164,20 @@ class ServiceConfig(ModelSelection):
             raise InvalidParameter(
                 f"log_level: must be debug, info, warning or error (got {self.log_level!r})"
             )
+        admin = frozenset(self.admin_keys) | _read_keys("admin_keys_file", self.admin_keys_file)
+        keys = frozenset(self.api_keys) | _read_keys("api_keys_file", self.api_keys_file) | admin
+        object.__setattr__(self, "_keys", (keys, admin))  # read once, at start; not a setting itself
+
+    @property
+    def all_api_keys(self) -> frozenset[str]:
+        """Every key that authenticates: `api_keys`, `admin_keys` and their files. Empty: the server
+        asks for no key."""
+        return self._keys[0]
+
+    @property
+    def all_admin_keys(self) -> frozenset[str]:
+        """The keys allowed server-wide changes and every job: `admin_keys` and its file."""
+        return self._keys[1]
 
     # ---- sources ------------------------------------------------------------------------------
 
@@ -175,7 +213,8 @@ class ServiceConfig(ModelSelection):
     def public_dict(self) -> dict[str, Any]:
         """The settings with secrets removed (for logs and /v1/settings)."""
         data = dataclasses.asdict(self)
-        data["api_keys"] = f"{len(self.api_keys)} configured" if self.api_keys else "none"
+        data["api_keys"] = f"{len(self.all_api_keys)} configured" if self.all_api_keys else "none"
+        data["admin_keys"] = f"{len(self.all_admin_keys)} configured" if self.all_admin_keys else "none"
         return data
 
 
@@ -209,6 +248,24 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidParameter(f"config file {path}: must hold a table of settings")
     return data
+
+
+def _read_keys(setting: str, path: str | None) -> frozenset[str]:
+    """The keys in a keys file: one a line; blank lines and lines starting with # are skipped. The
+    errors name the setting and the file, never a line of it."""
+    if path is None:
+        return frozenset()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameter(f"{setting}: {path} is not UTF-8 text") from None
+    except OSError as e:
+        raise InvalidParameter(f"{setting}: cannot read {path} ({e.strerror or type(e).__name__})") from None
+    lines = (line.strip() for line in text.splitlines())
+    keys = frozenset(line for line in lines if line and not line.startswith("#"))
+    if not keys:
+        raise InvalidParameter(f"{setting}: {path} holds no keys (one a line; # starts a comment)")
+    return keys
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, str]:

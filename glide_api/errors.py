@@ -119,6 +119,11 @@ class ModelNotReady(GlideError):
         self.retry_after = retry_after
 
 
+class Forbidden(GlideError):
+    """The caller is known but may not do this (e.g. a server-wide change without an admin key); the
+    message names the rule."""
+
+
 class JobFailed(GlideError):
     """A job a caller waited for did not succeed: its `outcome` is "failed", "cancelled",
     "stopped" (the server is shutting down) or "timed_out" (still running when the wait ended; the

@@ -6,8 +6,14 @@ import argparse
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glide_api.cli.generate import model_options
+
+if TYPE_CHECKING:
+    from glide_api.config import ServiceConfig
+
+logger = logging.getLogger(__name__)
 
 
 def add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -46,20 +52,35 @@ def add_serve(subparsers: argparse._SubParsersAction) -> None:
                 flag,
                 dest=f.name,
                 default=None,
-                metavar="VALUE",
+                metavar=f.metadata.get("metavar", "VALUE"),
                 help=f"{f.metadata['help']} (default: {f.default or '—'})",
             )
     p.set_defaults(handler=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def serve_config(args: argparse.Namespace) -> ServiceConfig:
+    """The settings `serve` runs with: the parsed flags over the file, the environment, the defaults."""
     from glide_api.config import ServiceConfig
 
     names = {f.name for f in dataclasses.fields(ServiceConfig)}
     overrides = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if args.cache_dir is not None:
         overrides["cache_dir"] = str(args.cache_dir)
-    config = ServiceConfig.load(file=args.config, overrides=overrides)
+    for name in ("api_keys", "admin_keys"):
+        if name in overrides:
+            flag = name.replace("_", "-")
+            logger.warning(
+                "--%s: keys on the command line are visible to every user of this machine (ps); "
+                "use --%s-file FILE or GLIDE_API_%s instead",
+                flag,
+                flag,
+                name.upper(),
+            )
+    return ServiceConfig.load(file=args.config, overrides=overrides)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = serve_config(args)
     logging.getLogger().setLevel(config.log_level.upper())
     logging.getLogger("glide_api").setLevel(config.log_level.upper())
     if args.dev:

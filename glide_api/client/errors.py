@@ -50,7 +50,8 @@ class BadRequest(GlideAPIError):
 
 
 class AuthenticationError(GlideAPIError):
-    """401 or 403: the API key is missing or not valid (`GlideClient(api_key=...)`)."""
+    """401: the API key is missing or not valid (`GlideClient(api_key=...)`); 403: the key may not do
+    this (server-wide changes need an admin key)."""
 
 
 class NotFound(GlideAPIError):

@@ -193,8 +193,8 @@ class Engine:
 
     # ---- jobs -------------------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest) -> Job:
-        """Queue a job; returns it as queued. Never blocks.
+    def submit(self, request: GenerationRequest, *, owner: str | None = None) -> Job:
+        """Queue a job; returns it as queued. Never blocks. `owner` is kept on the job (see `Job`).
 
         Raises ValueError (naming the field) if the pipeline cannot run `request.settings` or
         `batch_size` exceeds `max_batch_images`; `QueueFull` (with `retry_after`) when `max_queue`
@@ -208,7 +208,7 @@ class Engine:
                 f"batch_size: at most {limit} images per job on this server (got {request.batch_size})"
             )
         self._pipeline.validate(request.settings)
-        job = Job.new(request, at=self._wall_clock())
+        job = Job.new(request, at=self._wall_clock(), owner=owner)
 
         def admit(position: int) -> None:  # runs before the worker can see the job
             self._store.add(job, Queued(job_id=job.id, position=position))

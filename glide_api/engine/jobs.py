@@ -77,7 +77,9 @@ class Job:
     """A snapshot of one job. Times are wall-clock seconds since the epoch (comparable across hosts).
 
     `request` is `GenerationRequest.to_dict()` (input images as base64); `cancel_requested` is set
-    when a cancel reached a running job, which then stops at its next sampling step.
+    when a cancel reached a running job, which then stops at its next sampling step. `owner` is an
+    opaque name of who submitted it (None: nobody in particular): the engine only keeps it, for its
+    caller to decide who may see the job; `to_dict` leaves it out.
     """
 
     id: str
@@ -90,11 +92,12 @@ class Job:
     error: str | None = None
     result: JobResult | None = field(default=None, repr=False)
     cancel_requested: bool = False
+    owner: str | None = None
 
     @classmethod
-    def new(cls, request: GenerationRequest, *, at: float) -> Job:
+    def new(cls, request: GenerationRequest, *, at: float, owner: str | None = None) -> Job:
         """A queued job with a fresh random id (uuid4, hex)."""
-        return cls(id=uuid.uuid4().hex, request=request.to_dict(), created_at=at)
+        return cls(id=uuid.uuid4().hex, request=request.to_dict(), created_at=at, owner=owner)
 
     @property
     def done(self) -> bool:

@@ -59,7 +59,7 @@ def create_app(
         MAX_CONTENT_LENGTH=2 * config.max_upload_bytes + (1 << 20),
     )
     app.json.sort_keys = False
-    if config.api_keys:
+    if config.all_api_keys:
         app.config["SECURITY_SCHEMES"] = {"BearerAuth": {"type": "http", "scheme": "bearer"}}
     service = Service(config, pipeline=pipeline)
     app.extensions["glide_api"] = service
@@ -77,7 +77,7 @@ def create_app(
         {
             k: v
             for k, v in config.public_dict().items()
-            if k in ("host", "port", "device", "precision", "base", "upsample", "api_keys")
+            if k in ("host", "port", "device", "precision", "base", "upsample", "api_keys", "admin_keys")
         },
     )
     return app

@@ -74,10 +74,16 @@ class RateLimiter:
             del self._buckets[client]  # the longest idle first
 
 
+def key_id(key: str) -> str:
+    """A key's identity, not a secret: a hash of it (never the key). The jobs a key submits carry it
+    as their owner; logs show its first 8 digits."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def client_label(key: str | None) -> str:
     """How logs name a client: a short hash of its key (never the key), or its address."""
     if key:
-        return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+        return key_id(key)[:12]
     return request.remote_addr or "unknown"
 
 
@@ -119,7 +125,10 @@ def _body_rules(config: ServiceConfig) -> Response | None:
 
 
 def install(app: Flask, config: ServiceConfig) -> None:
-    keys = [k.encode() for k in config.api_keys]
+    """The guard before every request. With keys, it leaves `g.owner` (the caller's `key_id`) and
+    `g.admin` (an admin key?) for the routes' rules (`owners`); without keys both are unset."""
+    keys = [k.encode() for k in config.all_api_keys]
+    admin_keys = config.all_admin_keys
     limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
     failures = RateLimiter(config.auth_failures_per_minute)
 
@@ -165,6 +174,8 @@ def install(app: Flask, config: ServiceConfig) -> None:
                     401, "authentication: the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
                 )
             key = token
+            g.owner = key_id(key)
+            g.admin = key in admin_keys
         g.client = client_label(key)
         if limiter is not None:
             wait = limiter.acquire(g.client)

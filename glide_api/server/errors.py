@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import (
     EngineClosed,
+    Forbidden,
     InvalidParameter,
     JobFailed,
     JobNotFound,
@@ -45,6 +46,7 @@ _TYPES = {
 }
 _CODES = {
     401: "invalid_api_key",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "not_finished",
@@ -149,6 +151,7 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     QueueFull: ErrorRule(
         status=_always(429), code="queue_full", headers=lambda e: _retry_after(e.retry_after)
     ),
+    Forbidden: ErrorRule(status=_always(403)),
     JobNotFound: ErrorRule(status=_always(404), param=lambda e: "id"),
     NoResult: ErrorRule(status=_always(409)),
     ModelNotReady: ErrorRule(

@@ -17,6 +17,7 @@ from apiflask import APIBlueprint
 
 from ..pipeline import images
 from .generation_request import build_request, respacing
+from .owners import admin_only, caller
 from .schemas import (
     BaseModelOut,
     DiffusionStepsQuery,
@@ -45,7 +46,7 @@ def image(query: LegacyImageQuery) -> dict[str, Any]:
         service(), prompt=_unquoted(query.prompt), size=query.size, n=query.batch_size, options=options
     )
     start = time.perf_counter()
-    job = finished(submit_and_wait(lambda: service().engine.submit(request)))
+    job = finished(submit_and_wait(lambda: service().engine.submit(request, owner=caller())))
     seconds = time.perf_counter() - start
     pngs = [image.png for image in job.result.images]
     strip = (
@@ -76,7 +77,11 @@ def _unquoted(prompt: str) -> str:
     return prompt
 
 
-STEPS_DOC = "Applies to jobs submitted afterwards; running jobs and weights are untouched."
+STEPS_DOC = (
+    "Applies to jobs submitted afterwards; running jobs and weights are untouched. With API keys "
+    "configured, it needs an admin key (admin_keys)."
+)
+FORBIDDEN_DOC = {403: "API keys are configured and this one is not an admin key"}
 
 
 def _set_default_steps(role: str, steps: int) -> int:
@@ -89,16 +94,18 @@ def _set_default_steps(role: str, steps: int) -> int:
 
 
 @bp.post("/basemodel")
+@admin_only
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(BaseModelOut)
-@bp.doc(summary="Set the base model's default steps", description=STEPS_DOC)
+@bp.doc(summary="Set the base model's default steps", description=STEPS_DOC, responses=FORBIDDEN_DOC)
 def basemodel(query: DiffusionStepsQuery) -> dict[str, int]:
     return {"base_model_total_parameters": _set_default_steps("base", query.diffusion_steps)}
 
 
 @bp.post("/upmodel")
+@admin_only
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(UpModelOut)
-@bp.doc(summary="Set the upsampler's default steps", description=STEPS_DOC)
+@bp.doc(summary="Set the upsampler's default steps", description=STEPS_DOC, responses=FORBIDDEN_DOC)
 def upmodel(query: DiffusionStepsQuery) -> dict[str, int]:
     return {"upsample_model_total_parameters": _set_default_steps("upsample", query.diffusion_steps)}

@@ -22,6 +22,7 @@ from flask import request, url_for
 from ..engine import Engine, Job
 from ..errors import InvalidParameter
 from .generation_request import build_request
+from .owners import caller
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
 from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
 from .views import event_stream, finished, service, submit_and_wait
@@ -62,9 +63,11 @@ def _generate(
     if body.stream:
         partial_images = body.partial_images or 0
         return event_stream(
-            lambda: _event_stream(engine, engine.submit(req), kind=kind, partial_images=partial_images)
+            lambda: _event_stream(
+                engine, engine.submit(req, owner=caller()), kind=kind, partial_images=partial_images
+            )
         )
-    return _answer(body, finished(submit_and_wait(lambda: engine.submit(req))))
+    return _answer(body, finished(submit_and_wait(lambda: engine.submit(req, owner=caller()))))
 
 
 def _answer(body: OpenAIImageOptions, done: Job) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
 from .generation_request import build_request
 from .job_json import job_json
+from .owners import caller, may_see, owned_job
 from .schemas import (
     EventsQuery,
     GenerationIn,
@@ -57,7 +58,7 @@ def _respond(submit: Callable[[], Job]) -> tuple[dict[str, Any], int, dict[str, 
 )
 def generations(body: GenerationIn) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
-    return _respond(lambda: service().engine.submit(req))
+    return _respond(lambda: service().engine.submit(req, owner=caller()))
 
 
 @bp.post("/inpaint")
@@ -81,21 +82,24 @@ def inpaint(form: InpaintIn) -> Any:
         image=image,
         mask=mask,
     )
-    return _respond(lambda: service().engine.submit(req))
+    return _respond(lambda: service().engine.submit(req, owner=caller()))
 
 
 @bp.get("/jobs")
 @bp.output(JobListOut)
-@bp.doc(summary="List the jobs the server holds (waiting, running, recently finished)")
+@bp.doc(
+    summary="List the jobs the server holds (waiting, running, recently finished)",
+    description="With API keys configured: the caller's own jobs (an admin key's: every job).",
+)
 def jobs() -> dict[str, Any]:
-    return {"jobs": [job_json(j, image_url) for j in service().engine.list_jobs()]}
+    return {"jobs": [job_json(j, image_url) for j in service().engine.list_jobs() if may_see(j)]}
 
 
 @bp.get("/jobs/<job_id>")
 @bp.output(JobOut)
 @bp.doc(summary="A job's status, progress and images")
 def job(job_id: str) -> dict[str, Any]:
-    return job_json(service().engine.get(job_id), image_url)
+    return job_json(owned_job(job_id), image_url)
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -105,6 +109,7 @@ def job(job_id: str) -> dict[str, Any]:
     description="A waiting job is cancelled at once, a running one within one sampling step.",
 )
 def cancel(job_id: str) -> dict[str, Any]:
+    owned_job(job_id)
     return job_json(service().engine.cancel(job_id), image_url)
 
 
@@ -123,6 +128,7 @@ def cancel(job_id: str) -> dict[str, Any]:
     },
 )
 def events(job_id: str, query: EventsQuery) -> Response:
+    owned_job(job_id)
     engine = service().engine
     after = _last_event_id(request.headers.get("Last-Event-ID", ""))
 
@@ -158,7 +164,7 @@ def _last_event_id(header: str) -> int | None:
 )
 def job_image(job_id: str, index: int) -> Response:
     engine = service().engine
-    job = engine.get(job_id)
+    job = owned_job(job_id)
     count = len(job.result.images) if job.result else 0
     if job.result is not None and not 0 <= index < count:
         raise InvalidParameter(f"index: this job has {count} image(s) (0 to {count - 1})")
