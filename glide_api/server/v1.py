@@ -126,7 +126,7 @@ def events(job_id: str, query: EventsQuery) -> Response:
         heartbeat=HEARTBEAT_SECONDS,
         after=_last_event_id(request.headers.get("Last-Event-ID", "")),
     )
-    body = job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
+    body = job_event_stream(stream, lambda job: job_json(job, image_url))
     return Response(
         stream_with_context(body),
         mimetype="text/event-stream",
