@@ -72,6 +72,13 @@ class ServiceConfig(ModelSelection):
         default=900.0, metadata={"help": "seconds a synchronous request waits for its job"}
     )
     keep_finished: int = field(default=256, metadata={"help": "finished jobs (and images) kept"})
+    keep_finished_bytes: int = field(
+        default=1 << 30,
+        metadata={
+            "help": "bytes of images the kept finished jobs may hold; the oldest are evicted first "
+            "(the newest finished job is always kept)"
+        },
+    )
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
     max_upload_bytes: int = field(default=8 << 20, metadata={"help": "uploaded image size (each file)"})
@@ -139,6 +146,7 @@ class ServiceConfig(ModelSelection):
             "max_queue",
             "max_batch_images",
             "keep_finished",
+            "keep_finished_bytes",
             "max_body_bytes",
             "max_upload_bytes",
             "max_image_pixels",

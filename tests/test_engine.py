@@ -8,17 +8,29 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from engine_fakes import WAIT, Call, FakeClock, FakePipeline, png_for
 from PIL import Image
 
-from glide_api.engine import Engine, EngineConfig, Heartbeat, Job, is_out_of_memory
+from glide_api.engine import (
+    Engine,
+    EngineConfig,
+    Heartbeat,
+    Job,
+    MemoryJobStore,
+    Progress,
+    Queued,
+    Succeeded,
+    is_out_of_memory,
+)
 from glide_api.engine.engine import STOPPED
 from glide_api.errors import EngineClosed, JobNotFound, NoResult, QueueFull
 from glide_api.pipeline.outputs import StageProgress
 from glide_api.pipeline.params import GenerationRequest
+from glide_api.progress import StepProgress
 
 STEPS = FakePipeline().total_steps  # progress events per run of the fake
 
@@ -541,6 +553,127 @@ def test_finished_jobs_beyond_keep_finished_are_evicted(make_engine) -> None:
     assert engine.image(jobs[2].id, 0) == png_for("job 2", 1)
 
 
+def test_finished_jobs_are_evicted_oldest_first_beyond_keep_finished_bytes(make_engine) -> None:
+    engine = make_engine(keep_finished_bytes=100)
+    small = [finished(engine, engine.submit(request("s" * 40, seed=i))) for i in range(3)]  # 42 B each
+    assert [job.held_bytes for job in small] == [42, 42, 42]
+    assert [job.id for job in engine.list_jobs()] == [small[1].id, small[2].id]  # 126 B > 100: one out
+    # A job bigger than the bound alone is still kept (its client has yet to fetch it), alone.
+    big = finished(engine, engine.submit(request("b" * 200)))
+    assert [job.id for job in engine.list_jobs()] == [big.id]
+    assert engine.image(big.id, 0) == png_for("b" * 200, 1)
+    after = finished(engine, engine.submit(request("after")))  # the next finish evicts it
+    assert [job.id for job in engine.list_jobs()] == [after.id]
+    with pytest.raises(JobNotFound):
+        engine.get(big.id)
+
+
+def test_a_finished_job_no_longer_holds_its_uploads(make_engine, pipeline) -> None:
+    image, mask = b"image" * 2000, b"mask" * 1000
+    engine = make_engine(start=False)
+    painted = engine.submit(request("paint", task="inpaint", image=image, mask=mask))
+    dropped = engine.submit(request("cancelled", task="inpaint", image=image, size=256))
+    queued = engine.get(painted.id)
+    assert base64.b64decode(queued.request["image"]) == image
+    assert queued.held_bytes == len(queued.request["image"]) + len(queued.request["mask"])  # base64
+    engine.cancel(dropped.id)
+    engine.start()
+    done = finished(engine, painted)
+    assert done.status == "succeeded" and pipeline.calls[0].samples[0].image == image  # the run had it
+    for job in (done, engine.get(dropped.id)):
+        assert job.request["image"] is None and job.request["mask"] is None
+        assert job.to_dict(include_inputs=True)["request"]["image"] is None
+    assert done.held_bytes == len(png_for("paint", 1)) and engine.get(dropped.id).held_bytes == 0
+    assert done.request["settings"]["task"] == "inpaint" and done.result.images[0].metadata["seed"] == 1
+
+
+def test_a_stream_still_gets_the_images_of_a_job_evicted_after_its_final_event(make_engine) -> None:
+    engine = make_engine(start=False, keep_finished=1)
+    first = engine.submit(request("first"))
+    events = engine.subscribe(first.id, timeout=WAIT)
+    assert next(events).type == "queued"  # subscribed, then the job finishes and is evicted
+    engine.start()
+    finished(engine, first)
+    finished(engine, engine.submit(request("second")))
+    with pytest.raises(JobNotFound):
+        engine.get(first.id)
+    final = list(events)[-1]
+    assert isinstance(final, Succeeded) and final.snapshot.id == first.id
+    assert [image.png for image in final.snapshot.result.images] == [png_for("first", 1)]
+    assert final.to_dict() == {"type": "succeeded", "job_id": first.id, "seq": final.seq, "job": final.job}
+
+
+def test_watchers_counts_active_waits_and_subscriptions(make_engine) -> None:
+    engine = make_engine(start=False)
+    job = engine.submit(request())
+    assert engine.watchers(job.id) == 0
+    waiter = threading.Thread(target=engine.wait, args=(job.id,), kwargs={"timeout": WAIT})
+    waiter.start()
+    until(lambda: engine.watchers(job.id) == 1)
+    events = engine.subscribe(job.id, timeout=WAIT)
+    assert engine.watchers(job.id) == 1  # a subscription counts from its first read
+    next(events)
+    assert engine.watchers(job.id) == 2
+    events.close()
+    assert engine.watchers(job.id) == 1
+    reading = engine.subscribe(job.id, timeout=WAIT)
+    next(reading)
+    engine.start()
+    assert [e.type for e in reading][-1] == "succeeded"
+    waiter.join(WAIT)
+    assert engine.watchers(job.id) == 0  # every wait and subscription has ended
+    with pytest.raises(JobNotFound):
+        engine.watchers("nope")
+
+
+def until(condition) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.001)
+
+
+def wakeups(thread: threading.Thread) -> int:
+    """How often the OS has switched to `thread` (every wake-up from a wait is one or more)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads wake-ups from Linux's /proc")
+def test_a_waiter_of_one_job_sleeps_through_another_jobs_progress() -> None:
+    store = MemoryJobStore(keep_finished=4, keep_finished_bytes=1 << 20)
+    watched, busy = Job.new(request("watched"), at=0.0), Job.new(request("busy"), at=0.0)
+    for job in (watched, busy):
+        store.add(job, Queued(job_id=job.id, position=1))
+        store.start(job.id, at=0.0)
+    seen: list[str] = []
+    subscription = store.events(watched.id, timeout=WAIT)
+    threads = [
+        threading.Thread(target=store.wait, args=(watched.id,), kwargs={"timeout": WAIT}),
+        threading.Thread(target=lambda: seen.extend(event.type for event in subscription)),
+    ]
+    for thread in threads:
+        thread.start()
+    until(lambda: store.watchers(watched.id) == 2 and seen == ["queued", "started"])
+    time.sleep(0.05)  # both are now asleep in their wait
+    before = [wakeups(thread) for thread in threads]
+
+    def step(job: Job, n: int) -> Progress:
+        at = StepProgress(stage="base", stage_index=0, stages=1, step=n, total=100)
+        return Progress(job_id=job.id, progress=at, elapsed=0.0)
+
+    for n in range(1, 51):
+        store.advance(busy.id, step(busy, n))
+        time.sleep(0.002)  # time for a woken thread to run (and be counted)
+    assert [wakeups(thread) - b for thread, b in zip(threads, before, strict=True)] == [0, 0]
+    store.advance(watched.id, step(watched, 1))
+    until(lambda: seen[-1] == "progress")  # its own job's events do wake it
+    store.finish(watched.id, "cancelled", at=1.0)
+    for thread in threads:
+        thread.join(WAIT)
+    assert seen == ["queued", "started", "progress", "cancelled"]
+
+
 def test_close_ends_waiting_jobs_at_once_and_running_ones_after_the_grace_saying_the_server_stopped(
     make_engine, pipeline
 ) -> None:
@@ -618,5 +751,6 @@ def test_engine_config_rejects_bad_limits() -> None:
         "batching": True,
         "job_timeout": 1800.0,
         "keep_finished": 256,
+        "keep_finished_bytes": 1 << 30,
         "preview_every": 5,
     }

@@ -114,3 +114,50 @@ def test_too_many_images_is_a_bad_request_error(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.images.generate(prompt="x", n=50, size="32x32")
     assert info.value.body["param"] == "n"
+
+
+def test_streams_send_their_images_though_their_jobs_are_evicted_as_they_finish(small_pipeline) -> None:
+    import threading
+    import time
+
+    import requests
+    from conftest import running
+
+    from glide_api.config import ServiceConfig
+    from glide_api.server import create_app
+
+    with running(create_app(ServiceConfig(keep_finished=1), pipeline=small_pipeline)) as url:
+        blocker = requests.post(
+            f"{url}/v1/generations",
+            json={"prompt": "long", "size": 64, "steps": "200", "upsample_steps": "50"},
+            headers={"Prefer": "respond-async"},
+            timeout=30,
+        ).json()
+        streamer = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        got: dict[int, list] = {}
+
+        def stream(seed: int) -> None:
+            extra = {**GLIDE, "seed": seed}
+            got[seed] = list(
+                streamer.images.generate(prompt="x", size="64x64", stream=True, extra_body=extra)
+            )
+
+        threads = [threading.Thread(target=stream, args=(seed,)) for seed in (1, 2, 3)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while (
+            sum(j["status"] == "queued" for j in requests.get(f"{url}/v1/jobs", timeout=10).json()["jobs"])
+            < 3
+        ):
+            assert time.monotonic() < deadline, "the streamed jobs were never queued"
+            time.sleep(0.02)
+        # The three now run as one batch; with keep_finished=1 each evicts the one before as it finishes.
+        requests.post(f"{url}/v1/jobs/{blocker['id']}/cancel", timeout=10)
+        for thread in threads:
+            thread.join(60)
+        assert sorted(got) == [1, 2, 3], "a stream failed"
+        for seed, events in got.items():
+            assert events[-1].type == "image_generation.completed"
+            assert read_png_metadata(base64.b64decode(events[-1].b64_json))["seed"] == seed
+        assert len(requests.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]) == 1

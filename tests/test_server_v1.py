@@ -378,3 +378,51 @@ def test_an_upload_is_sized_from_its_header_and_refused_before_it_is_decoded(ser
         assert error["param"] == "image" and "max_image_pixels" in error["message"]
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 100, f"the peak memory grew by {grown_mib:.0f} MiB"
+
+
+def test_event_streams_carry_the_job_though_it_is_evicted_as_it_finishes(small_pipeline) -> None:
+    import threading
+
+    from conftest import running
+
+    from glide_api.config import ServiceConfig
+    from glide_api.server import create_app
+
+    with running(create_app(ServiceConfig(keep_finished=1), pipeline=small_pipeline)) as url:
+        long = {"prompt": "long", "size": 64, "steps": "200", "upsample_steps": "50"}
+        blocker = requests.post(f"{url}/v1/generations", json=long, headers=ASYNC, timeout=30).json()
+        jobs = [
+            requests.post(
+                f"{url}/v1/generations",
+                json={"prompt": "x", "size": 64, "seed": seed, **FAST},
+                headers=ASYNC,
+                timeout=30,
+            ).json()
+            for seed in (1, 2, 3)
+        ]
+        finals: dict[str, tuple[str, dict]] = {}
+        opened = threading.Barrier(len(jobs) + 1)
+
+        def follow(job_id: str) -> None:
+            with requests.get(f"{url}/v1/jobs/{job_id}/events", stream=True, timeout=60) as s:
+                events = read_events(s)
+                next(events)  # queued: the stream holds its job now
+                opened.wait(30)
+                finals[job_id] = list(events)[-1]
+
+        threads = [threading.Thread(target=follow, args=(job["id"],)) for job in jobs]
+        for thread in threads:
+            thread.start()
+        opened.wait(30)
+        # The three run as one batch; with keep_finished=1 each evicts the one before as it finishes.
+        requests.post(f"{url}/v1/jobs/{blocker['id']}/cancel", timeout=10)
+        for thread in threads:
+            thread.join(60)
+        assert sorted(finals) == sorted(job["id"] for job in jobs), "a stream broke"
+        for seed, job in enumerate(jobs, start=1):
+            name, data = finals[job["id"]]
+            assert name == "succeeded" and data["job"]["id"] == job["id"]
+            assert data["job"]["images"][0]["seed"] == seed
+        assert [j["id"] for j in requests.get(f"{url}/v1/jobs", timeout=10).json()["jobs"]] == [
+            jobs[-1]["id"]
+        ]

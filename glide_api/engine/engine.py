@@ -51,6 +51,9 @@ class EngineConfig:
     job_timeout: seconds a job may run, counted from its start; checked every sampling step.
     keep_finished: finished jobs (with their images and event histories) kept for `get`, `image`
         and `subscribe`; older ones are evicted and then unknown (`JobNotFound`).
+    keep_finished_bytes: payload bytes (PNGs; uploads are dropped when a job finishes) the kept
+        finished jobs may hold together; the oldest are evicted first until both bounds hold, but
+        the most recently finished job is always kept, so that its client can fetch it.
     preview_every: a progress event carries a preview PNG every this many steps (and at each stage's
         last step), for subscribers that ask for previews; 0 = never.
     """
@@ -60,6 +63,7 @@ class EngineConfig:
     batching: bool = True
     job_timeout: float = 1800.0
     keep_finished: int = 256
+    keep_finished_bytes: int = 1 << 30
     preview_every: int = 5
 
     def __post_init__(self) -> None:
@@ -67,6 +71,7 @@ class EngineConfig:
             ("max_queue", 1),
             ("max_batch_images", 1),
             ("keep_finished", 1),
+            ("keep_finished_bytes", 1),
             ("preview_every", 0),
         ):
             checks.integer(name, getattr(self, name), minimum=least)
@@ -90,7 +95,7 @@ class Engine:
 
     `clock` (monotonic seconds) times job timeouts and durations; `wall_clock` (epoch seconds) stamps
     jobs. `store` replaces the in-process job registry (e.g. with a shared one; it then applies its
-    own retention instead of `keep_finished`).
+    own retention instead of `keep_finished` and `keep_finished_bytes`).
     Thread-safe: any number of threads may call any method.
     """
 
@@ -109,7 +114,12 @@ class Engine:
         self._wall_clock = wall_clock
         self._stats = EngineStats()
         self._store: JobStore = (
-            store if store is not None else MemoryJobStore(keep_finished=self._config.keep_finished)
+            store
+            if store is not None
+            else MemoryJobStore(
+                keep_finished=self._config.keep_finished,
+                keep_finished_bytes=self._config.keep_finished_bytes,
+            )
         )
         self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
         self._worker = Worker(
@@ -258,6 +268,13 @@ class Engine:
         snapshot either way (check `job.done`). `JobNotFound` for an unknown id."""
         return self._store.wait(job_id, timeout=timeout)
 
+    def watchers(self, job_id: str) -> int:
+        """How many `wait` calls and `subscribe` iterations (from the first event read until it ends
+        or is closed) are watching the job right now; a caller's own `wait` counts only while it is
+        inside the call. E.g. a server whose client left cancels the job only if this is 0.
+        `JobNotFound` for an unknown id."""
+        return self._store.watchers(job_id)
+
     def image(self, job_id: str, index: int) -> bytes:
         """PNG bytes of image `index` of a succeeded job (`NoResult` otherwise, `IndexError`)."""
         return self._store.image(job_id, index)
@@ -272,7 +289,9 @@ class Engine:
         heartbeat: float | None = None,
     ) -> Iterator[Event]:
         """The job's events, in order: those already past, then live ones, ending with its final event
-        (a finished job's history is replayed and ends).
+        (a finished job's history is replayed and ends). The final `Succeeded` carries the finished
+        job as `snapshot`, images included: send those, not a fresh lookup, which fails once the job
+        is evicted.
 
         previews: progress events carry a base64 PNG every `preview_every` steps (rendered only while
             someone asks). after: resume after this `seq` (e.g. an SSE Last-Event-ID).

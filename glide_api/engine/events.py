@@ -12,12 +12,13 @@ part of any history; a subscription yields it when asked to, while nothing happe
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import InvalidParameter
 from ..progress import FIELDS as PROGRESS_FIELDS
 from ..progress import StepProgress
+from .jobs import Job
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,11 +78,21 @@ class Progress(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Succeeded(Event):
-    """The job finished; `job` is its `Job.to_dict()` (images referenced by index)."""
+    """The job finished; `job` is its `Job.to_dict()` (images referenced by index).
+
+    `snapshot` is the finished `Job` itself, PNG bytes included, as the store hands it to every
+    subscriber: a stream sends the images from it and never looks the job up again (which fails if
+    the job was evicted meanwhile). It is not plain data: `to_dict()` leaves it out, and an event
+    rebuilt by `event_from_dict` has None until its store attaches the job.
+    """
 
     type: ClassVar[str] = "succeeded"
     terminal: ClassVar[bool] = True
     job: dict[str, Any]
+    snapshot: Job | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "job_id": self.job_id, "seq": self.seq, "job": self.job}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,7 +2,8 @@
 
 A job is plain data: its id, the request as a JSON-safe dict, a status, progress, times, an error
 message and, once it has succeeded, its result (PNG bytes per image plus what the run reports). It
-never holds tensors, threads or locks, so any store (in memory today, Redis later) can keep it.
+never holds tensors, threads or locks, so any store (in memory today, Redis later) can keep it. A
+finished job no longer holds its uploads (an inpainting image and mask): they served their run.
 
 Statuses move one way:
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import GlideError
-from ..pipeline.params import GenerationRequest
+from ..pipeline.params import INPUT_FIELDS, GenerationRequest
 from ..progress import StepProgress
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -76,10 +77,10 @@ class JobResult:
 class Job:
     """A snapshot of one job. Times are wall-clock seconds since the epoch (comparable across hosts).
 
-    `request` is `GenerationRequest.to_dict()` (input images as base64); `cancel_requested` is set
-    when a cancel reached a running job, which then stops at its next sampling step. `owner` is an
-    opaque name of who submitted it (None: nobody in particular): the engine only keeps it, for its
-    caller to decide who may see the job; `to_dict` leaves it out.
+    `request` is `GenerationRequest.to_dict()` (input images as base64 until the job finishes, None
+    after); `cancel_requested` is set when a cancel reached a running job, which then stops at its
+    next sampling step. `owner` is an opaque name of who submitted it (None: nobody in particular):
+    the engine only keeps it, for its caller to decide who may see the job; `to_dict` leaves it out.
     """
 
     id: str
@@ -103,6 +104,12 @@ class Job:
     def done(self) -> bool:
         """True once the job has reached a final status (succeeded, failed or cancelled)."""
         return self.status in TERMINAL
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of payload this job holds: its images' PNGs and the uploads still in its request."""
+        images = sum(len(image.png) for image in self.result.images) if self.result else 0
+        return images + sum(len(self.request.get(name) or "") for name in INPUT_FIELDS)
 
     def generation_request(self) -> GenerationRequest:
         """The request rebuilt from its plain data (what the worker runs)."""
@@ -137,7 +144,11 @@ class Job:
             raise InvalidTransition(f"job {self.id}: only a running job with a result can succeed")
         if status == "failed" and not error:
             raise InvalidTransition(f"job {self.id}: a failed job needs an error message")
-        return dataclasses.replace(self, status=status, finished_at=at, error=error, result=result)
+        # The uploads (base64, up to megabytes) served the run; a finished job need not hold them.
+        request = {**self.request, **dict.fromkeys(INPUT_FIELDS)}
+        return dataclasses.replace(
+            self, status=status, finished_at=at, error=error, result=result, request=request
+        )
 
     def _require(self, action: str, status: JobStatus) -> None:
         if self.status != status:
@@ -148,13 +159,13 @@ class Job:
     def to_dict(self, *, include_inputs: bool = False) -> dict[str, Any]:
         """JSON-safe form. Images are described by index (fetch bytes with `Engine.image`).
 
-        The request's input `image` and `mask` (base64, possibly megabytes) are left out unless
-        `include_inputs` is true.
+        The request's input `image` and `mask` (base64, possibly megabytes; None once the job has
+        finished) are left out unless `include_inputs` is true.
         """
         request = dict(self.request)
         if not include_inputs:
-            request.pop("image", None)
-            request.pop("mask", None)
+            for name in INPUT_FIELDS:
+                request.pop(name, None)
         return {
             "id": self.id,
             "status": self.status,

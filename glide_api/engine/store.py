@@ -6,13 +6,20 @@ data (`Job`), events are plain data with a per-job sequence number, and a subscr
 job's history from a position on, waiting for more", which is what a Redis stream offers.
 
 Subscribers read each job's append-only history with their own cursor. Publishing only appends and
-notifies, so a slow subscriber can never hold up the worker, and no event is lost for it; what a
-subscriber holds of its own is O(1). Previews (large) are not kept in the history: the store keeps
-a job's last `PREVIEWS_KEPT` while it runs or someone who asked for previews still reads it, so a
-subscriber that lags further behind skips stale ones.
+notifies that job's waiters, so a slow subscriber can never hold up the worker, no event is lost
+for it, and nobody is woken by another job's steps; what a subscriber holds of its own is O(1).
+Previews (large) are not kept in the history: the store keeps a job's last `PREVIEWS_KEPT` while it
+runs or someone who asked for previews still reads it, so a subscriber that lags further behind
+skips stale ones. The final `Succeeded` carries the finished job (`snapshot`, its images included),
+so a subscriber can finish reading, images and all, a job evicted meanwhile.
 
 Memory: a job's history is about one small event per sampling step (a 100 + 27 step run: ~130
-events); finished jobs beyond `keep_finished` are evicted, history and images together.
+events). A job drops its uploads when it finishes (`Job.finish`). Finished jobs are kept within two
+bounds, `keep_finished` jobs and `keep_finished_bytes` of payload (`Job.held_bytes`: PNGs, and any
+uploads still held); the oldest finished ones are evicted first, history and images together, until
+both hold. The most recently finished job is always kept, even alone past the byte bound, so that
+its client can fetch it; the next finish evicts it. A subscriber or waiter still reading an evicted
+job keeps it alive until it is done.
 """
 
 from __future__ import annotations
@@ -84,6 +91,9 @@ class JobStore(Protocol):
     def wait(self, job_id: str, *, timeout: float | None) -> Job:
         """Block until the job is finished or `timeout` seconds passed; returns its snapshot."""
 
+    def watchers(self, job_id: str) -> int:
+        """How many `wait` calls and `events` subscriptions on the job are active now; `JobNotFound`."""
+
     def events(
         self,
         job_id: str,
@@ -93,57 +103,64 @@ class JobStore(Protocol):
         timeout: float | None = None,
         heartbeat: float | None = None,
     ) -> Iterator[Event]:
-        """The job's events in order (history, then live) up to its final event; see `MemoryJobStore`."""
+        """The job's events in order (history, then live) up to its final event, the `Succeeded` one
+        with its `snapshot`; see `MemoryJobStore`."""
 
 
 @dataclass(eq=False)
 class _Record:
     job: Job
+    changed: threading.Condition  # on the store's lock; notified when this job's history grows
     history: list[Event] = field(default_factory=list)
     previews: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=PREVIEWS_KEPT))
-    preview_watchers: int = 0
+    watchers: int = 0  # active `wait` calls and `events` subscriptions
+    preview_watchers: int = 0  # those subscriptions that asked for previews
 
 
 class MemoryJobStore:
-    """In-process `JobStore`: one condition guards everything; waits never poll.
+    """In-process `JobStore`: one lock guards everything, with one condition per job on it, so a
+    waiter wakes only for its own job's events; waits never poll.
 
     Waits (`wait`, `events`) are measured in real seconds (`time.monotonic`).
     """
 
-    def __init__(self, *, keep_finished: int) -> None:
-        if keep_finished < 1:
-            raise InvalidParameter(f"keep_finished: must be at least 1 (got {keep_finished!r})")
+    def __init__(self, *, keep_finished: int, keep_finished_bytes: int) -> None:
+        for name, value in (("keep_finished", keep_finished), ("keep_finished_bytes", keep_finished_bytes)):
+            checks.integer(name, value, minimum=1)
         self._keep_finished = keep_finished
-        self._cond = threading.Condition()
+        self._keep_finished_bytes = keep_finished_bytes
+        self._lock = threading.Lock()
         self._records: dict[str, _Record] = {}
-        self._finished: deque[str] = deque()  # finished job ids, oldest first, for eviction
+        # Finished jobs, oldest first, with the bytes each holds; `_finished_bytes` is their sum.
+        self._finished: deque[tuple[str, int]] = deque()
+        self._finished_bytes = 0
 
     # ---- jobs -------------------------------------------------------------------------------------
 
     def add(self, job: Job, event: Event) -> None:
-        with self._cond:
+        with self._lock:
             if job.id in self._records:
                 raise InvalidParameter(f"job {job.id}: already in the store")
-            record = self._records[job.id] = _Record(job)
+            record = self._records[job.id] = _Record(job, threading.Condition(self._lock))
             self._append(record, event)
 
     def get(self, job_id: str) -> Job:
-        with self._cond:
+        with self._lock:
             return self._record(job_id).job
 
     def jobs(self) -> list[Job]:
-        with self._cond:
+        with self._lock:
             return [record.job for record in self._records.values()]  # admission order
 
     def counts(self) -> dict[str, int]:
-        with self._cond:
+        with self._lock:
             counts = dict.fromkeys(STATUSES, 0)
             for record in self._records.values():
                 counts[record.job.status] += 1
             return counts
 
     def start(self, job_id: str, *, at: float) -> Job | None:
-        with self._cond:
+        with self._lock:
             record = self._records.get(job_id)
             if record is None or record.job.status != "queued":
                 return None
@@ -152,7 +169,7 @@ class MemoryJobStore:
             return record.job
 
     def advance(self, job_id: str, event: Progress, *, preview: str | None = None) -> None:
-        with self._cond:
+        with self._lock:
             record = self._records.get(job_id)
             if record is None or record.job.status != "running":
                 return
@@ -170,7 +187,7 @@ class MemoryJobStore:
         error: str | None = None,
         result: JobResult | None = None,
     ) -> Job | None:
-        with self._cond:
+        with self._lock:
             record = self._records.get(job_id)
             if record is None or record.job.done:
                 return None
@@ -179,7 +196,7 @@ class MemoryJobStore:
             return record.job
 
     def request_cancel(self, job_id: str, *, at: float) -> Job:
-        with self._cond:
+        with self._lock:
             record = self._record(job_id)
             was_done = record.job.done
             record.job = record.job.request_cancel(at=at)
@@ -188,7 +205,7 @@ class MemoryJobStore:
             return record.job
 
     def cancel_requested(self, job_ids: Iterable[str]) -> set[str]:
-        with self._cond:
+        with self._lock:
             flagged = set()
             for job_id in job_ids:
                 record = self._records.get(job_id)
@@ -197,18 +214,18 @@ class MemoryJobStore:
             return flagged
 
     def publish(self, job_id: str, event: Event) -> None:
-        with self._cond:
+        with self._lock:
             record = self._records.get(job_id)
             if record is not None:
                 self._append(record, event)
 
     def wants_previews(self, job_id: str) -> bool:
-        with self._cond:
+        with self._lock:
             record = self._records.get(job_id)
             return record is not None and record.preview_watchers > 0
 
     def image(self, job_id: str, index: int) -> bytes:
-        with self._cond:
+        with self._lock:
             job = self._record(job_id).job
         if job.result is None:
             raise NoResult(f"job {job_id} has no images: it is {job.status}")
@@ -221,14 +238,24 @@ class MemoryJobStore:
 
     def wait(self, job_id: str, *, timeout: float | None) -> Job:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        with self._lock:
             record = self._record(job_id)  # kept: the job may be evicted while we wait
-            while not record.job.done:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-            return record.job
+            record.watchers += 1
+            try:
+                while not record.job.done:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    record.changed.wait(remaining)
+                return record.job
+            finally:
+                record.watchers -= 1
+
+    def watchers(self, job_id: str) -> int:
+        """Active `wait` calls and `events` subscriptions (each from its first read until it ends or is
+        closed) on the job; `JobNotFound` for an unknown or evicted id."""
+        with self._lock:
+            return self._record(job_id).watchers
 
     def events(
         self,
@@ -241,17 +268,19 @@ class MemoryJobStore:
     ) -> Iterator[Event]:
         """Every event of the job after `after` (a `seq`; None: from the first), history then live.
 
-        Ends after the job's final event. `previews`: attach preview PNGs to progress events (and
-        make the worker render them). `timeout`: seconds the whole subscription may take before
-        `TimeoutError` (None: no limit). `heartbeat`: yield a `Heartbeat` after that many seconds
-        without an event (None: never). Raises `JobNotFound` here, at the call, for an unknown id.
+        Ends after the job's final event (a `Succeeded` carries the finished job as `snapshot`).
+        `previews`: attach preview PNGs to progress events (and make the worker render them).
+        `timeout`: seconds the whole subscription may take before `TimeoutError` (None: no limit).
+        `heartbeat`: yield a `Heartbeat` after that many seconds without an event (None: never).
+        Raises `JobNotFound` here, at the call, for an unknown id; the subscription holds the job
+        from then on, so it can be read to its end even if the job is evicted meanwhile.
         """
         for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
             if value is not None and value <= 0:
                 raise InvalidParameter(
                     f"{name}: must be a positive number of seconds or None (got {value!r})"
                 )
-        with self._cond:
+        with self._lock:
             record = self._record(job_id)
         start = 0 if after is None else max(0, after + 1)
         return self._follow(record, start=start, previews=previews, timeout=timeout, heartbeat=heartbeat)
@@ -264,13 +293,14 @@ class MemoryJobStore:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         quiet_since = now
-        with self._cond:
+        with self._lock:
+            record.watchers += 1
             if previews:
                 record.preview_watchers += 1
         try:
             while True:
                 beat = False
-                with self._cond:
+                with self._lock:
                     while cursor >= len(record.history):
                         if record.history and record.history[-1].terminal:
                             return  # resumed at or past the final event: nothing more will come
@@ -285,7 +315,7 @@ class MemoryJobStore:
                             for t in (deadline, None if heartbeat is None else quiet_since + heartbeat)
                             if t is not None
                         ]
-                        self._cond.wait(min(wake) - now if wake else None)
+                        record.changed.wait(min(wake) - now if wake else None)
                     pending = record.history[cursor:]
                     kept_previews = dict(record.previews) if previews else {}
                 if beat:
@@ -302,8 +332,9 @@ class MemoryJobStore:
                         return
                 quiet_since = time.monotonic()
         finally:
-            if previews:
-                with self._cond:
+            with self._lock:
+                record.watchers -= 1
+                if previews:
                     record.preview_watchers -= 1
                     if not record.preview_watchers and record.job.done:
                         record.previews.clear()
@@ -317,18 +348,18 @@ class MemoryJobStore:
         return record
 
     def _append(self, record: _Record, event: Event) -> int:
-        """Append with the next seq and wake the waiters; nothing is appended after a final event."""
+        """Append with the next seq and wake the job's waiters; nothing is appended after a final event."""
         if record.history and record.history[-1].terminal:
             return record.history[-1].seq
         seq = len(record.history)
         record.history.append(dataclasses.replace(event, seq=seq))
-        self._cond.notify_all()
+        record.changed.notify_all()
         return seq
 
     def _finished_now(self, record: _Record) -> None:
         job = record.job
         if job.status == "succeeded":
-            final: Event = Succeeded(job_id=job.id, job=job.to_dict())
+            final: Event = Succeeded(job_id=job.id, job=job.to_dict(), snapshot=job)
         elif job.status == "failed":
             final = Failed(job_id=job.id, message=job.error or "failed")
         else:
@@ -336,6 +367,13 @@ class MemoryJobStore:
         self._append(record, final)
         if not record.preview_watchers:  # else the last watcher to leave drops them
             record.previews.clear()
-        self._finished.append(job.id)
-        while len(self._finished) > self._keep_finished:
-            self._records.pop(self._finished.popleft(), None)
+        held = job.held_bytes
+        self._finished.append((job.id, held))
+        self._finished_bytes += held
+        # Oldest first, and never the job that just finished (its client has yet to fetch it).
+        while len(self._finished) > self._keep_finished or (
+            self._finished_bytes > self._keep_finished_bytes and len(self._finished) > 1
+        ):
+            evicted, evicted_bytes = self._finished.popleft()
+            self._finished_bytes -= evicted_bytes
+            self._records.pop(evicted, None)

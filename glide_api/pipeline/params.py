@@ -35,6 +35,7 @@ from ..options import (
 )
 
 Task = Literal["text2im", "inpaint"]
+INPUT_FIELDS = ("image", "mask")  # the keys of `GenerationRequest.to_dict()` that hold uploads (base64)
 
 
 def random_seed() -> int:

@@ -19,7 +19,7 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import request, url_for
 
-from ..engine import Engine, Job
+from ..engine import Event, Job, Succeeded
 from ..errors import InvalidParameter
 from .generation_request import build_request
 from .owners import caller
@@ -62,11 +62,14 @@ def _generate(
     engine = service().engine
     if body.stream:
         partial_images = body.partial_images or 0
-        return event_stream(
-            lambda: _event_stream(
-                engine, engine.submit(req, owner=caller()), kind=kind, partial_images=partial_images
-            )
-        )
+
+        def start() -> Iterator[str]:
+            job = engine.submit(req, owner=caller())
+            # Subscribed now, not when the body is first read: the subscription holds the job.
+            events = engine.subscribe(job.id, previews=partial_images > 0, heartbeat=HEARTBEAT_SECONDS)
+            return _event_stream(events, job, kind=kind, partial_images=partial_images)
+
+        return event_stream(start)
     return _answer(body, finished(submit_and_wait(lambda: engine.submit(req, owner=caller()))))
 
 
@@ -114,12 +117,12 @@ def edits(body: OpenAIImagesEditIn) -> Any:
     return _generate(body, task="inpaint", kind="image_edit", image=image, mask=mask)
 
 
-def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -> Iterator[str]:
+def _event_stream(events: Iterator[Event], job: Job, *, kind: str, partial_images: int) -> Iterator[str]:
     """Partial images at evenly spread points of the run, then one completed event per image."""
     size = job.request["settings"]["size"]
     common = {"background": "opaque", "output_format": "png", "quality": "auto", "size": f"{size}x{size}"}
     sent = 0
-    for event in engine.subscribe(job.id, previews=partial_images > 0, heartbeat=HEARTBEAT_SECONDS):
+    for event in events:
         if event.type == "heartbeat":
             yield KEEP_ALIVE
         elif event.type == "progress" and sent < partial_images and event.preview:
@@ -137,14 +140,15 @@ def _event_stream(engine: Engine, job: Job, *, kind: str, partial_images: int) -
                     },
                 )
                 sent += 1
-        elif event.type == "succeeded":
+        elif isinstance(event, Succeeded):
             usage = {
                 "input_tokens": 0,
                 "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
                 "output_tokens": 0,
                 "total_tokens": 0,
             }
-            result = engine.get(job.id).result
+            # From the event, not a lookup: the job may be evicted by now.
+            result = event.snapshot.result if event.snapshot else None
             for image in result.images if result else ():
                 png = image.png
                 yield sse(

@@ -120,6 +120,7 @@ class Service:
                 max_batch_images=c.max_batch_images,
                 job_timeout=c.job_timeout,
                 keep_finished=c.keep_finished,
+                keep_finished_bytes=c.keep_finished_bytes,
                 preview_every=c.preview_every,
             ),
             on_success=self._save_images,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..engine import Event
+from ..engine import Event, Job, Succeeded
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 KEEP_ALIVE = ": keep-alive\n\n"
@@ -18,14 +18,15 @@ def sse(event: str, data: dict[str, Any], *, event_id: int | None = None) -> str
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def job_event_stream(events: Iterator[Event], job_dict: Callable[[], dict[str, Any]]) -> Iterator[str]:
-    """Engine events as SSE text; heartbeats become comments; `succeeded` carries the v1 job JSON."""
+def job_event_stream(events: Iterator[Event], job_dict: Callable[[Job], dict[str, Any]]) -> Iterator[str]:
+    """Engine events as SSE text; heartbeats become comments; `succeeded` carries the v1 job JSON,
+    made from the event's own snapshot (the job may be evicted by then)."""
     yield ": stream open\n\n"
     for event in events:
         if event.type == "heartbeat":
             yield KEEP_ALIVE
             continue
         data = event.to_dict()
-        if event.type == "succeeded":
-            data["job"] = job_dict()
+        if isinstance(event, Succeeded) and event.snapshot is not None:
+            data["job"] = job_dict(event.snapshot)
         yield sse(event.type, data, event_id=event.seq)

@@ -134,7 +134,7 @@ def events(job_id: str, query: EventsQuery) -> Response:
 
     def start() -> Iterator[str]:
         stream = engine.subscribe(job_id, previews=query.previews, heartbeat=HEARTBEAT_SECONDS, after=after)
-        return job_event_stream(stream, lambda: job_json(engine.get(job_id), image_url))
+        return job_event_stream(stream, lambda job: job_json(job, image_url))
 
     return event_stream(start)
 
