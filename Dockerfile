@@ -1,4 +1,4 @@
-# glide-api on an NVIDIA GPU: the web UI and all three API families, served by gunicorn.
+# glide-api on an NVIDIA GPU: the web UI and all three API families, served by waitress.
 #
 #   docker build -t glide-api .
 #   docker run -d --name glide-api --gpus all -p 5000:5000 -v glide-models:/models glide-api

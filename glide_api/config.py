@@ -47,6 +47,13 @@ class ServiceConfig(ModelSelection):
         default=64,
         metadata={"help": "synchronous requests waiting for their jobs at once; more get a 503"},
     )
+    stream_heartbeat: float = field(
+        default=15.0,
+        metadata={
+            "help": "seconds between keep-alive comments on a quiet event stream (so proxies keep it "
+            "open); a client that left is noticed by the next one"
+        },
+    )
     max_connections: int = field(
         default=1000, metadata={"help": "client connections open at once; more wait to be accepted"}
     )
@@ -155,7 +162,7 @@ class ServiceConfig(ModelSelection):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("port", "rate_limit", "preview_every"):
             checks.integer(name, getattr(self, name), minimum=0)
-        for name in ("job_timeout", "sync_timeout", "client_timeout"):
+        for name in ("job_timeout", "sync_timeout", "client_timeout", "stream_heartbeat"):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
         if not self.shutdown_grace >= 0:

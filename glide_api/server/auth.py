@@ -140,7 +140,9 @@ def install(app: Flask, config: ServiceConfig) -> None:
         url_bytes = len(request.path.encode()) + len(request.query_string)
         if url_bytes > config.max_url_bytes:  # before anything reads the query
             return error_response(
-                414, f"URL: at most {config.max_url_bytes} bytes (got {url_bytes})", param="url"
+                414,
+                f"URL: at most {config.max_url_bytes} bytes (max_url_bytes; got {url_bytes})",
+                param="url",
             )
         if request.method == "OPTIONS" and config.cors_origins:
             return None  # a CORS preflight carries no credentials

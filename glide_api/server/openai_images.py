@@ -24,7 +24,7 @@ from ..errors import InvalidParameter
 from .generation_request import build_request
 from .owners import caller
 from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
-from .sse import HEARTBEAT_SECONDS, KEEP_ALIVE, sse
+from .sse import KEEP_ALIVE, sse
 from .views import event_stream, finished, service, submit_and_wait
 
 bp = APIBlueprint("openai", __name__, url_prefix="/v1/images", tag="OpenAI Images API")
@@ -66,7 +66,9 @@ def _generate(
         def start() -> Iterator[str]:
             job = engine.submit(req, owner=caller())
             # Subscribed now, not when the body is first read: the subscription holds the job.
-            events = engine.subscribe(job.id, previews=partial_images > 0, heartbeat=HEARTBEAT_SECONDS)
+            events = engine.subscribe(
+                job.id, previews=partial_images > 0, heartbeat=service().config.stream_heartbeat
+            )
             return _event_stream(events, job, kind=kind, partial_images=partial_images)
 
         return event_stream(start)

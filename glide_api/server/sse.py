@@ -8,7 +8,6 @@ from typing import Any
 
 from ..engine import Event, Job, Succeeded
 
-HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing a quiet stream
 KEEP_ALIVE = ": keep-alive\n\n"
 
 

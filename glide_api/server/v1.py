@@ -24,7 +24,7 @@ from .schemas import (
     ModelsOut,
     SettingsOut,
 )
-from .sse import HEARTBEAT_SECONDS, job_event_stream
+from .sse import job_event_stream
 from .views import event_stream, image_url, service, submit_and_wait
 
 bp = APIBlueprint("v1", __name__, url_prefix="/v1", tag="Jobs")
@@ -133,7 +133,9 @@ def events(job_id: str, query: EventsQuery) -> Response:
     after = _last_event_id(request.headers.get("Last-Event-ID", ""))
 
     def start() -> Iterator[str]:
-        stream = engine.subscribe(job_id, previews=query.previews, heartbeat=HEARTBEAT_SECONDS, after=after)
+        stream = engine.subscribe(
+            job_id, previews=query.previews, heartbeat=service().config.stream_heartbeat, after=after
+        )
         return job_event_stream(stream, lambda job: job_json(job, image_url))
 
     return event_stream(start)
