@@ -300,13 +300,18 @@ class GlideClient:
                 self._request("POST", path, timeout=timeout, headers={"Prefer": "respond-async"}, **kw).json()
             )
         patience = DEFAULT_WAIT if timeout is None else timeout
+        started = time.monotonic()
         try:
-            return Job.from_json(self._request("POST", path, timeout=patience, **kw).json())
+            response = self._request("POST", path, timeout=patience, **kw)
         except JobFailedError as error:  # attach the job the error body names
             if error.job is None and error.job_id:
                 with contextlib.suppress(GlideAPIError):
                     error.job = self.job(error.job_id)
             raise
+        job = Job.from_json(response.json())
+        if response.status_code == 202:  # still running after the server's sync_timeout: it goes on
+            return self.wait(job.id, timeout=max(0.0, patience - (time.monotonic() - started)))
+        return job
 
     def _request(
         self,

@@ -74,9 +74,9 @@ class ServerError(GlideAPIError):
 
 class JobFailedError(GlideAPIError):
     """A job that was waited for ended `failed` or `cancelled`. From `wait()`: `status` None. From a
-    synchronous call: `status` 500 (failed), 409 (cancelled) or 504 (it outlasted the server's wait,
-    which cancelled it). `job` is the job when it could be fetched, `job_id` its id when known (from
-    a synchronous call: the error body's `job_id`)."""
+    synchronous call: `status` 500 (failed), 409 (cancelled) or 503 (the server stopped). `job` is
+    the job when it could be fetched, `job_id` its id when known (from a synchronous call: the
+    error body's `job_id`)."""
 
     def __init__(self, message: str, *, job: Job | None = None, job_id: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
