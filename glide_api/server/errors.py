@@ -41,6 +41,7 @@ _TYPES = {
     413: "invalid_request_error",
     414: "invalid_request_error",
     415: "invalid_request_error",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",
 }
@@ -53,11 +54,34 @@ _CODES = {
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
+    431: "headers_too_large",
     503: "not_ready",
 }
 # A synchronous request's job that did not succeed: its outcome decides the status.
 JOB_OUTCOME_STATUS = {"timed_out": 504, "cancelled": 409, "failed": 500, "stopped": 503}
 SHUTDOWN_RETRY_SECONDS = 30  # a restarted server is usually back (and loaded) within this
+
+
+def error_body(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    """The one error shape, as plain data."""
+    body = {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(status, "server_error"),
+            "param": param,
+            "code": code or _CODES.get(status),
+        }
+    }
+    if job_id is not None:  # only errors about one job carry it
+        body["error"]["job_id"] = job_id
+    return body
 
 
 def error_response(
@@ -69,17 +93,7 @@ def error_response(
     headers: dict[str, str] | None = None,
     job_id: str | None = None,
 ) -> Response:
-    body = {
-        "error": {
-            "message": message,
-            "type": _TYPES.get(status, "server_error"),
-            "param": param,
-            "code": code or _CODES.get(status),
-        }
-    }
-    if job_id is not None:  # only errors about one job carry it
-        body["error"]["job_id"] = job_id
-    response = jsonify(body)
+    response = jsonify(error_body(status, message, param=param, code=code, job_id=job_id))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

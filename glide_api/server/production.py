@@ -19,12 +19,14 @@ event saying the server stopped, and then the listener closes.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 from typing import Any
 
 from ..config import ServiceConfig
+from .errors import error_body
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class Server:
             max_request_body_size=app.config["MAX_CONTENT_LENGTH"],
             ident="glide-api",
         )
+        self._server.channel_class = _json_errors_channel()
         self._stopping = threading.Event()
 
     @property
@@ -94,6 +97,29 @@ class Server:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, handle)
+
+
+def _json_errors_channel() -> type:
+    """waitress's connection, answering the errors it finds itself (a malformed request, headers
+    past their limit) in the API's JSON error shape instead of plain text."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            error = self.request.error
+            message = f"request: {error.reason.lower()} ({error.body})"
+            body = json.dumps(error_body(error.code, message)).encode()
+            self.status = f"{error.code} {error.reason}"
+            self.response_headers.append(("Content-Type", "application/json"))
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorsChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorsChannel
 
 
 def serve(config: ServiceConfig) -> None:
