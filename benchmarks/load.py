@@ -14,9 +14,10 @@ told and goes on. Meanwhile a prober asks `/healthz` and `/readyz` every 0.5 s, 
 connection with a `--health-timeout` client timeout, and the server's memory is sampled every second.
 
 `--held-streams K` keeps K event streams open the whole run, spread over `--held-jobs` chains of
-long jobs (`--held-steps` each): the next job of a chain is queued while one runs, and the last ones
-are cancelled at the end. They take engine time like any job. `--half-sent K` keeps K connections
-that sent half a request header and stopped (one the server closes is opened again, and counted).
+long jobs (`--held-steps` each): a chain queues its next job when the current one is half done,
+and the last ones are cancelled at the end. They take engine time like any job. `--half-sent K`
+keeps K connections that sent half a request header and stopped (one the server closes is opened
+again, and counted).
 
 After `--minutes`, clients finish the operation they are in (at most `--drain` seconds), then every
 job that was accepted is checked. A job is lost when it was accepted (200/202 with its id, or a 504
@@ -63,6 +64,7 @@ OPERATIONS = (
 )  # fmt: skip
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 STREAMS_PER_HELD_JOB = 10
+SPARE_AT = 0.5  # a held chain queues its next job when the current one is this far done
 CONNECT_TIMEOUT = 10.0
 STREAM_READ_TIMEOUT = 60.0  # the server sends a keep-alive comment every 15 s of quiet
 POLL_SECONDS = 0.5
@@ -486,12 +488,23 @@ def guarded(stats: Stats, name: str, target: Callable[..., None], *args: Any) ->
         stats.unexpected(name, error)
 
 
+def done_part(job: dict[str, Any]) -> float:
+    """How much of a job is done, 0 to 1 (a final job counts as done)."""
+    if job["status"] in FINAL_STATUSES:
+        return 1.0
+    progress = job.get("progress")
+    if job["status"] != "running" or not progress or not progress.get("total"):
+        return 0.0
+    return (progress["stage_index"] + progress["step"] / progress["total"]) / progress["stages"]
+
+
 class HeldGroup:
     """`streams` event streams kept open on a chain of long jobs.
 
-    The next job is submitted as soon as the current one runs, so when it ends every stream moves on
-    at once (a reconnect, not a wait for admission). At the end the group's unfinished jobs are
-    cancelled: their streams must then end with `cancelled`.
+    The next job is submitted once the current one is SPARE_AT done: it waits in the queue behind
+    the clients' jobs submitted meanwhile (the chain takes no more than its turn), and when the
+    current job ends every stream moves on at once (a reconnect, not a wait for admission). At the
+    end the group's unfinished jobs are cancelled: their streams must then end with `cancelled`.
     """
 
     def __init__(self, client: Client, streams: int, stop: threading.Event) -> None:
@@ -512,7 +525,7 @@ class HeldGroup:
             while not self.stop.is_set():
                 if self.jobs:
                     r = client.api.send("poll", "GET", f"/v1/jobs/{self.jobs[-1]}")
-                    if r is None or r.status_code != 200 or r.json()["status"] == "queued":
+                    if r is None or r.status_code != 200 or done_part(r.json()) < SPARE_AT:
                         self.stop.wait(POLL_SECONDS)
                         continue
                 job_id, r = client.submit("held", steps=client.args.held_steps)
