@@ -25,6 +25,9 @@ TASK_ROLES: dict[str, tuple[str, str]] = {
     "text2im": ("base", "upsample"),
     "inpaint": ("base_inpaint", "upsample_inpaint"),
 }
+TASK_LABELS: dict[str, str] = {"text2im": "text-to-image", "inpaint": "inpainting"}
+# The roles the shipped demo fills, with its models' names (it has no inpainting models).
+DEMO_ROLES: dict[str, str] = {"base": "demo-base", "upsample": "demo-upsample"}
 MODEL_CHOICES: tuple[str, ...] = ("official", "demo")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 PRECISION_SETTINGS: tuple[str, ...] = ("auto", *PRECISIONS)
@@ -112,9 +115,8 @@ class ModelSelection:
                     f"model: the demo models are missing from this installation ({', '.join(missing)}); "
                     "reinstall glide-api"
                 )
-            demo = {"base": "demo-base", "upsample": "demo-upsample"}
             chosen = {
-                role: demo.get(role, NONE) if spec == MODEL_ROLES[role] else spec
+                role: DEMO_ROLES.get(role, NONE) if spec == MODEL_ROLES[role] else spec
                 for role, spec in chosen.items()
             }
         return {
@@ -134,3 +136,15 @@ class ModelSelection:
                 + (" (the demo models have none)" if self.model == "demo" else "")
             )
         return specs
+
+
+def demo_advice(task: str, *, command: str = "serve") -> str | None:
+    """The way forward when `task`'s official weights cannot be had: the shipped demo, which needs
+    no download; None for a task the demo cannot do."""
+    checks.one_of("task", task, TASK_ROLES)
+    if TASK_ROLES[task][0] not in DEMO_ROLES:
+        return None
+    return (
+        f"glide-api {command} --model demo works offline now "
+        "(small shipped models that draw simple shapes; nothing to download)"
+    )

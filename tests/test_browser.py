@@ -409,6 +409,30 @@ def test_missing_models_show_the_files_and_the_command_and_block_generate(page, 
         expect(banner).to_be_visible()
         expect(page.locator("#ready-missing-list li")).not_to_have_count(0)
         expect(page.locator("#ready-command")).to_contain_text("glide-api download")
+        expect(page.locator("#ready-advice")).to_contain_text("glide-api serve --model demo")
         expect(page.locator("#gen-submit")).to_be_disabled()
         expect(page.locator("#active-model")).to_be_hidden()
         screenshot(page, "models-missing")
+
+
+def test_missing_inpainting_models_leave_generate_working_and_say_what_is_missing(
+    page, small_model_dirs, tmp_path
+) -> None:
+    config = ServiceConfig(
+        base=str(small_model_dirs["small-base"]),
+        upsample="none",
+        offline=True,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    with running(make_app(config)) as url:
+        page.goto(url + "/")
+        expect(page.locator("#ready-title")).to_have_text("Inpainting cannot be loaded.")
+        expect(page.locator("#ready-command")).to_contain_text(
+            "glide-api download base-inpaint upsample-inpaint"
+        )
+        expect(page.locator("#ready-missing-list li")).to_have_count(4)
+        expect(page.locator("#ready-advice")).to_be_hidden()  # the demo cannot inpaint
+        expect(page.locator("#gen-submit")).to_be_enabled()
+        screenshot(page, "inpainting-missing")
+        page.click("#tab-inpaint")
+        expect(page.locator("#inp-unavailable")).to_be_visible()

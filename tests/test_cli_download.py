@@ -137,14 +137,24 @@ def test_models_with_an_empty_cache_says_how_to_fetch(
     assert not cache.exists()
 
 
-def test_unreachable_server_exits_nonzero_with_one_line_and_no_traceback(
+def test_download_of_a_model_fetches_the_tokenizer_files_it_needs_first(
+    server: FileServer, cache: Path
+) -> None:
+    assert main(["download", "base", "--no-progress"]) == 0
+    assert [r.path for r in server.requests] == ["/encoder.json", "/vocab.bpe", "/base.pt"]
+    assert all((cache / name).is_file() for name in ("encoder.json", "vocab.bpe", "base.safetensors"))
+
+
+def test_unreachable_server_says_to_run_the_same_command_again_and_names_the_demo(
     cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("GLIDE_API_BASE_URL", closed_port_url())
     assert main(["download", "base"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert err.startswith("glide-api: error: ") and "glide-api download" in err
+    assert err.startswith("glide-api: error: downloading encoder.json failed: cannot reach ")
+    assert "run this command again" in err and "glide-api serve --model demo works offline now" in err
+    assert "download tokenizer" not in err  # no second command to go round in circles with
     assert "Traceback" not in err
 
 
@@ -161,7 +171,7 @@ def test_offline_download_in_a_real_process_fails_with_one_line(tmp_path: Path) 
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "GLIDE_API_OFFLINE" in lines[0]
+    assert "GLIDE_API_OFFLINE" in lines[0] and "glide-api serve --model demo" in lines[0]
     assert "Traceback" not in done.stderr
 
 

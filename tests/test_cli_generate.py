@@ -140,3 +140,28 @@ def test_generate_flags_come_from_the_option_declarations(capsys) -> None:
         assert " ".join(option.help.split()[:4]) in text, option.name
         if option.default is not None:
             assert f"(default: {option.default})" in text, option.name
+
+
+def test_generate_offline_without_the_models_names_every_file_one_command_and_the_demo(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("GLIDE_API_CACHE", str(tmp_path))
+    assert main(["generate", "a corgi", "--offline", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for name in ("encoder.json", "vocab.bpe", "base.pt", "upsample.pt"):
+        assert str(tmp_path / name) in err, name
+    assert "fetch them with: glide-api download base upsample;" in err
+    assert "glide-api generate --model demo works offline now" in err
+
+
+def test_inpaint_offline_without_the_models_names_its_own_models_and_no_demo(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("GLIDE_API_CACHE", str(tmp_path))
+    picture = tmp_path / "in.png"
+    Image.new("RGBA", (64, 64)).save(picture)
+    assert main(["inpaint", str(picture), "-", "x", "--offline", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "fetch them with: glide-api download base-inpaint upsample-inpaint" in err
+    assert "--model demo" not in err  # the demo cannot inpaint

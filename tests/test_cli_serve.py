@@ -173,3 +173,33 @@ def test_flask_run_reads_settings_from_the_environment(small_model_dirs) -> None
     with started(command, port, env) as url:
         job = requests.post(f"{url}/v1/generations", json={"prompt": "x"}, timeout=120).json()
         assert job["status"] == "succeeded" and job["request"]["size"] == 32
+
+
+def test_serve_with_text_to_image_folders_is_ready_offline_while_inpainting_is_missing(
+    small_model_dirs, tmp_path
+) -> None:
+    """The default inpainting models cannot be had offline: text-to-image is served all the same."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "glide_api.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--base",
+        str(small_model_dirs["small-base"]),
+        "--upsample",
+        str(small_model_dirs["small-upsample"]),
+        "--base-steps",
+        "2",
+    ]
+    env = {"GLIDE_API_OFFLINE": "1", "GLIDE_API_CACHE": str(tmp_path / "empty-cache")}
+    with started(command, port, env) as url:
+        inpainting = requests.get(f"{url}/readyz", timeout=10).json()["capabilities"]["inpaint"]
+        assert inpainting["state"] == "missing"
+        assert inpainting["command"] == "glide-api download base-inpaint upsample-inpaint"
+        job = requests.post(f"{url}/v1/generations", json={"prompt": "x", "size": 32}, timeout=60)
+        assert job.status_code == 200 and job.json()["status"] == "succeeded", job.text
+        r = requests.post(f"{url}/v1/inpaint", data={"prompt": "x"}, files={"image": b"x"}, timeout=10)
+        assert r.status_code == 503 and "base_inpaint.pt" in r.json()["error"]["message"]

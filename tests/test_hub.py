@@ -26,10 +26,12 @@ from glide_api.models import registry
 from glide_api.models.config import ModelConfig
 from glide_api.models.model_folders import read_model_folder, save_model_folder
 from glide_api.models.official_files import (
+    MissingWeights,
     cached_models,
     fetch_checkpoint,
     fetch_file,
     load_checkpoint,
+    missing_weights,
     tokenizer_files,
 )
 from glide_api.models.resolve import resolve_model
@@ -536,3 +538,30 @@ def test_cached_models_lists_downloaded_converted_and_partial_files(server: File
     assert listed["base"].size == (cache / "base.pt").stat().st_size
     assert listed["upsample"].converted is None
     assert listed["base-inpaint"].partial and listed["base-inpaint"].size == 5
+
+
+def test_missing_weights_lists_each_missing_file_once_with_one_command_that_fetches_all(tmp_path) -> None:
+    from glide_api.demo import DEMO_MODELS
+
+    cache = tmp_path / "not-the-default-cache"
+    source = WeightsSource(cache=cache)
+    folder = tmp_path / "folder"  # a model folder without a tokenizer of its own
+    folder.mkdir()
+    absent = str(tmp_path / "absent")
+    missing = missing_weights(["base", None, "upsample", absent, str(folder)], source=source)
+    assert [Path(f).name for f in missing.files] == [
+        "encoder.json",
+        "vocab.bpe",
+        "base.pt",
+        "upsample.pt",
+        "absent",
+    ]
+    assert missing.command == f"glide-api download base upsample --cache-dir {cache}"
+    only_tokenizer = missing_weights([str(folder)], source=source)
+    assert only_tokenizer.command == f"glide-api download tokenizer --cache-dir {cache}"
+    assert missing_weights([str(DEMO_MODELS["demo-base"])], source=source) == MissingWeights(
+        cache_option=f" --cache-dir {cache}"
+    )
+    both = only_tokenizer + missing_weights(["base-inpaint"], source=source)
+    assert both.command == f"glide-api download base-inpaint --cache-dir {cache}"
+    assert len(both.files) == len(set(both.files)) == 3

@@ -211,3 +211,18 @@ def test_an_opaque_rgba_mask_is_read_by_its_grey_levels(small_pipeline) -> None:
     out = np.asarray(small_pipeline.generate(request).images[0].image, dtype=np.int32)
     src = np.asarray(checkerboard(64), dtype=np.int32)
     assert np.abs(out[40:] - src[40:]).max() <= 1 and np.abs(out[:24] - src[:24]).mean() > 10
+
+
+def test_models_added_later_fill_empty_roles_at_once_and_never_replace_a_model(small_pipeline) -> None:
+    from glide_api.pipeline.glide_pipeline import GlidePipeline
+
+    pipeline = GlidePipeline(base=small_pipeline.base, upsample=small_pipeline.upsample)
+    assert pipeline.sizes("inpaint") == []
+    pipeline.add_models(
+        {"base_inpaint": small_pipeline.base_inpaint, "upsample_inpaint": small_pipeline.upsample_inpaint}
+    )
+    assert pipeline.sizes("inpaint") == small_pipeline.sizes("inpaint") == [32, 64]
+    with pytest.raises(ValueError, match="base: already holds"):
+        pipeline.add_models({"base": small_pipeline.base})
+    with pytest.raises(ValueError, match="is a base model, not a base-inpaint model"):
+        GlidePipeline().add_models({"base_inpaint": small_pipeline.base})

@@ -141,7 +141,10 @@ def test_offline_without_cached_models_stays_up_and_names_what_is_missing(tmp_pa
         r = requests.get(f"{url}/readyz", timeout=10)
         assert r.status_code == 503
         body = r.json()
-        assert not body["ready"] and body["command"] == "glide-api download base upsample"
+        assert (
+            not body["ready"]
+            and body["command"] == f"glide-api download base upsample --cache-dir {tmp_path}"
+        )
         assert any(m.endswith("base.pt") for m in body["missing"])
         r = requests.post(f"{url}/v1/generations", json={"prompt": "x"}, timeout=10)
         assert r.status_code == 503 and "Retry-After" in r.headers

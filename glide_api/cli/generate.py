@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from glide_api.cli.flags import field_flag, option_flag
 from glide_api.cli.weights import cache_options
-from glide_api.errors import PipelineError
-from glide_api.model_selection import ModelSelection
+from glide_api.errors import PipelineError, WeightsNotFound
+from glide_api.model_selection import ModelSelection, demo_advice
 from glide_api.options import GENERATION_OPTIONS
 
 if TYPE_CHECKING:
@@ -87,7 +87,10 @@ def run_generate(args: argparse.Namespace) -> int:
     selection = ModelSelection(
         **{name: getattr(args, name) for name in names} | {"cache_dir": args.cache_dir}
     )
-    pipeline = GlidePipeline.from_selection(selection, task=args.task)
+    try:
+        pipeline = GlidePipeline.from_selection(selection, task=args.task)
+    except WeightsNotFound as e:
+        raise _what_is_missing(selection, args.task, e) from e
     chosen = {o.field: getattr(args, o.name) for o in GENERATION_OPTIONS if getattr(args, o.name) is not None}
     size = chosen.pop("size", None) or pipeline.default_size(args.task)
     request = GenerationRequest.create(
@@ -102,6 +105,20 @@ def run_generate(args: argparse.Namespace) -> int:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in output.stage_seconds.items())
     print(f"{' -> '.join(output.chain)} in {output.total_seconds:.1f} s ({timings})")
     return 0
+
+
+def _what_is_missing(selection: ModelSelection, task: str, error: WeightsNotFound) -> WeightsNotFound:
+    """`error` restated for everything `task` needs, with the one command that fetches it all and,
+    where the demo can do the task, that it works offline."""
+    from glide_api.models.official_files import missing_weights
+    from glide_api.models.weights_source import WeightsSource
+
+    source = WeightsSource.from_env(offline=selection.offline, cache=selection.cache_dir)
+    missing = missing_weights(selection.task_specs(task).values(), source=source)
+    if not missing.files:
+        return error
+    advice = demo_advice(task, command="generate") if missing.command else None
+    return WeightsNotFound(missing.message(error) + (f"; or: {advice}" if advice else ""))
 
 
 def _run_with_progress(pipeline: GlidePipeline, request: GenerationRequest, *, show: bool) -> PipelineOutput:

@@ -9,6 +9,7 @@ from pathlib import Path
 from glide_api.cli.flags import selection_help
 from glide_api.download import human_size
 from glide_api.errors import WeightsNotFound
+from glide_api.model_selection import demo_advice
 from glide_api.models import official_files, registry
 from glide_api.models.weights_source import WeightsSource, default_cache_dir
 
@@ -28,6 +29,8 @@ def cache_options() -> argparse.ArgumentParser:
 
 
 # ---- download ----------------------------------------------------------------------------------
+
+DEMO = demo_advice("text2im")
 
 
 def add_download(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +71,9 @@ def run_download(args: argparse.Namespace) -> int:
     )
     # This command has no --offline: only GLIDE_API_OFFLINE can make the source offline.
     if source.offline and any(not official_files.is_cached(n, source=source) for n in names):
-        raise WeightsNotFound("downloads are off because GLIDE_API_OFFLINE is set; unset it to download")
+        raise WeightsNotFound(
+            f"downloads are off because GLIDE_API_OFFLINE is set; unset it to download; meanwhile {DEMO}"
+        )
     # Running commentary only for a person at a terminal; scripts get the summary on stdout.
     chatty = not args.no_progress and sys.stderr.isatty()
     for name in names:
@@ -77,10 +82,16 @@ def run_download(args: argparse.Namespace) -> int:
         if chatty and not official_files.is_cached(name, source=source):
             then = ", then converting it to safetensors" if convert else ""
             print(f"{name}: downloading {entry.filename}{then}", file=sys.stderr)
-        if convert:
-            official_files.fetch_checkpoint(name, source=source)
-        else:
-            official_files.fetch_file(name, source=source)
+        try:
+            if convert:
+                official_files.fetch_checkpoint(name, source=source)
+            else:
+                official_files.fetch_file(name, source=source)
+        except WeightsNotFound as e:  # the server could not be reached: this very command is the fix
+            raise WeightsNotFound(
+                f"downloading {entry.filename} failed: {e.__cause__ or e}; check the network (or name "
+                f"a mirror with --base-url) and run this command again, it resumes; meanwhile {DEMO}"
+            ) from e
     cached = {c.name: c for c in official_files.cached_models(source=source)}
     for name in names:
         _print_cached(cached[name])

@@ -25,6 +25,7 @@ conversion.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,21 +42,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CachedFile",
+    "MissingWeights",
     "cached_models",
     "fetch_checkpoint",
     "fetch_file",
     "is_cached",
     "load_checkpoint",
+    "missing_weights",
     "tokenizer_files",
 ]
 
 logger = logging.getLogger(__name__)
 
 
+def _cache_option(source: WeightsSource) -> str:
+    # Name a non-default cache too, so a printed command fills the folder that was searched.
+    return "" if source.cache == default_cache_dir() else f" --cache-dir {source.cache}"
+
+
 def _fetch_command(name: str, source: WeightsSource) -> str:
-    # Name a non-default cache too, so the printed command fills the folder that was searched.
-    extra = "" if source.cache == default_cache_dir() else f" --cache-dir {source.cache}"
-    return f"glide-api download {name}{extra}"
+    return f"glide-api download {name}{_cache_option(source)}"
 
 
 def fetch_file(name: str, *, source: WeightsSource, sha256: str | None = None) -> Path:
@@ -200,3 +206,77 @@ def cached_models(*, source: WeightsSource) -> list[CachedFile]:
                 CachedFile(entry.name, None, part_path(path).stat().st_size, None, None, partial=True)
             )
     return found
+
+
+# ---- what a choice of models needs -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    """What some models need that is not on disk, and the one command that fetches it; `a + b`
+    is what both need."""
+
+    files: tuple[str, ...] = ()  # official files missing from the cache first, then absent folders
+    downloads: tuple[str, ...] = ()  # the registry names of those official files
+    cache_option: str = ""  # the command's `--cache-dir` when the cache is not the default one
+
+    @property
+    def command(self) -> str | None:
+        """One `glide-api download` that fetches every missing official file, in order; None when
+        there is none. The command always fetches the tokenizer files first, so it names only the
+        checkpoints ("tokenizer" when the tokenizer files alone are missing)."""
+        named = [n for n in self.downloads if n not in TOKENIZER_FILES] or (
+            ["tokenizer"] if self.downloads else []
+        )
+        return f"glide-api download {' '.join(named)}{self.cache_option}" if named else None
+
+    def why(self, error: WeightsNotFound | None = None) -> str:
+        """Why the files were not fetched: `error`'s failed download, else downloads being off (or,
+        with only model folders missing, nothing to download)."""
+        cause = error.__cause__ if error is not None else None
+        if cause is not None:
+            return f"downloading failed: {cause}"
+        return "downloads are off (offline)" if self.downloads else "no such model folder"
+
+    def message(self, error: WeightsNotFound | None = None) -> str:
+        """One line: the missing files, why they were not fetched and the command that fetches them."""
+        fetch = f"; fetch them with: {self.command}" if self.command else ""
+        return f"missing {', '.join(self.files)}; {self.why(error)}{fetch}"
+
+    def __add__(self, other: MissingWeights) -> MissingWeights:
+        return MissingWeights(
+            files=tuple(dict.fromkeys(self.files + other.files)),
+            downloads=tuple(dict.fromkeys(self.downloads + other.downloads)),
+            cache_option=self.cache_option or other.cache_option,
+        )
+
+
+def missing_weights(specs: Iterable[str | None], *, source: WeightsSource) -> MissingWeights:
+    """What loading `specs` (official names or model folders; None loads nothing) needs that is not
+    on disk. Reads the disk only.
+
+    An official model needs its checkpoint and the GPT-2 tokenizer files; a model folder needs to
+    exist, and needs the tokenizer files from the cache unless it carries a tokenizer of its own.
+    """
+    from glide_api.models.tokenizer import gpt2_files_in, tokenizer_type  # torch: only when asked
+
+    wanted: list[str] = [*TOKENIZER_FILES]  # registry names, the tokenizer first as downloads go
+    tokenizer = False
+    absent: list[str] = []  # model folders
+    for spec in specs:
+        if spec is None:
+            continue
+        if spec in registry.CHECKPOINTS:
+            wanted.append(spec)
+            tokenizer = True
+        elif not Path(spec).expanduser().is_dir():
+            absent.append(spec)
+        elif tokenizer_type(spec) != "bytes" and gpt2_files_in(spec) is None:
+            tokenizer = True
+    cached = {c.name for c in cached_models(source=source) if not c.partial}
+    fetch = [n for n in dict.fromkeys(wanted) if n not in cached and (tokenizer or n not in TOKENIZER_FILES)]
+    return MissingWeights(
+        files=(*(str(source.cache / registry.REGISTRY[n].filename) for n in fetch), *absent),
+        downloads=tuple(fetch),
+        cache_option=_cache_option(source),
+    )

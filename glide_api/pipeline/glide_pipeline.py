@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
 
 import torch
 from PIL import Image
 
-from .. import __version__
+from .. import __version__, checks
 from ..diffusion.guidance import classifier_free_guidance
 from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule
@@ -44,16 +44,51 @@ from .stages import Stage, output_sizes, plan_stages
 logger = logging.getLogger(__name__)
 
 
+def _load_models(
+    specs: Mapping[str, str | None],
+    *,
+    device: torch.device,
+    precision: str,
+    source: WeightsSource,
+    on_load: Callable[[str, str], None] | None,
+) -> dict[str, LoadedModel | None]:
+    loaded: dict[str, LoadedModel | None] = {}
+    for role, spec in specs.items():
+        if spec is not None and on_load is not None:
+            on_load(role, spec)
+        loaded[role] = (
+            None if spec is None else load_model(spec, device=device, precision=precision, source=source)
+        )
+    return loaded
+
+
 @lru_cache(maxsize=32)
 def schedule_for(noise_schedule: str, diffusion_steps: int, respacing: str) -> Schedule:
     return Schedule(noise_schedule=noise_schedule, diffusion_steps=diffusion_steps, respacing=respacing)
 
 
+class _Role:
+    """A model role of the pipeline (None until a model fills it), read from its current models."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.role = name
+
+    def __get__(self, pipeline: GlidePipeline | None, owner: type | None = None) -> LoadedModel | None:
+        return None if pipeline is None else pipeline._loaded.get(self.role)
+
+
 class GlidePipeline:
     """Text-to-image and inpainting with loaded GLIDE models, one sampling batch at a time.
 
-    Not thread-safe: one thread (the engine's worker) drives it.
+    Not thread-safe: one thread (the engine's worker) drives it. Another thread may add models to
+    empty roles meanwhile (`load_more`): they appear all at once, and a role once filled keeps its
+    model, so a run always sees the models it started with, or more.
     """
+
+    base = _Role()
+    upsample = _Role()
+    base_inpaint = _Role()
+    upsample_inpaint = _Role()
 
     def __init__(
         self,
@@ -69,14 +104,41 @@ class GlidePipeline:
         self.device = torch.device(device)
         self.batch_invariant = batch_invariant
         self.precision = resolve_precision(precision, self.device)
-        self.base, self.upsample = base, upsample
-        self.base_inpaint, self.upsample_inpaint = base_inpaint, upsample_inpaint
-        for role, expected in MODEL_ROLES.items():
-            loaded: LoadedModel | None = getattr(self, role)
-            if loaded is not None and loaded.config.kind != expected:
+        self._loaded: dict[str, LoadedModel] = {}
+        self.add_models(
+            {
+                "base": base,
+                "upsample": upsample,
+                "base_inpaint": base_inpaint,
+                "upsample_inpaint": upsample_inpaint,
+            }
+        )
+
+    def add_models(self, models: Mapping[str, LoadedModel | None]) -> None:
+        """Fill empty roles with `models` (None: leave the role empty), all in one swap."""
+        added = {role: m for role, m in models.items() if m is not None}
+        for role, loaded in added.items():
+            checks.one_of("role", role, MODEL_ROLES)
+            if role in self._loaded:
+                raise InvalidParameter(f"{role}: already holds {self._loaded[role].name}")
+            if loaded.config.kind != MODEL_ROLES[role]:
                 raise InvalidParameter(
-                    f"{role}: {loaded.name} is a {loaded.config.kind} model, not a {expected} model"
+                    f"{role}: {loaded.name} is a {loaded.config.kind} model, not a {MODEL_ROLES[role]} model"
                 )
+        self._loaded = {**self._loaded, **added}  # one assignment: the worker sees all or none
+
+    def load_more(
+        self,
+        specs: Mapping[str, str | None],
+        *,
+        source: WeightsSource,
+        on_load: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """Load models for empty roles on this pipeline's device and precision, then add them at
+        once (`add_models`); the arguments are those of `load`."""
+        self.add_models(
+            _load_models(specs, device=self.device, precision=self.precision, source=source, on_load=on_load)
+        )
 
     @classmethod
     def load(
@@ -97,7 +159,6 @@ class GlidePipeline:
         Official files come from `source` (default: `WeightsSource.from_env()`). `on_load(role,
         spec)` is called before each model is fetched and built (for status displays).
         """
-        source = source or WeightsSource.from_env()
         resolved = resolve_device(device)
         chosen = resolve_precision(precision, resolved)
         specs = {
@@ -106,13 +167,13 @@ class GlidePipeline:
             "base_inpaint": base_inpaint,
             "upsample_inpaint": upsample_inpaint,
         }
-        loaded: dict[str, LoadedModel | None] = {}
-        for role, spec in specs.items():
-            if spec is not None and on_load is not None:
-                on_load(role, spec)
-            loaded[role] = (
-                None if spec is None else load_model(spec, device=resolved, precision=chosen, source=source)
-            )
+        loaded = _load_models(
+            specs,
+            device=resolved,
+            precision=chosen,
+            source=source or WeightsSource.from_env(),
+            on_load=on_load,
+        )
         return cls(**loaded, device=resolved, precision=chosen, batch_invariant=batch_invariant)
 
     @classmethod
@@ -142,8 +203,9 @@ class GlidePipeline:
     # ---- what can be made -----------------------------------------------------------------------
 
     def _models(self, task: str) -> tuple[LoadedModel | None, LoadedModel | None]:
+        loaded = self._loaded  # one read: models added together are seen together
         base, upsample = TASK_ROLES[task]
-        return getattr(self, base), getattr(self, upsample)
+        return loaded.get(base), loaded.get(upsample)
 
     def sizes(self, task: str = "text2im") -> list[int]:
         """The output sizes this pipeline can make for a task (empty if its models are not loaded)."""
@@ -198,7 +260,8 @@ class GlidePipeline:
 
     def describe(self) -> dict[str, object]:
         """Loaded models and what they can make (for /v1/models and the UI)."""
-        models = {role: m.describe() for role in MODEL_ROLES if (m := getattr(self, role)) is not None}
+        loaded = self._loaded  # one read, as in `_models`
+        models = {role: loaded[role].describe() for role in MODEL_ROLES if role in loaded}
         return {
             "models": models,
             "device": str(self.device),

@@ -71,7 +71,7 @@ def build_request(
 ) -> GenerationRequest:
     """A `GenerationRequest` from API fields, within the service's limits."""
     c = service.config
-    engine = service.engine
+    engine = service.engine_for(task)  # 503 while its models load or are missing, 400 if off
     if not prompt.strip():
         raise InvalidParameter("prompt: must not be empty")
     if len(prompt) > c.max_prompt_chars:

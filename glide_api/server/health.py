@@ -21,8 +21,14 @@ def healthz() -> dict[str, Any]:
 
 @bp.get("/readyz")
 @bp.doc(
-    summary="Readiness: 200 once the models are loaded, else 503 with the reason",
-    responses={503: "not ready: `reason`, and `missing` files with the `command` that fetches them"},
+    summary="Readiness: 200 once a capability (text-to-image, inpainting) is ready, else 503",
+    description="`capabilities` gives each one's `state` (ready, loading, missing, failed, off) with "
+    "its `reason`, `models`, `missing` files, the `command` that fetches them and `advice`; the "
+    "top level sums up those not ready.",
+    responses={
+        200: "at least one capability serves requests",
+        503: "none does yet: `reason`, and `missing` files with the `command` that fetches them",
+    },
 )
 def readyz() -> tuple[dict[str, Any], int]:
     status = service().readiness()
@@ -54,9 +60,17 @@ class _ServiceCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         svc = service()
-        ready = GaugeMetricFamily("glide_ready", "1 when the models are loaded and jobs are served")
+        ready = GaugeMetricFamily(
+            "glide_ready", "1 when at least one capability (text2im, inpaint) serves jobs"
+        )
         ready.add_metric([], 1.0 if svc.ready else 0.0)
         yield ready
+        capability = GaugeMetricFamily(
+            "glide_capability_ready", "1 when a capability's models are loaded", labels=["capability"]
+        )
+        for task, status in svc.readiness()["capabilities"].items():
+            capability.add_metric([task], 1.0 if status["state"] == "ready" else 0.0)
+        yield capability
         if not svc.ready:
             return
         stats = svc.engine.stats()

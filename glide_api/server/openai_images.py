@@ -37,7 +37,7 @@ def _size(value: str | None, task: str) -> int | None:
         return None
     match = _SIZE.match(value)
     if match is None or (match.group(2) and match.group(1) != match.group(2)):
-        sizes = ", ".join(f"{s}x{s}" for s in service().engine.pipeline.sizes(task))
+        sizes = ", ".join(f"{s}x{s}" for s in service().engine_for(task).pipeline.sizes(task))
         raise InvalidParameter(
             f"size: must be a square size these models make ({sizes}) or auto (got {value!r})"
         )

@@ -124,6 +124,9 @@ class EventsQuery(BaseModel):
 
 class ModelsOut(BaseModel):
     ready: bool
+    capabilities: dict[str, dict[str, Any]] = Field(
+        default={}, description="text2im and inpaint: each one's status, as `/readyz` gives it"
+    )
     device: str | None = None
     precision: str | None = None
     batch_invariant: bool | None = None

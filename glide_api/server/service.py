@@ -1,8 +1,12 @@
 """The running service behind the HTTP app: models loading in the background, then the engine.
 
-The server starts answering at once; `/readyz` says "not ready" (and why) until the models are
-loaded. Offline with nothing cached, it stays up and names the missing files and the command
-that fetches them.
+The server starts answering at once. The models load per capability, text-to-image first, then
+inpainting (`TASK_ROLES`): the engine starts with the first capability whose models are loaded and
+the other's models join its pipeline once they are (`GlidePipeline.load_more`), so text-to-image is
+served while the inpainting models still load, or cannot be had. `readiness()` (`/readyz`) says
+per capability whether it is ready, loading, missing (the files, and the one command that fetches
+them), failed or off (configured "none"). Offline with nothing cached, the server stays up and
+says what is missing and that the demo models work offline.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from typing import Any
 from ..config import ServiceConfig
 from ..download import human_size
 from ..engine import Engine, EngineConfig, JobResult
-from ..errors import ModelNotReady, WeightsNotFound
-from ..models.official_files import cached_models
-from ..models.registry import CHECKPOINTS, REGISTRY, TOKENIZER_FILES
+from ..errors import InvalidParameter, ModelNotReady, WeightsNotFound
+from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
+from ..models.official_files import MissingWeights, missing_weights
 from ..models.weights_source import WeightsSource
 from ..pipeline.glide_pipeline import GlidePipeline
 from .capacity import Capacity
@@ -30,9 +34,18 @@ logger = logging.getLogger(__name__)
 # After the last job ended, how long open streams and waiting requests get to send its final event.
 STREAM_DRAIN_SECONDS = 5.0
 
+# Seconds a client is told to wait (Retry-After) for a capability that is loading, or stuck.
+RETRY_LOADING, RETRY_STUCK = 5, 30
+
+
+def _capability(state: str, **fields: Any) -> dict[str, Any]:
+    """One capability's status, always with the same keys."""
+    empty = {"reason": None, "models": {}, "missing": [], "command": None, "advice": None, "progress": None}
+    return {"state": state, **empty, **fields}
+
 
 class Service:
-    """Holds the configuration, the loading status and (once ready) the engine."""
+    """Holds the configuration, the loading status per capability and (once one is ready) the engine."""
 
     def __init__(self, config: ServiceConfig, *, pipeline: GlidePipeline | None = None) -> None:
         self.config = config
@@ -42,17 +55,34 @@ class Service:
         self.stopping = False
         self._lock = threading.Lock()
         self._engine: Engine | None = None
-        self._status: dict[str, Any] = {
-            "stage": "starting",
-            "reason": "the models are loading",
-            "missing": [],
-            "command": None,
-            "failed": False,
-        }
         self._loader: threading.Thread | None = None
         self.started_at = time.time()
+        self._specs: dict[str, dict[str, str | None]] = {}  # per capability: what each role loads
+        # Per capability whose files are missing: what is missing, and the line that says so.
+        self._missed: dict[str, tuple[MissingWeights, str]] = {}
         if pipeline is not None:
             self._start_engine(pipeline)
+            self._capabilities = {
+                task: self._loaded(task)
+                if pipeline.sizes(task)
+                else _capability("off", reason=f"no {TASK_ROLES[task][0]} model is loaded")
+                for task in TASK_ROLES
+            }
+            return
+        try:
+            self._specs = {task: config.specs(roles) for task, roles in TASK_ROLES.items()}
+        except InvalidParameter as e:  # the demo is not installed: say so, stay up
+            self._capabilities = {task: _capability("failed", reason=str(e)) for task in TASK_ROLES}
+            return
+        self._capabilities = {}
+        for task, specs in self._specs.items():
+            base_role = TASK_ROLES[task][0]
+            models = {role: spec for role, spec in specs.items() if spec is not None}
+            if specs[base_role] is None:
+                reason = f"configured off ({base_role} is 'none')"
+                self._capabilities[task] = _capability("off", reason=reason)
+            else:
+                self._capabilities[task] = _capability("loading", reason="waiting to load", models=models)
 
     # ---- loading ------------------------------------------------------------------------------
 
@@ -65,51 +95,81 @@ class Service:
             self._loader.start()
 
     def _load(self) -> None:
-        c = self.config
-        source = WeightsSource.from_env(offline=c.offline, cache=c.cache_dir)
-        missing = self._missing_files() if source.offline else []
-        if missing:
-            self._set_status(
-                stage="missing",
-                failed=True,
-                missing=missing,
-                reason="model files are not in the cache and downloads are off",
-                command=f"glide-api download {' '.join(self._official_specs())}",
-            )
-            logger.error(
-                "not ready: missing %s; fetch them with: %s", ", ".join(missing), self._status["command"]
-            )
-            return
+        """Load each capability that is to load, in `TASK_ROLES` order, on this (the loader) thread."""
+        source = WeightsSource.from_env(offline=self.config.offline, cache=self.config.cache_dir)
+        for task, specs in self._specs.items():
+            if self._capabilities[task]["state"] == "loading":
+                self._load_capability(task, specs, source)
+
+    def _load_capability(self, task: str, specs: dict[str, str | None], source: WeightsSource) -> None:
+        models = self._capabilities[task]["models"]
 
         def on_load(role: str, spec: str) -> None:
-            self._set_status(stage=f"loading {role}", reason=f"loading the {role} model ({spec})")
+            self._set(
+                task, _capability("loading", reason=f"loading the {role} model ({spec})", models=models)
+            )
 
         def on_download(name: str, done: int, total: int | None) -> None:
-            with self._lock:
-                self._status["reason"] = f"downloading {name}: {human_size(done)}" + (
-                    f" of {human_size(total)}" if total else ""
-                )
-                self._status["progress"] = done / total if total else None
+            reason = f"downloading {name}: {human_size(done)}" + (f" of {human_size(total)}" if total else "")
+            progress = done / total if total else None
+            self._set(task, _capability("loading", reason=reason, models=models, progress=progress))
 
         try:
-            pipeline = GlidePipeline.from_selection(
-                c, source=dataclasses.replace(source, on_progress=on_download), on_load=on_load
-            )
+            missing = missing_weights(specs.values(), source=source)
+            if source.offline and missing.files:
+                self._missing(task, missing, None)
+                return
+            watched = dataclasses.replace(source, on_progress=on_download)
+            engine = self._engine
+            if engine is None:
+                pipeline = GlidePipeline.from_selection(
+                    self.config, task=task, source=watched, on_load=on_load
+                )
+                self._start_engine(pipeline)
+            else:  # the worker goes on serving the other capability meanwhile
+                engine.pipeline.load_more(specs, source=watched, on_load=on_load)
         except WeightsNotFound as e:
-            self._set_status(
-                stage="missing",
-                failed=True,
-                reason=str(e),
-                missing=self._missing_files(),
-                command=f"glide-api download {' '.join(self._official_specs())}",
-            )
-            logger.error("not ready: %s", e)
+            missing = missing_weights(specs.values(), source=source)
+            if missing.files:
+                self._missing(task, missing, e)
+            else:  # not a file the cache lacks: a broken model folder, say
+                self._failed(task, str(e))
             return
         except Exception as e:  # any failure must leave the server up and saying why
-            self._set_status(stage="failed", failed=True, reason=f"loading the models failed: {e}")
-            logger.exception("not ready: loading the models failed")
+            self._failed(task, f"loading the models failed: {e}", trace=True)
             return
-        self._start_engine(pipeline)
+        self._set(task, self._loaded(task))
+        loaded = self._capabilities[task]["models"]
+        logger.info("%s ready: %s", TASK_LABELS[task], ", ".join(f"{r} {n}" for r, n in loaded.items()))
+
+    def _missing(self, task: str, missing: MissingWeights, error: WeightsNotFound | None) -> None:
+        """`task` cannot load: files are missing and were not (or could not be) downloaded."""
+        line = missing.message(error)
+        self._missed[task] = (missing, line)
+        advice = demo_advice(task) if missing.command else None
+        status = _capability(
+            "missing",
+            reason=f"model files are missing: {missing.why(error)}",
+            models=self._capabilities[task]["models"],
+            missing=list(missing.files),
+            command=missing.command,
+            advice=advice,
+        )
+        self._set(task, status)
+        logger.error("%s not ready: %s%s", TASK_LABELS[task], line, f"; or: {advice}" if advice else "")
+
+    def _failed(self, task: str, reason: str, *, trace: bool = False) -> None:
+        self._set(task, _capability("failed", reason=reason, models=self._capabilities[task]["models"]))
+        logger.error("%s not ready: %s", TASK_LABELS[task], reason, exc_info=trace)
+
+    def _loaded(self, task: str) -> dict[str, Any]:
+        pipeline = self.engine.pipeline
+        models = {role: m.name for role in TASK_ROLES[task] if (m := getattr(pipeline, role)) is not None}
+        return _capability("ready", models=models)
+
+    def _set(self, task: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._capabilities = {**self._capabilities, task: status}
 
     def _start_engine(self, pipeline: GlidePipeline) -> None:
         c = self.config
@@ -128,79 +188,67 @@ class Service:
         engine.start()
         with self._lock:
             self._engine = engine
-            self._status = {"stage": "ready", "reason": None, "missing": [], "command": None, "failed": False}
-        models = pipeline.describe()["models"]
-        logger.info("ready: %s", ", ".join(f"{role} {m['name']}" for role, m in models.items()))
-
-    def _set_status(self, **status: Any) -> None:
-        with self._lock:
-            self._status = {
-                "stage": "loading",
-                "reason": None,
-                "missing": [],
-                "command": None,
-                "failed": False,
-            } | status
-
-    def _official_specs(self) -> list[str]:
-        return [s for s in self.config.specs().values() if s in CHECKPOINTS]
-
-    def _missing_files(self) -> list[str]:
-        """Files the configured models need that are not on disk (official names and folders)."""
-        source = WeightsSource.from_env(cache=self.config.cache_dir)
-        cache = source.cache
-        cached = {c.name for c in cached_models(source=source) if not c.partial}
-        missing = []
-        specs = self.config.specs()
-        for spec in specs.values():
-            if spec is None:
-                continue
-            if spec in CHECKPOINTS:
-                if spec not in cached:
-                    missing.append(str(cache / REGISTRY[spec].filename))
-            elif not Path(spec).is_dir():
-                missing.append(spec)
-        if any(spec in CHECKPOINTS for spec in specs.values()):
-            missing += [str(cache / REGISTRY[n].filename) for n in TOKENIZER_FILES if n not in cached]
-        return missing
 
     # ---- state --------------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
+        """Whether at least one capability serves requests."""
         return self._engine is not None
 
     @property
     def engine(self) -> Engine:
-        """The engine; `ModelNotReady` (HTTP 503) while the models load or after loading failed."""
+        """The engine; `ModelNotReady` (HTTP 503) while no capability is ready."""
         engine = self._engine
         if engine is None:
-            status = self.readiness()
-            raise ModelNotReady(status["reason"], retry_after=30 if status.get("failed") else 5)
+            capabilities = self._capabilities
+            pending = [t for t, cap in capabilities.items() if cap["state"] != "off"]
+            stuck = all(cap["state"] != "loading" for cap in capabilities.values())
+            raise ModelNotReady(
+                "; ".join(self._why(t) for t in pending) or "every capability is configured off",
+                retry_after=RETRY_STUCK if stuck else RETRY_LOADING,
+            )
         return engine
 
+    def engine_for(self, task: str) -> Engine:
+        """The engine, once `task`'s models are loaded: `ModelNotReady` (503, naming what is missing)
+        while they load or cannot be had; `InvalidParameter` (400) when `task` is configured off."""
+        cap = self._capabilities[task]
+        if cap["state"] == "ready":
+            return self.engine
+        if cap["state"] == "off":
+            raise InvalidParameter(
+                f"{task}: {TASK_LABELS[task]} is not available on this server: {cap['reason']}"
+            )
+        raise ModelNotReady(
+            self._why(task), retry_after=RETRY_LOADING if cap["state"] == "loading" else RETRY_STUCK
+        )
+
+    def _why(self, task: str) -> str:
+        """Why `task` is not ready, in one line: for missing files, the files and the command."""
+        cap = self._capabilities[task]
+        return f"{TASK_LABELS[task]}: {self._missed[task][1] if cap['state'] == 'missing' else cap['reason']}"
+
     def readiness(self) -> dict[str, Any]:
-        with self._lock:
-            status = dict(self._status)
+        """`/readyz`'s answer: `ready` (some capability serves requests), `capabilities` (each one's
+        status) and, over those not ready: `reason` (None when every capability that is on is
+        ready), `missing` (the files), `command` (one command that fetches them all) and `advice`."""
+        capabilities = self._capabilities
+        pending = {t: cap for t, cap in capabilities.items() if cap["state"] not in ("ready", "off")}
+        missing = sum((self._missed[t][0] for t in pending if t in self._missed), MissingWeights())
+        reason = "; ".join(f"{TASK_LABELS[t]}: {cap['reason']}" for t, cap in pending.items())
+        if all(cap["state"] == "off" for cap in capabilities.values()):
+            reason = "every capability is configured off"
         if self.stopping:
-            return {
-                "ready": False,
-                "stopping": True,
-                "reason": "the server is shutting down",
-                "missing": [],
-                "command": None,
-                "failed": False,
-                "loading": None,
-            }
-        if self._engine is not None:
-            return {"ready": True}
+            reason = "the server is shutting down"
         return {
-            "ready": False,
-            "reason": status["reason"],
-            "missing": status["missing"],
-            "command": status["command"],
-            "failed": status["failed"],
-            "loading": {"stage": status["stage"], "progress": status.get("progress")},
+            "ready": self._engine is not None and not self.stopping,
+            "stopping": self.stopping,
+            "reason": reason or None,
+            "missing": list(missing.files),
+            "command": missing.command,
+            "advice": next((cap["advice"] for cap in pending.values() if cap["advice"]), None),
+            "capabilities": {t: dict(cap) for t, cap in capabilities.items()},
         }
 
     def _save_images(self, job_id: str, result: JobResult) -> None:

@@ -183,12 +183,16 @@ def job_image(job_id: str, index: int) -> Response:
 
 @bp.get("/models")
 @bp.output(ModelsOut)
-@bp.doc(summary="The loaded models", tags=["Service"])
+@bp.doc(
+    summary="The loaded models, and per capability whether it is ready (as `/readyz` says)",
+    tags=["Service"],
+)
 def models() -> dict[str, Any]:
     svc = service()
+    capabilities = svc.readiness()["capabilities"]
     if not svc.ready:
-        return {"ready": False}
-    return {"ready": True, **svc.engine.pipeline.describe()}
+        return {"ready": False, "capabilities": capabilities}
+    return {"ready": True, "capabilities": capabilities, **svc.engine.pipeline.describe()}
 
 
 @bp.get("/settings")
@@ -201,7 +205,7 @@ def settings() -> dict[str, Any]:
     steps = svc.step_defaults.get()
     defaults = {option.name: option.default for option in GENERATION_OPTIONS}
     defaults |= {
-        "size": pipeline.default_size("text2im"),
+        "size": pipeline.default_size("text2im") if pipeline.sizes("text2im") else None,
         "steps": steps["base"],
         "upsample_steps": steps["upsample"],
     }

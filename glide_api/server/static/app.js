@@ -130,11 +130,14 @@ function main() {
   });
 
   watchReadiness(async (ready, first) => {
+    const wasReady = state.ready;
     state.ready = ready;
-    if (ready || first) await refresh();  // sizes and defaults may change once the models load
+    if (ready || first) await refresh();  // sizes and defaults change as each capability loads
     forms.forEach((form) => form.updateButtons());
     document.body.dataset.ready = String(ready);
-    if (ready && !first) toast("The models are loaded: ready to generate.", { kind: "info", timeout: 6000 });
+    if (ready && !wasReady && !first) {
+      toast("The models are loaded: ready to generate.", { kind: "info", timeout: 6000 });
+    }
   });
   gallery.restore();
 }

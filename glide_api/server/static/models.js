@@ -2,6 +2,7 @@
 // line under the header that names the active models and what a job may ask of them.
 
 import { count, facts } from "./format.js";
+import { CAPABILITY_LABELS } from "./readiness.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,8 +11,10 @@ const ROLES = { base: "Base", upsample: "Upsampler", base_inpaint: "Base (inpain
 
 /** Fill the Models card from a /v1/models answer. */
 export function showModels(info) {
-  facts($("models-facts"), [["Ready", info.ready ? "yes" : "no"], ["Device", info.device],
-    ["Precision", info.precision]]);
+  const capabilities = Object.entries(info.capabilities ?? {})
+    .map(([task, cap]) => [CAPABILITY_LABELS[task] ?? task, cap.state]);
+  facts($("models-facts"), [["Ready", info.ready ? "yes" : "no"], ...capabilities,
+    ["Device", info.device], ["Precision", info.precision]]);
   const rows = Object.entries(info.models ?? {}).map(([role, model]) => {
     const tr = document.createElement("tr");
     const cells = [ROLES[role] ?? role, model.name ?? model.kind ?? "",
