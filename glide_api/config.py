@@ -40,7 +40,7 @@ class ServiceConfig(ModelSelection):
         },
     )
     max_open_streams: int = field(
-        default=64,
+        default=128,
         metadata={"help": "event streams open at once (v1 events, OpenAI stream=true); more get a 503"},
     )
     max_sync_waits: int = field(
