@@ -16,9 +16,11 @@ from glide_api.server.schemas import GlideOptions
 def fake_service(**config) -> SimpleNamespace:
     c = ServiceConfig(**config)
     pipeline = SimpleNamespace(default_size=lambda task: 256, validate=lambda settings: None)
+    engine = SimpleNamespace(pipeline=pipeline)
     return SimpleNamespace(
         config=c,
-        engine=SimpleNamespace(pipeline=pipeline),
+        engine=engine,
+        engine_for=lambda task: engine,
         step_defaults=StepDefaults(base=c.base_steps, upsample=c.upsample_steps),
     )
 
