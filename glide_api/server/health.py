@@ -8,6 +8,8 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Response
 
+from .openapi import schema_ref
+from .schemas import ReadinessOut
 from .views import service
 
 bp = APIBlueprint("health", __name__, tag="Service")
@@ -22,7 +24,13 @@ def healthz() -> dict[str, Any]:
 @bp.get("/readyz")
 @bp.doc(
     summary="Readiness: 200 once the models are loaded, else 503 with the reason",
-    responses={503: "not ready: `reason`, and `missing` files with the `command` that fetches them"},
+    responses={
+        code: {"description": text, "content": {"application/json": {"schema": schema_ref(ReadinessOut)}}}
+        for code, text in (
+            (200, '`{"ready": true}`'),
+            (503, "not ready: `reason`, and `missing` files with the `command` that fetches them"),
+        )
+    },
 )
 def readyz() -> tuple[dict[str, Any], int]:
     status = service().readiness()
