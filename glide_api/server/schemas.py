@@ -253,13 +253,22 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+# Request headers: APIFlask hands them over as `last_event_id` and the like; the document names them
+# as they are sent (the alias).
 class AsyncHeaders(BaseModel):
-    prefer: str = Field("", description="`respond-async`: answer 202 at once with the queued job")
+    model_config = ConfigDict(populate_by_name=True)
+
+    prefer: str = Field(
+        "", alias="Prefer", description="`respond-async`: answer 202 at once with the queued job"
+    )
 
 
 class EventsHeaders(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     last_event_id: str = Field(
         "",
+        alias="Last-Event-ID",
         description="resume after this event (the `id` of the last event received)",
         json_schema_extra={"pattern": "^[0-9]*$"},
     )
