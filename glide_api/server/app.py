@@ -16,7 +16,7 @@ from flask import Response, abort, g, request, send_from_directory
 from .. import __version__
 from ..config import ServiceConfig
 from ..pipeline.glide_pipeline import GlidePipeline
-from . import auth, errors, health, legacy, openai_images, ui, v1
+from . import auth, errors, health, legacy, openai_images, openapi, ui, v1
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ def create_app(
     app.config.update(
         VALIDATION_ERROR_STATUS_CODE=400,
         DESCRIPTION="Self-hosted GLIDE text-to-image: the original Glide-Api routes, a jobs API with "
-        "progress events, and the OpenAI Images API. Errors are "
-        '`{"error": {"message", "type", "param", "code"}}`.',
+        "progress events, and the OpenAI Images API. Every error is "
+        '`{"error": {"message", "type", "param", "code"}}` (`ErrorOut`); each operation lists the '
+        "statuses it can answer and, for each, its `code`s. A method a path does not take is a 405 "
+        "with `Allow`.",
         SWAGGER_UI_BUNDLE_JS="/docs/assets/swagger-ui-bundle.js",
         SWAGGER_UI_STANDALONE_PRESET_JS="/docs/assets/swagger-ui-standalone-preset.js",
         SWAGGER_UI_CSS="/docs/assets/swagger-ui.css",
@@ -59,8 +61,7 @@ def create_app(
         MAX_CONTENT_LENGTH=2 * config.max_upload_bytes + (1 << 20),
     )
     app.json.sort_keys = False
-    if config.all_api_keys:
-        app.config["SECURITY_SCHEMES"] = {"BearerAuth": {"type": "http", "scheme": "bearer"}}
+    openapi.install(app, config)
     service = Service(config, pipeline=pipeline)
     app.extensions["glide_api"] = service
     errors.register(app)
@@ -68,7 +69,7 @@ def create_app(
     auth.install(app, config)
     for blueprint in (legacy.bp, v1.bp, openai_images.bp, health.bp, ui.bp):
         app.register_blueprint(blueprint)
-    app.add_url_rule("/docs/assets/<path:name>", "docs_assets", _docs_asset)
+    app.get("/docs/assets/<path:name>")(app.doc(hide=True)(_docs_asset))
     if pipeline is None and load_models:
         service.start_loading()
     logger.info(

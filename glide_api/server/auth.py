@@ -22,6 +22,11 @@ PUBLIC_PREFIXES = ("/static/", "/docs", "/openapi.json", "/healthz", "/readyz")
 PUBLIC_PATHS = ("/", "/favicon.ico")
 
 
+def is_public(path: str) -> bool:
+    """Whether `path` is served without a key, rate limit or body rules (the URL limit holds)."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
 class RateLimiter:
     """A token bucket per client: `per_minute` requests, refilled continuously. It remembers at most
     `max_clients` clients: past that, those idle long enough to be full again are forgotten, then
@@ -131,9 +136,6 @@ def install(app: Flask, config: ServiceConfig) -> None:
     admin_keys = config.all_admin_keys
     limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
     failures = RateLimiter(config.auth_failures_per_minute)
-
-    def is_public(path: str) -> bool:
-        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
     @app.before_request
     def guard() -> Response | None:

@@ -7,6 +7,7 @@ and `POST /upmodel` change while the server runs: `StepDefaults` holds those.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from ..errors import InvalidParameter
 from ..options import DIFFUSION_STEPS, GUIDANCE_SCALE, seeds_from
 from ..pipeline import images
 from ..pipeline.params import BatchSettings, GenerationRequest
-from .schemas import GlideOptions
+from .schemas import PROMPT_PATTERN, GlideOptions
 
 if TYPE_CHECKING:
     from .service import Service
@@ -72,8 +73,8 @@ def build_request(
     """A `GenerationRequest` from API fields, within the service's limits."""
     c = service.config
     engine = service.engine_for(task)  # 503 while its models load or are missing, 400 if off
-    if not prompt.strip():
-        raise InvalidParameter("prompt: must not be empty")
+    if not re.search(PROMPT_PATTERN, prompt):
+        raise InvalidParameter("prompt: must not be empty or only spaces")
     if len(prompt) > c.max_prompt_chars:
         raise InvalidParameter(f"prompt: at most {c.max_prompt_chars} characters (got {len(prompt)})")
     if n > c.max_batch_size:

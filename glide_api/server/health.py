@@ -8,6 +8,8 @@ from typing import Any
 from apiflask import APIBlueprint
 from flask import Response
 
+from .openapi import schema_ref
+from .schemas import ReadinessOut
 from .views import service
 
 bp = APIBlueprint("health", __name__, tag="Service")
@@ -26,8 +28,14 @@ def healthz() -> dict[str, Any]:
     "its `reason`, `models`, `missing` files, the `command` that fetches them and `advice`; the "
     "top level sums up those not ready.",
     responses={
-        200: "at least one capability serves requests",
-        503: "none does yet: `reason`, and `missing` files with the `command` that fetches them",
+        code: {"description": text, "content": {"application/json": {"schema": schema_ref(ReadinessOut)}}}
+        for code, text in (
+            (200, "at least one capability serves requests"),
+            (
+                503,
+                "none does yet, or the server is shutting down (`stopping`): `reason`, and `missing` files with the `command` that fetches them",
+            ),
+        )
     },
 )
 def readyz() -> tuple[dict[str, Any], int]:

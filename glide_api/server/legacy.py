@@ -17,6 +17,7 @@ from apiflask import APIBlueprint
 
 from ..pipeline import images
 from .generation_request import build_request, respacing
+from .openapi import FORBIDDEN, INVALID, NOT_READY, SUBMIT, TIMED_OUT, WAIT, error_responses
 from .owners import admin_only, caller
 from .schemas import (
     BaseModelOut,
@@ -37,6 +38,7 @@ bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
 @bp.doc(
     summary="Generate images (the original route)",
     description="Waits for the images; a batch comes back as one PNG strip in `image`.",
+    responses=error_responses(*SUBMIT, *WAIT, TIMED_OUT),
 )
 def image(query: LegacyImageQuery) -> dict[str, Any]:
     options = GlideOptions(
@@ -81,7 +83,7 @@ STEPS_DOC = (
     "Applies to jobs submitted afterwards; running jobs and weights are untouched. With API keys "
     "configured, it needs an admin key (admin_keys)."
 )
-FORBIDDEN_DOC = {403: "API keys are configured and this one is not an admin key"}
+STEPS_ERRORS = error_responses(FORBIDDEN, INVALID, NOT_READY)
 
 
 def _set_default_steps(role: str, steps: int) -> int:
@@ -97,7 +99,7 @@ def _set_default_steps(role: str, steps: int) -> int:
 @admin_only
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(BaseModelOut)
-@bp.doc(summary="Set the base model's default steps", description=STEPS_DOC, responses=FORBIDDEN_DOC)
+@bp.doc(summary="Set the base model's default steps", description=STEPS_DOC, responses=STEPS_ERRORS)
 def basemodel(query: DiffusionStepsQuery) -> dict[str, int]:
     return {"base_model_total_parameters": _set_default_steps("base", query.diffusion_steps)}
 
@@ -106,6 +108,6 @@ def basemodel(query: DiffusionStepsQuery) -> dict[str, int]:
 @admin_only
 @bp.input(DiffusionStepsQuery, location="query", arg_name="query")
 @bp.output(UpModelOut)
-@bp.doc(summary="Set the upsampler's default steps", description=STEPS_DOC, responses=FORBIDDEN_DOC)
+@bp.doc(summary="Set the upsampler's default steps", description=STEPS_DOC, responses=STEPS_ERRORS)
 def upmodel(query: DiffusionStepsQuery) -> dict[str, int]:
     return {"upsample_model_total_parameters": _set_default_steps("upsample", query.diffusion_steps)}

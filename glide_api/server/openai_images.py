@@ -22,8 +22,23 @@ from flask import request, url_for
 from ..engine import Event, Job, Succeeded
 from ..errors import InvalidParameter
 from .generation_request import build_request
+from .openapi import (
+    STREAMS_BUSY,
+    SUBMIT,
+    TIMED_OUT,
+    UPLOAD_TOO_LARGE,
+    WAIT,
+    error_responses,
+    event_stream_content,
+)
 from .owners import caller
-from .schemas import OpenAIImageOptions, OpenAIImagesEditIn, OpenAIImagesGenerateIn, OpenAIImagesOut
+from .schemas import (
+    OpenAIImageOptions,
+    OpenAIImagesEditIn,
+    OpenAIImagesGenerateIn,
+    OpenAIImagesOut,
+    openai_events,
+)
 from .sse import KEEP_ALIVE, sse
 from .views import event_stream, finished, service, submit_and_wait
 
@@ -91,12 +106,28 @@ def _answer(body: OpenAIImageOptions, done: Job) -> dict[str, Any]:
     }
 
 
+def _streamed(kind: str) -> dict[str, Any]:
+    """The 200 answer: the images as JSON, or with `stream=true` as server-sent events."""
+    return {
+        "description": "the images (JSON), or with `stream=true` server-sent events",
+        "content": event_stream_content(
+            f"`{kind}.partial_image` previews, one `{kind}.completed` per image; or an `error`.",
+            openai_events(kind),
+            ids=False,
+        ),
+    }
+
+
 @bp.post("/generations")
 @bp.input(OpenAIImagesGenerateIn, arg_name="body")
 @bp.output(OpenAIImagesOut)
 @bp.doc(
     summary="Create images (OpenAI Images API)",
     description="`response_format` b64_json (default) or url; `stream=true` answers with events.",
+    responses={
+        200: _streamed("image_generation"),
+        **error_responses(*SUBMIT, *WAIT, TIMED_OUT, STREAMS_BUSY),
+    },
 )
 def generations(body: OpenAIImagesGenerateIn) -> Any:
     return _generate(body, task="text2im", kind="image_generation")
@@ -109,6 +140,10 @@ def generations(body: OpenAIImagesGenerateIn) -> Any:
     summary="Edit an image (OpenAI Images API)",
     description="The mask's transparent pixels mark the area to paint; without a mask, the image's "
     "own transparency does. Send `image` or `image[]` (the first image is used).",
+    responses={
+        200: _streamed("image_edit"),
+        **error_responses(*SUBMIT, UPLOAD_TOO_LARGE, *WAIT, TIMED_OUT, STREAMS_BUSY),
+    },
 )
 def edits(body: OpenAIImagesEditIn) -> Any:
     upload = body.image or next(iter(request.files.getlist("image[]")), None)

@@ -1,15 +1,17 @@
 """Request and response models of the HTTP APIs (pydantic v2), as the OpenAPI document shows them.
 
-Static bounds live here; bounds an operator configures (prompt length, images per request, steps)
-are checked in `requests.py` against the running configuration, with the same error shape.
+Static bounds live here. Bounds an operator configures (prompt length, images per request, steps)
+are checked in `generation_request.py` against the running configuration, with the same error
+shape; a field names its setting with `configured(...)`, and the document states the bound as this
+server has it (`openapi.py` fills it in).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 from apiflask.fields import UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..options import (
     BATCH_SIZE,
@@ -29,8 +31,30 @@ from ..options import (
 from ..progress import StepProgress
 
 SamplerName = Literal[SAMPLERS]
+# OpenAPI keyword -> the ServiceConfig setting whose value it takes in this server's document.
+CONFIGURED = "x-configured"
+# The prompt rule: some text that is not only spaces, at most `max_prompt_chars` characters.
+# `build_request` checks it for every route; the schema states the same rule.
+PROMPT_PATTERN = r"\S"
 Steps = str | int  # a step count (50) or a respacing string ("50", "fast27", "ddim25", "10,10,3,2,2")
 NO_DEFAULT: Any = None
+
+
+def configured(**bounds: str) -> dict[str, Any]:
+    """`json_schema_extra` for a field bounded by settings, e.g. `configured(maximum="max_steps")`."""
+    return {CONFIGURED: bounds}
+
+
+def prompt_field(description: str = "what to draw") -> Any:
+    """The prompt, with its rule stated in the schema (checked by `build_request`, which names it)."""
+    return Field(
+        description=f"{description}: not only spaces, at most `max_prompt_chars` characters",
+        json_schema_extra={
+            "minLength": 1,
+            "pattern": PROMPT_PATTERN,
+            **configured(maxLength="max_prompt_chars"),
+        },
+    )
 
 
 def option_field(option: Option, default: Any = NO_DEFAULT, **extra: Any) -> Any:
@@ -62,12 +86,16 @@ class GlideOptions(BaseModel):
 # ---- v1 --------------------------------------------------------------------------------------------
 
 
+# JSON bodies are taken as the document types them (strict: no `false` for a number, no "2" for an
+# integer); forms and queries, all text on the wire, are converted.
 class GenerationIn(GlideOptions):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(description="what to draw", max_length=100_000)
+    prompt: str = prompt_field()
     size: int | None = option_field(SIZE)
-    n: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
+    n: int = option_field(
+        BATCH_SIZE, BATCH_SIZE.default, json_schema_extra=configured(maximum="max_batch_size")
+    )
 
 
 class InpaintIn(GlideOptions):
@@ -76,9 +104,11 @@ class InpaintIn(GlideOptions):
 
     image: UploadFile = Field(description="the image to edit (PNG, JPEG, WebP)")
     mask: UploadFile | None = Field(None, description="keep-mask of the image's size")
-    prompt: str = Field(max_length=100_000)
+    prompt: str = prompt_field()
     size: int | None = option_field(SIZE)
-    n: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
+    n: int = option_field(
+        BATCH_SIZE, BATCH_SIZE.default, json_schema_extra=configured(maximum="max_batch_size")
+    )
 
 
 class ImageOut(BaseModel):
@@ -112,6 +142,67 @@ class JobOut(BaseModel):
     stage_seconds: dict[str, float] = {}
     total_seconds: float | None = None
     peak_memory_bytes: int | None = None
+
+
+# The v1 event stream's `data` by event type (`engine/events.py`'s `to_dict()`).
+class EventData(BaseModel):
+    type: str
+    job_id: str
+    seq: int = Field(description="the event's place in the job's history, also its SSE `id`")
+
+
+class QueuedEvent(EventData):
+    """The job waits; `position` 1 runs next (sent again as the queue moves)."""
+
+    type: Literal["queued"]
+    position: int
+
+
+class StartedEvent(EventData):
+    """The job started running."""
+
+    type: Literal["started"]
+
+
+# The progress fields stand beside `elapsed` and `preview`, as `Progress.to_dict()` flattens them.
+ProgressEvent = create_model(
+    "ProgressEvent",
+    __base__=EventData,
+    __doc__="A sampling step finished.",
+    type=(Literal["progress"], ...),
+    **{name: (kind, ...) for name, kind in get_type_hints(StepProgress).items()},
+    elapsed=(float, Field(description="seconds since the job started")),
+    preview=(
+        str | None,
+        Field(None, description="with `previews=true`, every `preview_every` steps: a base64 PNG"),
+    ),
+)
+
+
+class SucceededEvent(EventData):
+    """Final: the finished job, as `GET /v1/jobs/{id}` shows it."""
+
+    type: Literal["succeeded"]
+    job: JobOut
+
+
+class FailedEvent(EventData):
+    """Final: the job failed (or the server stopped); `message` says why."""
+
+    type: Literal["failed"]
+    message: str
+
+
+class CancelledEvent(EventData):
+    """Final: the job was cancelled."""
+
+    type: Literal["cancelled"]
+
+
+JOB_EVENTS: dict[str, type[BaseModel]] = {
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in (QueuedEvent, StartedEvent, ProgressEvent, SucceededEvent, FailedEvent, CancelledEvent)
+}
 
 
 class JobListOut(BaseModel):
@@ -152,15 +243,48 @@ class SettingsOut(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-    job_id: str | None = None  # errors of a synchronous request's job: which job
+    message: str = Field(description='the rule broken, naming what broke it ("prompt: must not be empty")')
+    type: str = Field(description="invalid_request_error, rate_limit_error or server_error")
+    param: str | None = Field(description="the field, header or file at fault, if one is")
+    code: str | None = Field(description="what happened, for programs; each response lists its codes")
+    job_id: str | None = Field(None, description="errors about one job (a synchronous request's): its id")
 
 
 class ErrorOut(BaseModel):
+    """An error: what a failing route answers (`server/errors.py`), and a stream's `error` event."""
+
     error: ErrorBody
+
+
+# Request headers: APIFlask hands them over as `last_event_id` and the like; the document names them
+# as they are sent (the alias).
+class AsyncHeaders(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    prefer: str = Field(
+        "", alias="Prefer", description="`respond-async`: answer 202 at once with the queued job"
+    )
+
+
+class EventsHeaders(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    last_event_id: str = Field(
+        "",
+        alias="Last-Event-ID",
+        description="resume after this event (the `id` of the last event received)",
+        json_schema_extra={"pattern": "^[0-9]*$"},
+    )
+
+
+class ReadinessOut(BaseModel):
+    """`/readyz`. While not ready: `reason`, and what is missing or loading."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ready: bool
+    reason: str | None = Field(None, description="why not ready")
+    stopping: bool | None = Field(None, description="true once the server is shutting down")
 
 
 # ---- the original Glide-Api routes ---------------------------------------------------------------
@@ -168,8 +292,12 @@ class ErrorOut(BaseModel):
 
 class LegacyImageQuery(BaseModel):
     size: int = Field(description="64, 128, 256, 512 or 1024 with the official models")
-    prompt: str = Field(max_length=100_000)
-    batch_size: int = option_field(BATCH_SIZE, BATCH_SIZE.default)
+    prompt: str = prompt_field(
+        'what to draw (one pair of surrounding double quotes is dropped, as in "a fox")'
+    )
+    batch_size: int = option_field(
+        BATCH_SIZE, BATCH_SIZE.default, json_schema_extra=configured(maximum="max_batch_size")
+    )
     guidance_scale: float = option_field(GUIDANCE_SCALE, GUIDANCE_SCALE.default)
     upsample_temp: float = option_field(UPSAMPLE_TEMP, UPSAMPLE_TEMP.default)
     seed: int | None = option_field(SEED)
@@ -190,7 +318,12 @@ class LegacyImageOut(BaseModel):
 
 
 class DiffusionStepsQuery(BaseModel):
-    diffusion_steps: int = Field(ge=1, le=DIFFUSION_STEPS, description="steps for jobs submitted from now on")
+    diffusion_steps: int = Field(
+        ge=1,
+        le=DIFFUSION_STEPS,
+        description="steps for jobs submitted from now on, at most `max_steps`",
+        json_schema_extra=configured(maximum="max_steps"),
+    )
 
 
 class BaseModelOut(BaseModel):
@@ -210,8 +343,10 @@ class OpenAIImageOptions(GlideOptions):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(max_length=100_000)
-    n: int | None = Field(1, ge=1)
+    prompt: str = prompt_field()
+    n: int | None = Field(
+        1, ge=1, description="images to make", json_schema_extra=configured(maximum="max_batch_size")
+    )
     size: str | None = Field(None, description='"256x256" (square sizes the models make) or "auto"')
     response_format: Literal["b64_json", "url"] | None = Field(None, description="default b64_json")
     stream: bool | None = Field(False, description="send server-sent events")
@@ -227,7 +362,7 @@ class OpenAIImageOptions(GlideOptions):
 
 
 class OpenAIImagesGenerateIn(OpenAIImageOptions):
-    pass
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class OpenAIImagesEditIn(OpenAIImageOptions):
@@ -247,3 +382,37 @@ class OpenAIImageData(BaseModel):
 class OpenAIImagesOut(BaseModel):
     created: int
     data: list[OpenAIImageData]
+    size: str = Field(description='e.g. "256x256"')
+    output_format: Literal["png"]
+
+
+class OpenAIImageEvent(BaseModel):
+    type: str = Field(description="the event's type")
+    b64_json: str = Field(description="a PNG, base64")
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+
+
+class OpenAIPartialImageEvent(OpenAIImageEvent):
+    """A preview of the first image, at evenly spread points of the run (`partial_images` of them)."""
+
+    partial_image_index: int
+
+
+class OpenAICompletedEvent(OpenAIImageEvent):
+    """One per image, when the job succeeded."""
+
+    usage: dict[str, Any]
+
+
+def openai_events(kind: str) -> dict[str, type[BaseModel]]:
+    """The `stream=true` events of `kind` (image_generation, image_edit); `error` ends a stream whose
+    job failed or was cancelled."""
+    return {
+        f"{kind}.partial_image": OpenAIPartialImageEvent,
+        f"{kind}.completed": OpenAICompletedEvent,
+        "error": ErrorOut,
+    }

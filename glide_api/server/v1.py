@@ -7,15 +7,31 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from apiflask import APIBlueprint
-from flask import Response, request
+from flask import Response
 
 from ..engine import Job
 from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
 from .generation_request import build_request
 from .job_json import job_json
+from .openapi import (
+    INVALID,
+    NOT_FINISHED,
+    NOT_FOUND,
+    NOT_READY,
+    STREAMS_BUSY,
+    SUBMIT,
+    UPLOAD_TOO_LARGE,
+    WAIT,
+    error_responses,
+    event_stream_content,
+    schema_ref,
+)
 from .owners import caller, may_see, owned_job
 from .schemas import (
+    JOB_EVENTS,
+    AsyncHeaders,
+    EventsHeaders,
     EventsQuery,
     GenerationIn,
     InpaintIn,
@@ -31,14 +47,30 @@ bp = APIBlueprint("v1", __name__, url_prefix="/v1", tag="Jobs")
 ASYNC_DOC = (
     "Synchronous by default: answers 200 with the finished job. With the header "
     "`Prefer: respond-async` it answers 202 at once with the queued job (follow "
-    "`/v1/jobs/{id}/events` or poll `/v1/jobs/{id}`)."
+    "`/v1/jobs/{id}/events` or poll `/v1/jobs/{id}`). A synchronous request whose job still runs "
+    "after `sync_timeout` seconds is answered 202 as well, and the job goes on."
 )
+ACCEPTED = {
+    202: {
+        "description": "the job was queued (`Prefer: respond-async`) or still runs after `sync_timeout`",
+        "content": {"application/json": {"schema": schema_ref(JobOut)}},
+        "headers": {
+            "Location": {
+                "description": "the job: /v1/jobs/{id}",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
 
 
-def _respond(submit: Callable[[], Job]) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
+def _respond(
+    submit: Callable[[], Job], prefer: str
+) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
     """202 with the queued job (`Prefer: respond-async`) or, synchronously, 200 with the finished
     job; a job still running after `sync_timeout` is answered 202 as well, and goes on."""
-    if "respond-async" in request.headers.get("Prefer", ""):
+    if "respond-async" in prefer:
         job = submit()
         headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
         return job_json(service().engine.get(job.id), image_url), 202, headers
@@ -50,26 +82,28 @@ def _respond(submit: Callable[[], Job]) -> tuple[dict[str, Any], int, dict[str, 
 
 @bp.post("/generations")
 @bp.input(GenerationIn, arg_name="body")
+@bp.input(AsyncHeaders, location="headers", arg_name="headers")
 @bp.output(JobOut, status_code=200)
 @bp.doc(
     summary="Generate images from a prompt",
     description=ASYNC_DOC,
-    responses={202: "the job was queued (asynchronous request)"},
+    responses=ACCEPTED | error_responses(*SUBMIT, *WAIT),
 )
-def generations(body: GenerationIn) -> Any:
+def generations(body: GenerationIn, headers: AsyncHeaders) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
-    return _respond(lambda: service().engine.submit(req, owner=caller()))
+    return _respond(lambda: service().engine.submit(req, owner=caller()), headers.prefer)
 
 
 @bp.post("/inpaint")
 @bp.input(InpaintIn, location="form_and_files", arg_name="form")
+@bp.input(AsyncHeaders, location="headers", arg_name="headers")
 @bp.output(JobOut, status_code=200)
 @bp.doc(
     summary="Repaint the masked part of an image",
     description=ASYNC_DOC,
-    responses={202: "the job was queued (asynchronous request)"},
+    responses=ACCEPTED | error_responses(*SUBMIT, UPLOAD_TOO_LARGE, *WAIT),
 )
-def inpaint(form: InpaintIn) -> Any:
+def inpaint(form: InpaintIn, headers: AsyncHeaders) -> Any:
     image = form.image.read() if form.image else None
     mask = form.mask.read() if form.mask else None
     req = build_request(
@@ -82,7 +116,7 @@ def inpaint(form: InpaintIn) -> Any:
         image=image,
         mask=mask,
     )
-    return _respond(lambda: service().engine.submit(req, owner=caller()))
+    return _respond(lambda: service().engine.submit(req, owner=caller()), headers.prefer)
 
 
 @bp.get("/jobs")
@@ -90,6 +124,7 @@ def inpaint(form: InpaintIn) -> Any:
 @bp.doc(
     summary="List the jobs the server holds (waiting, running, recently finished)",
     description="With API keys configured: the caller's own jobs (an admin key's: every job).",
+    responses=error_responses(NOT_READY),
 )
 def jobs() -> dict[str, Any]:
     return {"jobs": [job_json(j, image_url) for j in service().engine.list_jobs() if may_see(j)]}
@@ -97,7 +132,7 @@ def jobs() -> dict[str, Any]:
 
 @bp.get("/jobs/<job_id>")
 @bp.output(JobOut)
-@bp.doc(summary="A job's status, progress and images")
+@bp.doc(summary="A job's status, progress and images", responses=error_responses(NOT_FOUND, NOT_READY))
 def job(job_id: str) -> dict[str, Any]:
     return job_json(owned_job(job_id), image_url)
 
@@ -106,7 +141,9 @@ def job(job_id: str) -> dict[str, Any]:
 @bp.output(JobOut)
 @bp.doc(
     summary="Cancel a job",
-    description="A waiting job is cancelled at once, a running one within one sampling step.",
+    description="A waiting job is cancelled at once, a running one within one sampling step; a "
+    "finished job is answered as it is.",
+    responses=error_responses(NOT_FOUND, NOT_READY),
 )
 def cancel(job_id: str) -> dict[str, Any]:
     owned_job(job_id)
@@ -115,22 +152,29 @@ def cancel(job_id: str) -> dict[str, Any]:
 
 @bp.get("/jobs/<job_id>/events")
 @bp.input(EventsQuery, location="query", arg_name="query")
+@bp.input(EventsHeaders, location="headers", arg_name="headers")
 @bp.doc(
     summary="Progress as server-sent events",
-    description="`queued`, `started`, `progress` (step, total, stage; with `previews=true` a base64 "
-    "PNG preview), then one of `succeeded` (with the job), `failed` or `cancelled`. "
-    "Each event's `id` is its sequence number; send `Last-Event-ID` to resume.",
+    description="The job's events from the first (a finished job's are replayed), ending with its "
+    "final event. Each event's `id` is its sequence number; send `Last-Event-ID` to resume after "
+    "one (at or past the final event, the stream closes at once).",
     responses={
         200: {
-            "description": "an event stream",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
+            "description": "an event stream, closed after the final event",
+            "content": event_stream_content(
+                "`queued`, `started`, `progress` events, then one final event: `succeeded`, "
+                "`failed` or `cancelled`.",
+                JOB_EVENTS,
+                ids=True,
+            ),
+        },
+        **error_responses(INVALID, NOT_FOUND, NOT_READY, STREAMS_BUSY),
     },
 )
-def events(job_id: str, query: EventsQuery) -> Response:
+def events(job_id: str, query: EventsQuery, headers: EventsHeaders) -> Response:
     owned_job(job_id)
     engine = service().engine
-    after = _last_event_id(request.headers.get("Last-Event-ID", ""))
+    after = _last_event_id(headers.last_event_id)
 
     def start() -> Iterator[str]:
         stream = engine.subscribe(
@@ -161,7 +205,8 @@ def _last_event_id(header: str) -> int | None:
         200: {
             "description": "the image",
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-        }
+        },
+        **error_responses(INVALID, NOT_FOUND, NOT_FINISHED, NOT_READY),
     },
 )
 def job_image(job_id: str, index: int) -> Response:
@@ -197,7 +242,11 @@ def models() -> dict[str, Any]:
 
 @bp.get("/settings")
 @bp.output(SettingsOut)
-@bp.doc(summary="Defaults, limits and the sizes the models make", tags=["Service"])
+@bp.doc(
+    summary="Defaults, limits and the sizes the models make",
+    tags=["Service"],
+    responses=error_responses(NOT_READY),
+)
 def settings() -> dict[str, Any]:
     svc = service()
     c = svc.config
