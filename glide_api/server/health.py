@@ -22,6 +22,12 @@ def healthz() -> dict[str, Any]:
 
 
 @bp.get("/readyz")
+NOT_READY = (
+    "none does yet, or the server is shutting down (`stopping`): `reason`, and `missing` files with "
+    "the `command` that fetches them"
+)
+
+
 @bp.doc(
     summary="Readiness: 200 once a capability (text-to-image, inpainting) is ready, else 503",
     description="`capabilities` gives each one's `state` (ready, loading, missing, failed, off) with "
@@ -31,10 +37,7 @@ def healthz() -> dict[str, Any]:
         code: {"description": text, "content": {"application/json": {"schema": schema_ref(ReadinessOut)}}}
         for code, text in (
             (200, "at least one capability serves requests"),
-            (
-                503,
-                "none does yet, or the server is shutting down (`stopping`): `reason`, and `missing` files with the `command` that fetches them",
-            ),
+            (503, NOT_READY),
         )
     },
 )
