@@ -21,13 +21,13 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok"}
 
 
-@bp.get("/readyz")
 NOT_READY = (
     "none does yet, or the server is shutting down (`stopping`): `reason`, and `missing` files with "
     "the `command` that fetches them"
 )
 
 
+@bp.get("/readyz")
 @bp.doc(
     summary="Readiness: 200 once a capability (text-to-image, inpainting) is ready, else 503",
     description="`capabilities` gives each one's `state` (ready, loading, missing, failed, off) with "
