@@ -525,7 +525,9 @@ class HeldGroup:
             while not self.stop.is_set():
                 if self.jobs:
                     r = client.api.send("poll", "GET", f"/v1/jobs/{self.jobs[-1]}")
-                    if r is None or r.status_code != 200 or done_part(r.json()) < SPARE_AT:
+                    # A 404: it finished and was evicted while the next one was refused (429).
+                    evicted = r is not None and r.status_code == 404
+                    if not evicted and (r is None or r.status_code != 200 or done_part(r.json()) < SPARE_AT):
                         self.stop.wait(POLL_SECONDS)
                         continue
                 job_id, r = client.submit("held", steps=client.args.held_steps)
