@@ -80,10 +80,13 @@ class Outbox(Protocol):
         """Add a delivery unless its job's status was enqueued already (then False: no duplicate)."""
 
     def take(self, now: float) -> Delivery | None:
-        """The earliest delivery due at `now`, held for the caller until it `record`s the attempt."""
+        """The earliest delivery due at `now` of a job with none held, held for the caller until it
+        `record`s the attempt (so a job's deliveries go one at a time, in the order they were made,
+        unless one is waiting for a retry)."""
 
     def next_due(self) -> float | None:
-        """When the earliest delivery not held is due (None: nothing is pending)."""
+        """When the earliest delivery `take` could give is due (None: none until one is recorded or
+        enqueued)."""
 
     def record(self, delivery: Delivery, attempt: Attempt) -> None:
         """Log a held delivery's attempt; "retrying" puts it back, due at `attempt.next_attempt_at`;
@@ -145,16 +148,21 @@ class MemoryOutbox:
 
     def take(self, now: float) -> Delivery | None:
         with self._lock:
-            ready = [d for d in self._due.values() if d.due <= now]
+            ready = [d for d in self._free() if d.due <= now]
             if not ready:
                 return None
-            delivery = min(ready, key=lambda d: d.due)
+            delivery = min(ready, key=lambda d: d.due)  # the first made among equals
             self._held[delivery.id] = self._due.pop(delivery.id)
             return delivery
 
     def next_due(self) -> float | None:
         with self._lock:
-            return min((d.due for d in self._due.values()), default=None)
+            return min((d.due for d in self._free()), default=None)
+
+    def _free(self) -> list[Delivery]:
+        """The deliveries of jobs with none held (call with the lock held), in the order made."""
+        busy = {d.job_id for d in self._held.values()}
+        return [d for d in self._due.values() if d.job_id not in busy]
 
     def record(self, delivery: Delivery, attempt: Attempt) -> None:
         with self._lock:

@@ -72,9 +72,9 @@ class Sender:
             thread.start()
 
     def notify(self) -> None:
-        """Something was enqueued: wake a sender thread."""
+        """Something was enqueued or recorded: the threads look again for what is due."""
         with self._wake:
-            self._wake.notify()
+            self._wake.notify_all()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the threads (an attempt under way finishes within its own timeout)."""
@@ -112,6 +112,7 @@ class Sender:
                         "failed",
                     ),
                 )
+            self.notify()  # the job's next delivery, or this one's retry, may be what a thread waits for
 
     def _attempt(self, delivery: Delivery) -> None:
         number = delivery.attempts + 1
@@ -157,5 +158,3 @@ class Sender:
             outcome,
             f" ({answer.error})" if answer.error else "",
         )
-        if next_at is not None:
-            self.notify()  # a sleeping thread may need to wake earlier for it

@@ -159,12 +159,13 @@ def post(
     """POST `body` to `target` once, within `timeout` seconds in all. `WebhookRefused` for a
     forbidden address; any other failure is an `Answer` with its error."""
     connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    cut = threading.Event()
     timer: threading.Timer | None = None
     try:
         # Resolved and checked here, at every attempt; WebhookRefused propagates (no retry helps).
         raw = _connect(resolve(target, allow_hosts), target.port, timeout)
         # One deadline for the whole attempt: a receiver trickling its answer is cut off at it.
-        timer = threading.Timer(timeout, _cut, (raw,))
+        timer = threading.Timer(timeout, _cut, (raw, cut))
         timer.daemon = True
         timer.start()
         if target.scheme == "https":
@@ -179,6 +180,8 @@ def post(
         hint = " (redirects are not followed)" if 300 <= response.status < 400 else ""
         return Answer(response.status, f"HTTP {response.status}{hint}" + (f": {text}" if text else ""))
     except (OSError, http.client.HTTPException) as e:
+        if cut.is_set() or isinstance(e, TimeoutError):
+            return Answer(None, f"timed out after {timeout:g} s (webhook_timeout)")
         return Answer(None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
     finally:
         if timer is not None:
@@ -201,7 +204,8 @@ def _connect(addresses: list[tuple[int, Address]], port: int, timeout: float) ->
     raise error
 
 
-def _cut(sock: socket.socket) -> None:
+def _cut(sock: socket.socket, cut: threading.Event) -> None:
     """Past the deadline: wake whatever reads or writes `sock`, so that the attempt ends."""
+    cut.set()
     with contextlib.suppress(OSError):  # already closed: the attempt ended by itself
         sock.shutdown(socket.SHUT_RDWR)
