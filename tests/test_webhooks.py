@@ -296,3 +296,45 @@ def test_a_bad_webhook_secret_stops_the_server_at_start(text, words) -> None:
 def test_the_secret_is_not_shown_in_the_public_settings() -> None:
     config = ServiceConfig(webhook_secret=SECRET)
     assert SECRET not in repr(config) and config.public_dict()["webhook_secret"] == "configured"
+
+
+def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -> None:
+    from glide_api.errors import ServerBusy
+    from glide_api.server.job_webhooks import JobWebhooks
+    from glide_api.webhooks import Delivery, MemoryOutbox
+
+    config = ServiceConfig(
+        webhook_secret=SECRET, webhook_allow_hosts=("127.0.0.1",), webhook_max_pending=1, webhook_backoff=60
+    )
+    outbox = MemoryOutbox(keep=8)
+    hooks = JobWebhooks(config, outbox=outbox)
+    try:
+        receiver.script["/full"] = [500]
+        subscription = hooks.subscription(f"{receiver.url}/full", None)
+        outbox.subscribe("job1", subscription)
+        outbox.enqueue(
+            Delivery("msg_1", "job1", "succeeded", "job.succeeded", subscription.url, b"{}", due=0)
+        )
+        with pytest.raises(ServerBusy, match="webhook_max_pending"):
+            hooks.subscription(f"{receiver.url}/full", None)  # held, then waiting 60 s to be retried
+    finally:
+        hooks.close()
+
+
+def test_the_outbox_sends_a_jobs_deliveries_one_at_a_time_and_each_status_once() -> None:
+    from glide_api.webhooks import Attempt, Delivery, MemoryOutbox, Subscription
+
+    outbox = MemoryOutbox(keep=8)
+    outbox.subscribe("j", Subscription("https://example.com/", frozenset({"queued", "running"}), ("all",)))
+
+    def make(n: int, status: str) -> Delivery:
+        return Delivery(f"msg_{n}", "j", status, f"job.{status}", "https://example.com/", b"", due=0)
+
+    assert outbox.enqueue(make(1, "queued")) and outbox.enqueue(make(2, "running"))
+    assert not outbox.enqueue(make(3, "queued"))  # told twice: one delivery
+    assert outbox.wants("j", "queued") is None and outbox.wants("j", "succeeded") is None
+    first = outbox.take(now=1)
+    assert first.id == "msg_1" and outbox.take(now=1) is None  # the job's next waits for it
+    outbox.record(first, Attempt(first.id, first.event, 1, 1, 500, "HTTP 500", "retrying", next_attempt_at=9))
+    assert outbox.take(now=1).id == "msg_2"  # a retry does not hold up the later one
+    assert outbox.pending() == 2 and outbox.next_due() is None  # msg_1 waits behind the held msg_2
