@@ -137,6 +137,51 @@ class ServiceConfig(ModelSelection):
     cors_origins: tuple[str, ...] = field(
         default=(), metadata={"help": "comma-separated origins allowed by CORS; empty: off"}
     )
+    # Webhooks (docs/webhooks.md).
+    webhook_secret: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "help": "whsec_<base64 of 24 to 64 random bytes>: the key webhooks are signed with; "
+            "unset: jobs with a webhook are refused (400); prefer GLIDE_API_WEBHOOK_SECRET to a flag"
+        },
+    )
+    webhook_allow_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "comma-separated webhook hosts that may resolve to private, loopback or other "
+            "non-public addresses (every other target must be public)"
+        },
+    )
+    webhook_timeout: float = field(
+        default=15.0,
+        metadata={"help": "seconds one delivery attempt may take in all (connect, send, answer)"},
+    )
+    webhook_attempts: int = field(
+        default=8,
+        metadata={"help": "attempts per webhook delivery, the first included, before it is given up"},
+    )
+    webhook_backoff: float = field(
+        default=5.0,
+        metadata={
+            "help": "seconds before the first retry of a webhook delivery; each next wait is 4x longer"
+        },
+    )
+    webhook_max_pending: int = field(
+        default=1000,
+        metadata={
+            "help": "webhook deliveries waiting to be sent or retried; at this many, jobs with a "
+            "webhook get a 503"
+        },
+    )
+    webhook_workers: int = field(default=4, metadata={"help": "threads sending webhook deliveries"})
+    public_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "the server's address as clients reach it (e.g. https://glide.example.com); webhook "
+            "bodies then carry absolute image URLs, else paths"
+        },
+    )
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
 
     def __post_init__(self) -> None:
@@ -158,11 +203,21 @@ class ServiceConfig(ModelSelection):
             "max_upload_bytes",
             "max_image_pixels",
             "auth_failures_per_minute",
+            "webhook_attempts",
+            "webhook_max_pending",
+            "webhook_workers",
         ):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("port", "rate_limit", "preview_every"):
             checks.integer(name, getattr(self, name), minimum=0)
-        for name in ("job_timeout", "sync_timeout", "client_timeout", "stream_heartbeat"):
+        for name in (
+            "job_timeout",
+            "sync_timeout",
+            "client_timeout",
+            "stream_heartbeat",
+            "webhook_timeout",
+            "webhook_backoff",
+        ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
         if not self.shutdown_grace >= 0:
@@ -178,6 +233,10 @@ class ServiceConfig(ModelSelection):
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidParameter(
                 f"log_level: must be debug, info, warning or error (got {self.log_level!r})"
+            )
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise InvalidParameter(
+                f"public_url: must start with http:// or https:// (got {self.public_url!r})"
             )
         admin = frozenset(self.admin_keys) | _read_keys("admin_keys_file", self.admin_keys_file)
         keys = frozenset(self.api_keys) | _read_keys("api_keys_file", self.api_keys_file) | admin
@@ -230,6 +289,7 @@ class ServiceConfig(ModelSelection):
         data = dataclasses.asdict(self)
         data["api_keys"] = f"{len(self.all_api_keys)} configured" if self.all_api_keys else "none"
         data["admin_keys"] = f"{len(self.all_admin_keys)} configured" if self.all_admin_keys else "none"
+        data["webhook_secret"] = "configured" if self.webhook_secret else "none"
         return data
 
 

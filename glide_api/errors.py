@@ -62,6 +62,11 @@ class HostUnreachable(DownloadError):
     """No connection could be made (no network, DNS failure, refused): nothing was transferred."""
 
 
+class WebhookRefused(GlideError):
+    """A webhook target resolves to an address webhooks may not reach (private, loopback, ...) and
+    its host is not allow-listed; the message names the address. Not worth a retry."""
+
+
 class ChecksumMismatch(GlideError):
     """A file's sha256 differs from the pinned or recorded value."""
 

@@ -15,7 +15,8 @@ PACKAGE = ROOT / "glide_api"
 
 # The import layers, lowest first: a module may import its own layer and those below it, never one
 # above. The data path is server -> engine -> pipeline -> diffusion, models; beside it, training
-# builds on the pipeline, the client on the shared vocabulary alone, and the command line on anything.
+# builds on the pipeline, the client and webhooks on the shared vocabulary alone, and the command line
+# on anything.
 # Modules directly in glide_api/ (errors, checks, options, progress, model_selection, config, ...)
 # and glide_api/demo are the foundation every layer shares.
 FOUNDATION = "foundation"
@@ -24,6 +25,7 @@ LAYERS: dict[str, int] = {
     "client": 1,
     "diffusion": 1,
     "models": 1,
+    "webhooks": 1,
     "pipeline": 2,
     "engine": 3,
     "training": 3,
@@ -45,7 +47,7 @@ SERVER_BELOW_ENGINE = (
     "glide_api.models.official_files",
 )
 WEB = ("flask", "apiflask", "werkzeug")
-NO_WEB = ("diffusion", "models", "pipeline", "engine", "training", "client", FOUNDATION)
+NO_WEB = ("diffusion", "models", "pipeline", "engine", "training", "client", "webhooks", FOUNDATION)
 
 
 def layer_of(module: str) -> str:
@@ -101,8 +103,8 @@ def layer_violations(importer: str, imported: str) -> str | None:
             if imported.startswith(SERVER_BELOW_ENGINE)
             else "the server's rule for what lies below the engine"
         )
-    if here == "client" and there != FOUNDATION:
-        return "the client uses the shared vocabulary only"
+    if here in ("client", "webhooks") and there != FOUNDATION:
+        return f"{here} uses the shared vocabulary only"
     return None
 
 
@@ -121,6 +123,7 @@ def test_the_layer_check_refuses_upward_and_sideways_imports() -> None:
     assert layer_violations("glide_api.errors", "glide_api.pipeline.params") is not None
     assert layer_violations("glide_api.server.v1", "glide_api.models.glide") is not None
     assert layer_violations("glide_api.client.types", "glide_api.pipeline.params") is not None
+    assert layer_violations("glide_api.webhooks.sender", "glide_api.engine.jobs") is not None
     assert layer_violations("glide_api.engine.store", "flask") is not None
     assert layer_violations("glide_api.server.v1", "glide_api.engine") is None
     assert layer_violations("glide_api.cli.serve", "glide_api.server") is None

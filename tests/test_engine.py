@@ -754,3 +754,20 @@ def test_engine_config_rejects_bad_limits() -> None:
         "keep_finished_bytes": 1 << 30,
         "preview_every": 5,
     }
+
+
+def test_on_change_is_told_each_status_a_job_reaches(pipeline) -> None:
+    told: list[tuple[str, str]] = []
+    engine = Engine(pipeline, EngineConfig(), on_change=lambda job: told.append((job.id, job.status)))
+    waiting = engine.submit(request("waits"))  # not started yet: cancelled while queued
+    engine.cancel(waiting.id)
+    with engine:
+        job = engine.submit(request("runs"))
+        assert engine.wait(job.id, timeout=WAIT).status == "succeeded"
+    assert told == [
+        (waiting.id, "queued"),
+        (waiting.id, "cancelled"),
+        (job.id, "queued"),
+        (job.id, "running"),
+        (job.id, "succeeded"),
+    ]

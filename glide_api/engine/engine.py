@@ -27,7 +27,7 @@ from .. import checks
 from ..errors import EngineClosed, InvalidParameter, InvalidType, QueueFull
 from ..pipeline.params import GenerationRequest
 from .events import Event, Queued
-from .jobs import Job, JobResult
+from .jobs import Job, JobResult, JobStatus
 from .queue import JobQueue, QueueEntry
 from .stats import EngineStats
 from .store import JobStore, MemoryJobStore
@@ -95,7 +95,9 @@ class Engine:
 
     `clock` (monotonic seconds) times job timeouts and durations; `wall_clock` (epoch seconds) stamps
     jobs. `store` replaces the in-process job registry (e.g. with a shared one; it then applies its
-    own retention instead of `keep_finished` and `keep_finished_bytes`).
+    own retention instead of `keep_finished` and `keep_finished_bytes`). `on_change(job)` is told of
+    each status a job reaches (queued, running, its final one), after the store recorded it, on the
+    thread that made the change: it must return at once (e.g. put the job on a queue of its own).
     Thread-safe: any number of threads may call any method.
     """
 
@@ -108,6 +110,7 @@ class Engine:
         wall_clock: Callable[[], float] = time.time,
         store: JobStore | None = None,
         on_success: Callable[[str, JobResult], None] | None = None,
+        on_change: Callable[[Job], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._config = config if config is not None else EngineConfig()
@@ -121,6 +124,8 @@ class Engine:
                 keep_finished_bytes=self._config.keep_finished_bytes,
             )
         )
+        if on_change is not None:
+            self._store = _Announcing(self._store, on_change)
         self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
         self._worker = Worker(
             pipeline=pipeline,
@@ -319,3 +324,38 @@ class Engine:
             "worker_alive": alive,
             "config": self._config.to_dict(),
         }
+
+
+class _Announcing:
+    """The engine's store, telling `on_change` of each status a job reaches (see `Engine`)."""
+
+    def __init__(self, store: JobStore, on_change: Callable[[Job], None]) -> None:
+        self._store = store
+        self._on_change = on_change
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def add(self, job: Job, event: Event) -> None:
+        self._store.add(job, event)
+        self._tell(job)
+
+    def start(self, job_id: str, *, at: float) -> Job | None:
+        return self._tell(self._store.start(job_id, at=at))
+
+    def finish(self, job_id: str, status: JobStatus, **details: Any) -> Job | None:
+        return self._tell(self._store.finish(job_id, status, **details))
+
+    def request_cancel(self, job_id: str, *, at: float) -> Job:
+        job = self._store.request_cancel(job_id, at=at)
+        if job.status == "cancelled":
+            self._tell(job)  # told again for a job cancelled before: the listener tells repeats apart
+        return job
+
+    def _tell(self, job: Job | None) -> Job | None:
+        if job is not None:
+            try:
+                self._on_change(job)
+            except Exception:  # a listener's bug must not fail the transition it was told of
+                logger.exception("job %s: the on_change hook failed", job.id)
+        return job

@@ -8,7 +8,10 @@ from typing import Any
 from ..engine import Job
 
 
-def job_json(job: Job, image_url: Callable[[str, int], str]) -> dict[str, Any]:
+def job_json(
+    job: Job, image_url: Callable[[str, int], str], *, webhook: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The job; `webhook` is its webhook record (`JobWebhooks.describe`), None without one."""
     request = job.request
     result = job.result
     return {
@@ -38,4 +41,5 @@ def job_json(job: Job, image_url: Callable[[str, int], str]) -> dict[str, Any]:
         "stage_seconds": {} if result is None else dict(result.stage_seconds),
         "total_seconds": None if result is None else result.total_seconds,
         "peak_memory_bytes": None if result is None else result.peak_memory_bytes,
+        "webhook": webhook,
     }

@@ -29,6 +29,8 @@ from ..options import (
     Option,
 )
 from ..progress import StepProgress
+from ..webhooks.targets import MAX_URL_CHARS
+from .job_webhooks import EVENTS as WEBHOOK_EVENTS
 
 SamplerName = Literal[SAMPLERS]
 # OpenAPI keyword -> the ServiceConfig setting whose value it takes in this server's document.
@@ -88,6 +90,17 @@ class GlideOptions(BaseModel):
 
 # JSON bodies are taken as the document types them (strict: no `false` for a number, no "2" for an
 # integer); forms and queries, all text on the wire, are converted.
+WebhookEvent = Literal[WEBHOOK_EVENTS]
+WEBHOOK_HELP = (
+    "an http(s) URL that gets a signed POST (Standard Webhooks) for the job's events; needs the "
+    "server's webhook_secret; see docs/webhooks.md"
+)
+EVENTS_HELP = (
+    "which events go to `webhook`: `completed` (once, at the final status; the default), `all`, or "
+    "statuses (queued, running, succeeded, failed, cancelled)"
+)
+
+
 class GenerationIn(GlideOptions):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -96,6 +109,8 @@ class GenerationIn(GlideOptions):
     n: int = option_field(
         BATCH_SIZE, BATCH_SIZE.default, json_schema_extra=configured(maximum="max_batch_size")
     )
+    webhook: str | None = Field(None, description=WEBHOOK_HELP, max_length=MAX_URL_CHARS)
+    webhook_events: list[WebhookEvent] | None = Field(None, min_length=1, description=EVENTS_HELP)
 
 
 class InpaintIn(GlideOptions):
@@ -109,6 +124,8 @@ class InpaintIn(GlideOptions):
     n: int = option_field(
         BATCH_SIZE, BATCH_SIZE.default, json_schema_extra=configured(maximum="max_batch_size")
     )
+    webhook: str | None = Field(None, description=WEBHOOK_HELP, max_length=MAX_URL_CHARS)
+    webhook_events: str | None = Field(None, description=EVENTS_HELP + "; comma-separated")
 
 
 class ImageOut(BaseModel):
@@ -128,6 +145,23 @@ class JobRequestOut(BaseModel):
     settings: dict[str, Any]
 
 
+class WebhookAttemptOut(BaseModel):
+    id: str = Field(description="the delivery's `webhook-id`, the same for each of its attempts")
+    event: str = Field(description="the payload's `type`, e.g. `job.succeeded`")
+    attempt: int = Field(description="1 for the first attempt")
+    at: float
+    status: int | None = Field(description="the receiver's HTTP status; null when none came")
+    error: str | None
+    outcome: Literal["delivered", "retrying", "failed", "gone"]
+    next_attempt_at: float | None = None
+
+
+class WebhookOut(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: list[WebhookAttemptOut] = Field(description="every attempt so far, oldest first")
+
+
 class JobOut(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -142,6 +176,7 @@ class JobOut(BaseModel):
     stage_seconds: dict[str, float] = {}
     total_seconds: float | None = None
     peak_memory_bytes: int | None = None
+    webhook: WebhookOut | None = Field(None, description="its webhook and delivery attempts, if it has one")
 
 
 # The v1 event stream's `data` by event type (`engine/events.py`'s `to_dict()`).

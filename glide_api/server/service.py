@@ -28,6 +28,7 @@ from ..models.weights_source import WeightsSource
 from ..pipeline.glide_pipeline import GlidePipeline
 from .capacity import Capacity
 from .generation_request import StepDefaults
+from .job_webhooks import JobWebhooks
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Service:
         self.step_defaults = StepDefaults(base=config.base_steps, upsample=config.upsample_steps)
         self.streams = Capacity("max_open_streams", config.max_open_streams, what="event streams")
         self.sync_waits = Capacity("max_sync_waits", config.max_sync_waits, what="synchronous requests")
+        self.webhooks = JobWebhooks(config)  # a bad webhook_secret stops the server here, at start
         self.stopping = False
         self._lock = threading.Lock()
         self._engine: Engine | None = None
@@ -184,6 +186,7 @@ class Service:
                 preview_every=c.preview_every,
             ),
             on_success=self._save_images,
+            on_change=self.webhooks.changed,
         )
         engine.start()
         with self._lock:
@@ -271,6 +274,7 @@ class Service:
         logger.info("shutting down: new jobs are refused; the running batch has %g s to finish", grace)
         if engine is not None:
             engine.close(grace=grace, timeout=drain)
+        self.webhooks.close()  # deliveries not made yet stay in the outbox
         for held in (self.streams, self.sync_waits):
             if not held.wait_empty(drain):
                 logger.warning("shutting down: %d %s still open after %g s", len(held), held.what, drain)

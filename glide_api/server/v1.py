@@ -12,6 +12,7 @@ from flask import Response
 from ..engine import Job
 from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
+from ..pipeline.params import GenerationRequest
 from .generation_request import build_request
 from .job_json import job_json
 from .openapi import (
@@ -65,6 +66,26 @@ ACCEPTED = {
 }
 
 
+def _job(job: Job) -> dict[str, Any]:
+    """A job as v1 shows it, with its webhook record."""
+    return job_json(job, image_url, webhook=service().webhooks.describe(job.id))
+
+
+def _submitter(request: GenerationRequest, webhook: str | None, events: Any) -> Callable[[], Job]:
+    """Submit `request` (with its webhook, checked now, before anything is queued)."""
+    hooks = service().webhooks
+    subscription = hooks.subscription(webhook, events)
+
+    def submit() -> Job:
+        engine = service().engine
+        job = engine.submit(request, owner=caller())
+        if subscription is not None:
+            hooks.watch(job, subscription, engine.get)
+        return job
+
+    return submit
+
+
 def _respond(
     submit: Callable[[], Job], prefer: str
 ) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
@@ -73,11 +94,11 @@ def _respond(
     if "respond-async" in prefer:
         job = submit()
         headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
-        return job_json(service().engine.get(job.id), image_url), 202, headers
+        return _job(service().engine.get(job.id)), 202, headers
     job = submit_and_wait(submit)
     if not job.done:
-        return job_json(job, image_url), 202, {"Location": f"/v1/jobs/{job.id}"}
-    return job_json(job, image_url)
+        return _job(job), 202, {"Location": f"/v1/jobs/{job.id}"}
+    return _job(job)
 
 
 @bp.post("/generations")
@@ -91,7 +112,7 @@ def _respond(
 )
 def generations(body: GenerationIn, headers: AsyncHeaders) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
-    return _respond(lambda: service().engine.submit(req, owner=caller()), headers.prefer)
+    return _respond(_submitter(req, body.webhook, body.webhook_events), headers.prefer)
 
 
 @bp.post("/inpaint")
@@ -116,7 +137,7 @@ def inpaint(form: InpaintIn, headers: AsyncHeaders) -> Any:
         image=image,
         mask=mask,
     )
-    return _respond(lambda: service().engine.submit(req, owner=caller()), headers.prefer)
+    return _respond(_submitter(req, form.webhook, form.webhook_events), headers.prefer)
 
 
 @bp.get("/jobs")
@@ -127,14 +148,14 @@ def inpaint(form: InpaintIn, headers: AsyncHeaders) -> Any:
     responses=error_responses(NOT_READY),
 )
 def jobs() -> dict[str, Any]:
-    return {"jobs": [job_json(j, image_url) for j in service().engine.list_jobs() if may_see(j)]}
+    return {"jobs": [_job(j) for j in service().engine.list_jobs() if may_see(j)]}
 
 
 @bp.get("/jobs/<job_id>")
 @bp.output(JobOut)
 @bp.doc(summary="A job's status, progress and images", responses=error_responses(NOT_FOUND, NOT_READY))
 def job(job_id: str) -> dict[str, Any]:
-    return job_json(owned_job(job_id), image_url)
+    return _job(owned_job(job_id))
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -147,7 +168,7 @@ def job(job_id: str) -> dict[str, Any]:
 )
 def cancel(job_id: str) -> dict[str, Any]:
     owned_job(job_id)
-    return job_json(service().engine.cancel(job_id), image_url)
+    return _job(service().engine.cancel(job_id))
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -175,12 +196,13 @@ def events(job_id: str, query: EventsQuery, headers: EventsHeaders) -> Response:
     owned_job(job_id)
     engine = service().engine
     after = _last_event_id(headers.last_event_id)
+    hooks = service().webhooks
 
     def start() -> Iterator[str]:
         stream = engine.subscribe(
             job_id, previews=query.previews, heartbeat=service().config.stream_heartbeat, after=after
         )
-        return job_event_stream(stream, lambda job: job_json(job, image_url))
+        return job_event_stream(stream, lambda job: job_json(job, image_url, webhook=hooks.describe(job.id)))
 
     return event_stream(start)
 

@@ -1,0 +1,22 @@
+"""Webhooks as the Standard Webhooks specification has them: signed POSTs of events, retried with
+backoff, to targets checked against request forgery. Knows nothing of jobs beyond their ids and of
+HTTP servers: `server/job_webhooks.py` connects it to the engine's status changes.
+"""
+
+from .outbox import Attempt, Delivery, MemoryOutbox, Outbox, Subscription
+from .sender import Sender
+from .signing import WebhookSecret
+from .targets import Target, check_literal, refusal
+
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "MemoryOutbox",
+    "Outbox",
+    "Sender",
+    "Subscription",
+    "Target",
+    "WebhookSecret",
+    "check_literal",
+    "refusal",
+]

@@ -1,0 +1,340 @@
+"""Webhooks over real HTTP both ways: the small-model server posts to a receiver in this test, which
+checks each signature with its own reading of the Standard Webhooks rules (and with the
+`standardwebhooks` package), answers as each test scripts it, and records what came."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from conftest import running
+from PIL import Image
+from standardwebhooks.webhooks import Webhook
+
+from glide_api.config import ServiceConfig
+from glide_api.errors import InvalidParameter
+from glide_api.pipeline.images import encode_png
+from glide_api.server import create_app
+from glide_api.webhooks import WebhookSecret, refusal
+
+SECRET = "whsec_" + base64.b64encode(b"glide-api webhook test key, 32b").decode()
+FAST = {"prompt": "a red cube", "size": 32, "steps": "2", "upsample_steps": "2"}
+ASYNC = {"Prefer": "respond-async"}
+PUBLIC = "https://glide.example.com"
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: float = 300) -> bool:
+    """The receiver's check, written from the specification: some `v1,` signature in the
+    space-separated list equals base64(HMAC-SHA256(key, "id.timestamp.body")), and the timestamp is
+    recent."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    msg_id, stamp = headers["webhook-id"], headers["webhook-timestamp"]
+    if abs(time.time() - int(stamp)) > tolerance:
+        return False
+    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest())
+    for signature in headers["webhook-signature"].split(" "):
+        version, _, value = signature.partition(",")
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
+            return True
+    return False
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: `script[path]` lists the statuses to answer in turn (the
+    last repeats; 302 redirects to /ok, "slow" answers after 3 s); `got` records every request."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[int | str]] = {}
+        self.got: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.got.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    plan = receiver.script.setdefault(self.path, [200])
+                    answer = plan.pop(0) if len(plan) > 1 else plan[0]
+                if answer == "slow":
+                    time.sleep(3)
+                    answer = 200
+                try:
+                    self.send_response(int(answer))
+                    if answer == 302:
+                        self.send_header("Location", "/ok")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"no")
+                except OSError:  # the sender gave up waiting (the timeout test)
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def requests(self, path: str, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
+        """The first `count` requests to `path`, waiting up to `timeout` seconds for them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                hits = [(h, b) for p, h, b in self.got if p == path]
+            if len(hits) >= count:
+                return hits
+            time.sleep(0.02)
+        raise AssertionError(f"{path}: {len(hits)} of {count} requests came within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hooks_url(small_pipeline) -> Iterator[str]:
+    config = ServiceConfig(
+        max_queue=8,
+        webhook_secret=SECRET,
+        webhook_allow_hosts=("127.0.0.1",),
+        webhook_backoff=0.05,
+        webhook_attempts=2,
+        webhook_timeout=1.0,
+        public_url=PUBLIC + "/",
+    )
+    with running(create_app(config, pipeline=small_pipeline)) as url:
+        yield url
+
+
+def submit(base: str, webhook: str, **fields: object) -> dict:
+    r = requests.post(f"{base}/v1/generations", json={**FAST, "webhook": webhook, **fields}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def deliveries(base: str, job_id: str, count: int, timeout: float = 10) -> list[dict]:
+    """The job's delivery attempts once `count` of them are recorded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = requests.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()["webhook"]["deliveries"]
+        if len(shown) >= count:
+            return shown
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id}: {shown}")
+
+
+def test_a_finished_job_posts_one_signed_completed_event_with_the_job(hooks_url, receiver) -> None:
+    job = submit(hooks_url, f"{receiver.url}/done")
+    [(headers, body)] = receiver.requests("/done", 1)
+    assert verify(SECRET, headers, body)
+    Webhook(SECRET).verify(body, headers)  # the reference implementation agrees
+    assert headers["webhook-id"].startswith("msg_") and headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert payload["type"] == "job.succeeded" and payload["timestamp"].endswith("Z")
+    assert payload["data"]["id"] == job["id"] and payload["data"]["status"] == "succeeded"
+    assert payload["data"]["images"][0]["url"] == f"{PUBLIC}/v1/jobs/{job['id']}/images/0.png"
+    [attempt] = deliveries(hooks_url, job["id"], 1)
+    assert attempt["outcome"] == "delivered" and attempt["status"] == 200 and attempt["attempt"] == 1
+    assert attempt["id"] == headers["webhook-id"] and attempt["event"] == "job.succeeded"
+    shown = requests.get(f"{hooks_url}/v1/jobs/{job['id']}", timeout=10).json()["webhook"]
+    assert shown["url"] == f"{receiver.url}/done" and shown["events"] == ["completed"]
+    time.sleep(0.2)
+    assert len(receiver.requests("/done", 1)) == 1  # once: a completed job sends nothing more
+
+
+def test_all_events_send_each_status_once_in_order(hooks_url, receiver) -> None:
+    r = requests.post(
+        f"{hooks_url}/v1/generations",
+        json={**FAST, "webhook": f"{receiver.url}/all", "webhook_events": ["all"]},
+        headers=ASYNC,
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    got = receiver.requests("/all", 3)
+    assert [json.loads(body)["type"] for _, body in got] == ["job.queued", "job.running", "job.succeeded"]
+    assert len({headers["webhook-id"] for headers, _ in got}) == 3
+    assert all(verify(SECRET, headers, body) for headers, body in got)
+
+
+def test_a_failed_attempt_is_retried_with_the_same_id_and_a_fresh_signature(hooks_url, receiver) -> None:
+    receiver.script["/flaky"] = [500, 200]
+    job = submit(hooks_url, f"{receiver.url}/flaky")
+    (first, body1), (second, body2) = receiver.requests("/flaky", 2)
+    assert first["webhook-id"] == second["webhook-id"] and body1 == body2
+    assert verify(SECRET, first, body1) and verify(SECRET, second, body2)
+    tried, delivered = deliveries(hooks_url, job["id"], 2)
+    assert (tried["status"], tried["outcome"], tried["attempt"]) == (500, "retrying", 1)
+    assert "HTTP 500" in tried["error"] and tried["next_attempt_at"] >= tried["at"] + 0.05
+    assert (delivered["status"], delivered["outcome"], delivered["attempt"]) == (200, "delivered", 2)
+
+
+def test_a_redirect_is_not_followed(hooks_url, receiver) -> None:
+    receiver.script["/moved"] = [302]
+    job = submit(hooks_url, f"{receiver.url}/moved")
+    tried, last = deliveries(hooks_url, job["id"], 2)
+    assert tried["status"] == 302 and "redirects are not followed" in tried["error"]
+    assert last["outcome"] == "failed"  # webhook_attempts=2: given up
+    assert len(receiver.requests("/moved", 2)) == 2
+    assert not [p for p, _, _ in receiver.got if p == "/ok"]
+
+
+def test_an_attempt_past_the_timeout_fails(hooks_url, receiver) -> None:
+    receiver.script["/slow"] = ["slow"]
+    job = submit(hooks_url, f"{receiver.url}/slow")
+    began = time.monotonic()
+    first, _ = deliveries(hooks_url, job["id"], 2)
+    assert first["status"] is None and "timed out after 1 s" in first["error"]
+    assert time.monotonic() - began < 2.9  # two attempts of at most 1 s each, not the receiver's 3 s
+
+
+def test_a_name_resolving_to_loopback_is_refused_at_delivery(hooks_url, receiver) -> None:
+    # "127.1" is not an IP literal but resolves to 127.0.0.1: only the check at delivery sees it.
+    port = receiver.url.rsplit(":", 1)[1]
+    job = submit(hooks_url, f"http://127.1:{port}/sneaky")
+    [attempt] = deliveries(hooks_url, job["id"], 1)
+    assert attempt["outcome"] == "failed" and "127.0.0.1 is a loopback address" in attempt["error"]
+    assert not [p for p, _, _ in receiver.got if p == "/sneaky"]
+
+
+@pytest.mark.parametrize(
+    ("webhook", "events", "param", "words"),
+    [
+        ("ftp://example.com/x", None, "webhook", "http:// or https://"),
+        ("not a url", None, "webhook", "without spaces"),
+        ("http:///path", None, "webhook", "no host"),
+        ("https://user:pw@example.com/", None, "webhook", "user name or password"),
+        ("http://10.0.0.7/hook", None, "webhook", "private address"),
+        ("http://[::ffff:127.0.0.1]:9/", None, "webhook", "loopback"),
+        ("http://169.254.169.254/latest", None, "webhook", "link-local"),
+        ("http://localhost:9/", None, "webhook", "loopback name"),
+        ("https://example.com/", ["finished"], "webhook_events.0", "'completed', 'all'"),
+        (None, ["all"], "webhook_events", "only with a webhook"),
+    ],
+)
+def test_a_bad_webhook_is_400_naming_the_field(hooks_url, webhook, events, param, words) -> None:
+    body = {**FAST, "webhook": webhook} | ({"webhook_events": events} if events else {})
+    r = requests.post(f"{hooks_url}/v1/generations", json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and words in error["message"], error
+
+
+def test_without_a_secret_a_webhook_is_refused(server_url) -> None:
+    r = requests.post(
+        f"{server_url}/v1/generations", json={**FAST, "webhook": "https://example.com/hook"}, timeout=30
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "webhook" and "webhook_secret" in r.json()["error"]["message"]
+
+
+def test_a_loopback_target_is_refused_unless_its_host_is_allowed(small_pipeline, receiver) -> None:
+    config = ServiceConfig(webhook_secret=SECRET, max_queue=2)
+    with running(create_app(config, pipeline=small_pipeline)) as url:
+        r = requests.post(f"{url}/v1/generations", json={**FAST, "webhook": f"{receiver.url}/x"}, timeout=30)
+    assert r.status_code == 400 and "webhook_allow_hosts" in r.json()["error"]["message"]
+
+
+def test_inpaint_takes_a_webhook_as_form_fields(hooks_url, receiver) -> None:
+    image = encode_png(Image.new("RGBA", (32, 32), (0, 0, 255, 0)))  # transparent: all to paint
+    r = requests.post(
+        f"{hooks_url}/v1/inpaint",
+        data={**FAST, "webhook": f"{receiver.url}/inpaint", "webhook_events": "running, completed"},
+        files={"image": ("in.png", image, "image/png")},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    got = receiver.requests("/inpaint", 2)
+    assert [json.loads(body)["type"] for _, body in got] == ["job.running", "job.succeeded"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "0.0.0.0",
+        "100.64.0.1", "224.0.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "ff02::1",
+        "::ffff:10.0.0.1", "::ffff:127.0.0.1", "2002:a00:1::",
+    ],
+)  # fmt: skip
+def test_non_public_addresses_are_refused(address) -> None:
+    assert refusal(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses_are_allowed(address) -> None:
+    assert refusal(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("secret", "whsec_"),
+        ("whsec_!!!", "not base64"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "24 to 64 bytes"),
+    ],
+)
+def test_a_bad_webhook_secret_stops_the_server_at_start(text, words) -> None:
+    with pytest.raises(InvalidParameter, match=words) as caught:
+        WebhookSecret.parse(text)
+    assert caught.value.param == "webhook_secret"
+    with pytest.raises(InvalidParameter, match=words):
+        create_app(ServiceConfig(webhook_secret=text))
+
+
+def test_the_secret_is_not_shown_in_the_public_settings() -> None:
+    config = ServiceConfig(webhook_secret=SECRET)
+    assert SECRET not in repr(config) and config.public_dict()["webhook_secret"] == "configured"
+
+
+def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -> None:
+    from glide_api.errors import ServerBusy
+    from glide_api.server.job_webhooks import JobWebhooks
+    from glide_api.webhooks import Delivery, MemoryOutbox
+
+    config = ServiceConfig(
+        webhook_secret=SECRET, webhook_allow_hosts=("127.0.0.1",), webhook_max_pending=1, webhook_backoff=60
+    )
+    outbox = MemoryOutbox(keep=8)
+    hooks = JobWebhooks(config, outbox=outbox)
+    try:
+        receiver.script["/full"] = [500]
+        subscription = hooks.subscription(f"{receiver.url}/full", None)
+        outbox.subscribe("job1", subscription)
+        outbox.enqueue(
+            Delivery("msg_1", "job1", "succeeded", "job.succeeded", subscription.url, b"{}", due=0)
+        )
+        with pytest.raises(ServerBusy, match="webhook_max_pending"):
+            hooks.subscription(f"{receiver.url}/full", None)  # held, then waiting 60 s to be retried
+    finally:
+        hooks.close()
+
+
+def test_the_outbox_sends_a_jobs_deliveries_one_at_a_time_and_each_status_once() -> None:
+    from glide_api.webhooks import Attempt, Delivery, MemoryOutbox, Subscription
+
+    outbox = MemoryOutbox(keep=8)
+    outbox.subscribe("j", Subscription("https://example.com/", frozenset({"queued", "running"}), ("all",)))
+
+    def make(n: int, status: str) -> Delivery:
+        return Delivery(f"msg_{n}", "j", status, f"job.{status}", "https://example.com/", b"", due=0)
+
+    assert outbox.enqueue(make(1, "queued")) and outbox.enqueue(make(2, "running"))
+    assert not outbox.enqueue(make(3, "queued"))  # told twice: one delivery
+    assert outbox.wants("j", "queued") is None and outbox.wants("j", "succeeded") is None
+    first = outbox.take(now=1)
+    assert first.id == "msg_1" and outbox.take(now=1) is None  # the job's next waits for it
+    outbox.record(first, Attempt(first.id, first.event, 1, 1, 500, "HTTP 500", "retrying", next_attempt_at=9))
+    assert outbox.take(now=1).id == "msg_2"  # a retry does not hold up the later one
+    assert outbox.pending() == 2 and outbox.next_due() is None  # msg_1 waits behind the held msg_2
