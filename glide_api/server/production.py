@@ -86,7 +86,13 @@ class Server:
         # too), which ends `run()`.
         from waitress import wasyncore
 
-        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._server._map, ignore_all=True))
+        def close_all() -> None:
+            wasyncore.close_all(self._server._map, ignore_all=True)
+
+        try:
+            self._server.trigger.pull_trigger(close_all)
+        except OSError:  # the loop has closed its wake-up pipe (it is ending): close from here
+            close_all()
 
     def stop_on_signals(self) -> None:
         """SIGTERM and SIGINT call `stop()` on a thread of its own (a handler must return at once)."""
