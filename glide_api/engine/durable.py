@@ -20,6 +20,8 @@ import json
 import os
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -48,13 +50,15 @@ def open_durable_store(
     keep_finished: int,
     keep_finished_bytes: int,
     keep_finished_seconds: float = WEEK,
+    clock: Callable[[], float] = time.time,
 ) -> MemoryJobStore:
     """The store of the data dir `folder` (made if missing), its jobs loaded and unfinished ones
-    re-queued; `DataDirBusy` if another process holds it."""
+    re-queued; `DataDirBusy` if another process holds it. `clock` (epoch seconds) ages finished jobs."""
     return MemoryJobStore(
         keep_finished=keep_finished,
         keep_finished_bytes=keep_finished_bytes,
         keep_finished_seconds=keep_finished_seconds,
+        clock=clock,
         persistence=SqlitePersistence(folder),
     )
 
@@ -66,7 +70,8 @@ class SqlitePersistence:
         self._folder = Path(folder)
         self._images = self._folder / IMAGES
         self._images.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(self._folder / "lock")
+        # Not thread-local: the store is closed by whichever thread stops the engine.
+        self._lock = FileLock(self._folder / "lock", thread_local=False)
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
