@@ -174,7 +174,13 @@ class ServiceConfig(ModelSelection):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("port", "rate_limit", "preview_every"):
             checks.integer(name, getattr(self, name), minimum=0)
-        for name in ("job_timeout", "sync_timeout", "client_timeout", "stream_heartbeat", "keep_finished_seconds"):
+        for name in (
+            "job_timeout",
+            "sync_timeout",
+            "client_timeout",
+            "stream_heartbeat",
+            "keep_finished_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
         if not self.shutdown_grace >= 0:

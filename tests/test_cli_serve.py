@@ -173,7 +173,9 @@ def test_after_kill_9_the_restarted_server_runs_the_accepted_jobs_and_serves_the
     with started_process(small_serve_command(small_model_dirs, port, *data), port, {}) as (url, process):
         done = requests.post(f"{url}/v1/generations", json=queued_request | {"seed": 1}, timeout=60).json()
         running = requests.post(f"{url}/v1/generations", json=long, headers=prefer, timeout=10).json()
-        queued = requests.post(f"{url}/v1/generations", json=queued_request, headers=prefer, timeout=10).json()
+        queued = requests.post(
+            f"{url}/v1/generations", json=queued_request, headers=prefer, timeout=10
+        ).json()
         while requests.get(f"{url}/v1/jobs/{running['id']}", timeout=10).json()["progress"] is None:
             time.sleep(0.05)
         os.killpg(process.pid, signal.SIGKILL)

@@ -69,7 +69,9 @@ def test_after_a_stop_mid_run_the_queued_and_running_jobs_run_and_finished_ones_
         assert [engine.get(job.id).owner for job in (done, running)] == ["alice", "bob"]
         assert engine.image(done.id, 0) == png_for("done", 1)
         replay = list(engine.subscribe(done.id))
-        assert replay[-1].type == "succeeded" and replay[-1].snapshot.result.images[0].png == png_for("done", 1)
+        assert replay[-1].type == "succeeded" and replay[-1].snapshot.result.images[0].png == png_for(
+            "done", 1
+        )
         # finished jobs' images are read from their files, not held in memory
         assert all(image.held is None for image in engine.get(done.id).result.images)
     finally:
@@ -163,7 +165,7 @@ def test_an_image_file_gone_is_a_clear_job_not_found(tmp_path) -> None:
     try:
         job = engine.wait(engine.submit(request("x")).id, timeout=WAIT)
         (tmp_path / "images" / job.id / "0.png").unlink()
-        with pytest.raises(JobNotFound, match="image file .* is gone"):
+        with pytest.raises(JobNotFound, match=r"image file .* is gone"):
             engine.image(job.id, 0)
     finally:
         engine.close()

@@ -88,7 +88,9 @@ class SqlitePersistence:
         histories: dict[str, list[Event]] = {}
         for job_id, text in self._db.execute("SELECT job_id, event FROM events ORDER BY job_id, seq"):
             histories.setdefault(job_id, []).append(event_from_dict(json.loads(text)))
-        inputs = {job_id: json.loads(text) for job_id, text in self._db.execute("SELECT id, inputs FROM inputs")}
+        inputs = {
+            job_id: json.loads(text) for job_id, text in self._db.execute("SELECT id, inputs FROM inputs")
+        }
         loaded = []
         for job_id, text in self._db.execute("SELECT id, record FROM jobs ORDER BY pos"):
             record = json.loads(text)
@@ -108,13 +110,16 @@ class SqlitePersistence:
         record["request"].update(dict.fromkeys(INPUT_FIELDS))  # kept apart: written once, not per step
         with self._db:
             self._db.execute(
-                "INSERT INTO jobs (id, record) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+                "INSERT INTO jobs (id, record) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET record = excluded.record",
                 (job.id, json.dumps(record)),
             )
             if job.done:
                 self._db.execute("DELETE FROM inputs WHERE id = ?", (job.id,))
             elif event is not None and event.seq == 0 and any(uploads.values()):
-                self._db.execute("INSERT INTO inputs (id, inputs) VALUES (?, ?)", (job.id, json.dumps(uploads)))
+                self._db.execute(
+                    "INSERT INTO inputs (id, inputs) VALUES (?, ?)", (job.id, json.dumps(uploads))
+                )
             if event is not None:
                 self._db.execute(
                     "INSERT INTO events (job_id, seq, event) VALUES (?, ?, ?)",
