@@ -78,13 +78,25 @@ class ServiceConfig(ModelSelection):
     sync_timeout: float = field(
         default=900.0, metadata={"help": "seconds a synchronous request waits for its job"}
     )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "where jobs, their events and images are kept (SQLite and files), so they survive "
+            "a restart or crash (docs/storage.md); default: the platform's user data folder "
+            "(~/.local/share/glide-api on Linux); none: in memory only",
+            "metavar": "DIR",
+        },
+    )
     keep_finished: int = field(default=256, metadata={"help": "finished jobs (and images) kept"})
     keep_finished_bytes: int = field(
         default=1 << 30,
         metadata={
-            "help": "bytes of images the kept finished jobs may hold; the oldest are evicted first "
-            "(the newest finished job is always kept)"
+            "help": "bytes of images the kept finished jobs may hold (on disk with a data_dir); the "
+            "oldest are evicted first (the newest finished job is always kept)"
         },
+    )
+    keep_finished_seconds: float = field(
+        default=7 * 24 * 3600.0, metadata={"help": "seconds a finished job (and its images) is kept"}
     )
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
@@ -217,6 +229,7 @@ class ServiceConfig(ModelSelection):
             "stream_heartbeat",
             "webhook_timeout",
             "webhook_backoff",
+            "keep_finished_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
@@ -241,6 +254,18 @@ class ServiceConfig(ModelSelection):
         admin = frozenset(self.admin_keys) | _read_keys("admin_keys_file", self.admin_keys_file)
         keys = frozenset(self.api_keys) | _read_keys("api_keys_file", self.api_keys_file) | admin
         object.__setattr__(self, "_keys", (keys, admin))  # read once, at start; not a setting itself
+
+    @property
+    def store_dir(self) -> Path | None:
+        """The data dir jobs are kept in (`data_dir`, else the platform's user data folder); None
+        for "none": jobs in memory only."""
+        if self.data_dir is None:
+            import platformdirs
+
+            return Path(platformdirs.user_data_dir("glide-api", appauthor=False))
+        if self.data_dir.strip().lower() == "none":
+            return None
+        return Path(self.data_dir).expanduser()
 
     @property
     def all_api_keys(self) -> frozenset[str]:

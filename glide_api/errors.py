@@ -94,6 +94,10 @@ class EngineClosed(GlideError, RuntimeError):
     """The engine has been shut down and takes no new jobs."""
 
 
+class DataDirBusy(GlideError, RuntimeError):
+    """Another process holds the data dir (its jobs are that process's to run)."""
+
+
 class ServerBusy(GlideError):
     """A capped kind of long request (event streams, synchronous waits) is at its limit; nothing was
     started. `retry_after` is a whole number of seconds."""

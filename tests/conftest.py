@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory, monkeypatch) -> None:
+    """No test writes to the real user data folder, and no two tests share a data dir: the default
+    `data_dir` (the platform's user data folder, from XDG_DATA_HOME) and GLIDE_API_DATA_DIR point
+    into a fresh temporary folder for each test (subprocesses inherit them)."""
+    folder = tmp_path_factory.mktemp("data-home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(folder))
+    monkeypatch.setenv("GLIDE_API_DATA_DIR", str(folder / "glide-api"))
+
+
 @pytest.fixture(scope="session")
 def small_model_dirs(tmp_path_factory) -> dict[str, Path]:
     from small_models import write_small_model_folders
@@ -60,5 +70,6 @@ def server_url(small_pipeline) -> Iterator[str]:
     from glide_api.config import ServiceConfig
     from glide_api.server import create_app
 
-    with running(create_app(ServiceConfig(max_queue=8), pipeline=small_pipeline)) as url:
+    config = ServiceConfig(max_queue=8, data_dir="none")
+    with running(create_app(config, pipeline=small_pipeline)) as url:
         yield url

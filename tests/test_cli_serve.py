@@ -123,7 +123,8 @@ def test_sigterm_refuses_new_jobs_at_once_and_ends_every_job_with_a_final_event(
     from sse import read_events
 
     port = free_port()
-    command = small_serve_command(small_model_dirs, port, "--shutdown-grace", "2", "--max-steps", "1000")
+    flags = ("--shutdown-grace", "2", "--max-steps", "1000", "--data-dir", "none")  # jobs in memory
+    command = small_serve_command(small_model_dirs, port, *flags)
     with started_process(command, port, {}) as (url, process), ThreadPoolExecutor(4) as pool:
         slow = {"prompt": "long", "size": 64, "steps": "1000", "upsample_steps": "1000"}
         prefer = {"Prefer": "respond-async"}
@@ -157,6 +158,46 @@ def test_sigterm_refuses_new_jobs_at_once_and_ends_every_job_with_a_final_event(
         assert process.wait(timeout=30) == 0
     output = process.stdout.read()
     assert "SIGTERM received" in output and "shut down" in output, output
+
+
+def test_after_kill_9_the_restarted_server_runs_the_accepted_jobs_and_serves_the_finished_ones(
+    small_model_dirs, tmp_path
+) -> None:
+    from sse import read_events
+
+    data = ["--data-dir", str(tmp_path / "data"), "--max-steps", "1000"]
+    long = {"prompt": "long", "size": 32, "steps": "6", "seed": 5}
+    queued_request = {"prompt": "queued", "size": 32, "steps": "2", "seed": 9}
+    prefer = {"Prefer": "respond-async"}
+    port = free_port()
+    with started_process(small_serve_command(small_model_dirs, port, *data), port, {}) as (url, process):
+        done = requests.post(f"{url}/v1/generations", json=queued_request | {"seed": 1}, timeout=60).json()
+        running = requests.post(f"{url}/v1/generations", json=long, headers=prefer, timeout=10).json()
+        queued = requests.post(
+            f"{url}/v1/generations", json=queued_request, headers=prefer, timeout=10
+        ).json()
+        while requests.get(f"{url}/v1/jobs/{running['id']}", timeout=10).json()["progress"] is None:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    port = free_port()
+    with started_process(small_serve_command(small_model_dirs, port, *data), port, {}) as (url, _):
+        images = {}
+        for job in (running, queued, done):
+            final = requests.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()
+            while final["status"] in ("queued", "running"):
+                time.sleep(0.1)
+                final = requests.get(f"{url}/v1/jobs/{job['id']}", timeout=10).json()
+            assert final["status"] == "succeeded", final
+            image = requests.get(f"{url}/v1/jobs/{job['id']}/images/0.png", timeout=10)
+            assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+            images[job["id"]] = image.content
+        replay = requests.get(f"{url}/v1/jobs/{done['id']}/events", stream=True, timeout=30)
+        names = [name for name, _ in read_events(replay)]
+        assert names[0] == "queued" and names[-1] == "succeeded" and "progress" in names
+        again = requests.post(f"{url}/v1/generations", json=long, timeout=120).json()  # uninterrupted
+        rerun = requests.get(f"{url}/v1/jobs/{again['id']}/images/0.png", timeout=10).content
+        assert rerun == images[running["id"]]
 
 
 def test_flask_run_reads_settings_from_the_environment(small_model_dirs) -> None:

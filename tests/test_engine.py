@@ -745,6 +745,8 @@ def test_engine_config_rejects_bad_limits() -> None:
         EngineConfig(job_timeout=float("inf"))
     with pytest.raises(ValueError, match=r"^preview_every: "):
         EngineConfig(preview_every=-1)
+    with pytest.raises(ValueError, match=r"^keep_finished_seconds: "):
+        EngineConfig(keep_finished_seconds=0)
     assert EngineConfig().to_dict() == {
         "max_queue": 32,
         "max_batch_images": 8,
@@ -752,6 +754,7 @@ def test_engine_config_rejects_bad_limits() -> None:
         "job_timeout": 1800.0,
         "keep_finished": 256,
         "keep_finished_bytes": 1 << 30,
+        "keep_finished_seconds": 7 * 24 * 3600.0,
         "preview_every": 5,
     }
 

@@ -6,13 +6,15 @@
         job = engine.wait(job.id, timeout=600)
 
 Modules follow the job's path: `queue` (admission) -> `worker` (the device loop) -> `store` (jobs,
-events, results); `jobs` and `events` are the plain data they exchange; `engine` is the facade.
+events, results; `durable` writes them through to SQLite and files); `jobs` and `events` are the
+plain data they exchange; `engine` is the facade.
 """
 
+from .durable import open_durable_store
 from .engine import Engine, EngineConfig
 from .events import Cancelled, Event, Failed, Heartbeat, Progress, Queued, Started, Succeeded, event_from_dict
 from .jobs import ImageResult, Job, JobResult, JobStatus
-from .store import JobStore, MemoryJobStore
+from .store import JobStore, MemoryJobStore, Persistence
 from .worker import Pipeline, is_out_of_memory
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "MemoryJobStore",
+    "Persistence",
     "Pipeline",
     "Progress",
     "Queued",
@@ -35,4 +38,5 @@ __all__ = [
     "Succeeded",
     "event_from_dict",
     "is_out_of_memory",
+    "open_durable_store",
 ]

@@ -30,7 +30,7 @@ from .events import Event, Queued
 from .jobs import Job, JobResult, JobStatus
 from .queue import JobQueue, QueueEntry
 from .stats import EngineStats
-from .store import JobStore, MemoryJobStore
+from .store import WEEK, JobStore, MemoryJobStore
 from .worker import Pipeline, Worker
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ class EngineConfig:
     keep_finished: finished jobs (with their images and event histories) kept for `get`, `image`
         and `subscribe`; older ones are evicted and then unknown (`JobNotFound`).
     keep_finished_bytes: payload bytes (PNGs; uploads are dropped when a job finishes) the kept
-        finished jobs may hold together; the oldest are evicted first until both bounds hold, but
+        finished jobs may hold together; the oldest are evicted first until the bounds hold, but
         the most recently finished job is always kept, so that its client can fetch it.
+    keep_finished_seconds: a finished job is evicted this long after it finished.
     preview_every: a progress event carries a preview PNG every this many steps (and at each stage's
         last step), for subscribers that ask for previews; 0 = never.
     """
@@ -64,6 +65,7 @@ class EngineConfig:
     job_timeout: float = 1800.0
     keep_finished: int = 256
     keep_finished_bytes: int = 1 << 30
+    keep_finished_seconds: float = WEEK
     preview_every: int = 5
 
     def __post_init__(self) -> None:
@@ -85,6 +87,10 @@ class EngineConfig:
             raise InvalidParameter(
                 f"job_timeout: must be a positive number of seconds (got {self.job_timeout!r})"
             )
+        if not checks.is_number(self.keep_finished_seconds) or not self.keep_finished_seconds > 0:
+            raise InvalidParameter(
+                f"keep_finished_seconds: must be a positive number (got {self.keep_finished_seconds!r})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,11 +100,13 @@ class Engine:
     """Jobs in, images out: admission, the job registry and the device-owning worker behind one object.
 
     `clock` (monotonic seconds) times job timeouts and durations; `wall_clock` (epoch seconds) stamps
-    jobs. `store` replaces the in-process job registry (e.g. with a shared one; it then applies its
-    own retention instead of `keep_finished` and `keep_finished_bytes`). `on_change(job)` is told of
-    each status a job reaches (queued, running, its final one), after the store recorded it, on the
-    thread that made the change: it must return at once (e.g. put the job on a queue of its own).
-    Thread-safe: any number of threads may call any method.
+    jobs. `store` replaces the in-memory job registry (e.g. a durable or shared one; it then applies
+    its own retention instead of the `keep_finished*` settings). Jobs the store already holds queued
+    (a durable store's, after a restart) are queued now, in their order, even past `max_queue`: they
+    were admitted before. `on_change(job)` is told of each status a job reaches (queued, running,
+    its final one), after the store recorded it, on the thread that made the change: it must return
+    at once (e.g. put the job on a queue of its own). Thread-safe: any number of threads may call
+    any method.
     """
 
     def __init__(
@@ -122,11 +130,14 @@ class Engine:
             else MemoryJobStore(
                 keep_finished=self._config.keep_finished,
                 keep_finished_bytes=self._config.keep_finished_bytes,
+                keep_finished_seconds=self._config.keep_finished_seconds,
+                clock=wall_clock,
             )
         )
         if on_change is not None:
             self._store = _Announcing(self._store, on_change)
         self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
+        self._restore_queued()
         self._worker = Worker(
             pipeline=pipeline,
             store=self._store,
@@ -165,10 +176,28 @@ class Engine:
             self._thread = threading.Thread(target=self._worker.run, name="glide-engine-worker", daemon=True)
             self._thread.start()
 
+    def _restore_queued(self) -> None:
+        for job in self._store.jobs():
+            if job.status != "queued":
+                continue
+            request = job.generation_request()
+            try:
+                self._pipeline.validate(request.settings)  # the server may run other models now
+            except ValueError as e:
+                self._store.finish(job.id, "failed", at=self._wall_clock(), error=f"cannot run any more: {e}")
+                continue
+            self._queue.restore(QueueEntry(job.id, request.settings, request.batch_size))
+            logger.info("job %s: queued again (admitted before a restart)", job.id)
+
     def close(self, *, grace: float = 0.0, timeout: float | None = None) -> None:
-        """Stop: refuse new jobs and end the waiting ones at once; let the running batch go on for up
-        to `grace` seconds, then stop it at its next step; join the worker (up to `timeout` seconds
-        more). Every job it ends is `failed` with `STOPPED`, so its final event says why. Idempotent.
+        """Stop: refuse new jobs; let the running batch go on for up to `grace` seconds, then stop it
+        at its next step; join the worker (up to `timeout` seconds more). Idempotent.
+
+        With a memory store, the waiting jobs end at once and the running ones after the grace, each
+        `failed` with `STOPPED`, so its final event says why. With a durable store, no job ends:
+        the store is closed after the grace, so unfinished jobs stay as recorded (the running ones
+        run again from the start in the next process), and open subscriptions and waits end without
+        a final event.
         """
         with self._lock:
             first = not self._closed
@@ -176,10 +205,15 @@ class Engine:
             thread = self._thread
         if first:
             self._queue.close()  # no new batch starts: the worker's next take() returns None
-            self._end_unfinished(running=False)
+            durable = self._store.durable
+            if not durable:
+                self._end_unfinished(running=False)
             if thread is not None:
                 thread.join(grace)
-            self._end_unfinished(running=True)
+            if durable:
+                self._store.close()  # the running batch stops at its next step, left as it was
+            else:
+                self._end_unfinished(running=True)
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
@@ -268,9 +302,16 @@ class Engine:
             logger.info("job %s: cancel requested; it stops at its next step", job_id)
         return job
 
+    @property
+    def stopped(self) -> bool:
+        """True once `close` has closed a durable store: waits and subscriptions then end at once,
+        their jobs unfinished (they run in the next process)."""
+        return self._store.closed
+
     def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """Block until the job finishes or `timeout` seconds pass (None: no limit); returns the
-        snapshot either way (check `job.done`). `JobNotFound` for an unknown id."""
+        """Block until the job finishes or `timeout` seconds pass (None: no limit), or the engine is
+        `stopped`; returns the snapshot either way (check `job.done`). `JobNotFound` for an unknown
+        id."""
         return self._store.wait(job_id, timeout=timeout)
 
     def watchers(self, job_id: str) -> int:

@@ -8,6 +8,7 @@ finished job no longer holds its uploads (an inpainting image and mask): they se
 Statuses move one way:
 
     queued ──> running ──> succeeded | failed | cancelled
+       │  <──────┘                                 (requeued: a durable store restarted mid-run)
        └─────────────────> cancelled | failed      (cancelled while waiting; engine shut down)
 
 `Job` is frozen: each transition returns a new `Job`, and a transition that does not apply to the
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import GlideError
+from ..errors import GlideError, JobNotFound
 from ..pipeline.params import INPUT_FIELDS, GenerationRequest
 from ..progress import StepProgress
 
@@ -36,15 +39,35 @@ class InvalidTransition(GlideError, RuntimeError):
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image of a finished job: the PNG (with its metadata chunk), its seed and that metadata."""
+    """One image of a finished job: the PNG (with its metadata chunk), its seed and that metadata.
 
-    png: bytes = field(repr=False)
+    The PNG is either held (`held`) or kept in a file (`file`, by a durable store, so that memory
+    holds no finished job's images); `png` reads it either way. `size` is its length in bytes.
+    """
+
     seed: int
     metadata: dict[str, Any]
+    size: int
+    held: bytes | None = field(default=None, repr=False)
+    file: Path | None = None
+
+    @classmethod
+    def of(cls, png: bytes, *, seed: int, metadata: dict[str, Any]) -> ImageResult:
+        """An image held in memory."""
+        return cls(seed=seed, metadata=metadata, size=len(png), held=png)
+
+    @property
+    def png(self) -> bytes:
+        if self.held is not None:
+            return self.held
+        try:
+            return self.file.read_bytes()  # type: ignore[union-attr]  # one of the two is set
+        except FileNotFoundError:
+            raise JobNotFound(f"image file {self.file} is gone: its job is no longer kept") from None
 
     def to_dict(self, index: int) -> dict[str, Any]:
         """JSON-safe description; the bytes themselves are fetched by job id and `index`."""
-        return {"index": index, "seed": self.seed, "bytes": len(self.png), "metadata": self.metadata}
+        return {"index": index, "seed": self.seed, "bytes": self.size, "metadata": self.metadata}
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,21 @@ class JobResult:
             "peak_memory_bytes": self.peak_memory_bytes,
             "models": dict(self.models),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, file_of: Callable[[int], Path]) -> JobResult:
+        """The inverse of `to_dict`, image `i` kept in the file `file_of(i)`."""
+        return cls(
+            images=tuple(
+                ImageResult(seed=d["seed"], metadata=d["metadata"], size=d["bytes"], file=file_of(d["index"]))
+                for d in data["images"]
+            ),
+            chain=tuple(data["chain"]),
+            stage_seconds=dict(data["stage_seconds"]),
+            total_seconds=data["total_seconds"],
+            peak_memory_bytes=data["peak_memory_bytes"],
+            models=dict(data["models"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +146,7 @@ class Job:
     @property
     def held_bytes(self) -> int:
         """Bytes of payload this job holds: its images' PNGs and the uploads still in its request."""
-        images = sum(len(image.png) for image in self.result.images) if self.result else 0
+        images = sum(image.size for image in self.result.images) if self.result else 0
         return images + sum(len(self.request.get(name) or "") for name in INPUT_FIELDS)
 
     def generation_request(self) -> GenerationRequest:
@@ -120,6 +158,11 @@ class Job:
     def start(self, *, at: float) -> Job:
         self._require("start", "queued")
         return dataclasses.replace(self, status="running", started_at=at)
+
+    def requeue(self) -> Job:
+        """running -> queued, to run again from the start (its process stopped mid-run)."""
+        self._require("requeue", "running")
+        return dataclasses.replace(self, status="queued", started_at=None, progress=None)
 
     def advance(self, progress: StepProgress) -> Job:
         self._require("record progress for", "running")
@@ -178,3 +221,26 @@ class Job:
             "cancel_requested": self.cancel_requested,
             "result": None if self.result is None else self.result.to_dict(),
         }
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything the job is, as JSON-safe data (its inputs and `owner` included); `from_record`
+        rebuilds it."""
+        return {**self.to_dict(include_inputs=True), "owner": self.owner}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any], *, file_of: Callable[[int], Path]) -> Job:
+        """The inverse of `to_record`; the result's image `i` is kept in the file `file_of(i)`."""
+        progress, result = data["progress"], data["result"]
+        return cls(
+            id=data["id"],
+            request=data["request"],
+            created_at=data["created_at"],
+            status=data["status"],
+            started_at=data["started_at"],
+            finished_at=data["finished_at"],
+            progress=None if progress is None else StepProgress.from_dict(progress),
+            error=data["error"],
+            result=None if result is None else JobResult.from_dict(result, file_of=file_of),
+            cancel_requested=data["cancel_requested"],
+            owner=data["owner"],
+        )

@@ -80,6 +80,13 @@ class JobQueue:
             self._cond.notify_all()
             return position
 
+    def restore(self, entry: QueueEntry) -> None:
+        """Append a job admitted earlier (by a process that stopped), even past `max_jobs`."""
+        with self._cond:
+            self._entries[entry.job_id] = entry
+            self._reported[entry.job_id] = len(self._entries)
+            self._cond.notify_all()
+
     def take(self, *, max_images: int, batching: bool) -> list[QueueEntry] | None:
         """Block until a job waits, then remove and return the next batch; None once closed.
 

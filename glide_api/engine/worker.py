@@ -263,7 +263,7 @@ class Worker:
             del active[job_id]
             result = JobResult(
                 images=tuple(
-                    ImageResult(png=image.png, seed=image.seed, metadata=dict(image.metadata))
+                    ImageResult.of(image.png, seed=image.seed, metadata=dict(image.metadata))
                     for image in output.images[member.rows]
                 ),
                 chain=tuple(output.chain),

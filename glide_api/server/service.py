@@ -20,7 +20,7 @@ from typing import Any
 
 from ..config import ServiceConfig
 from ..download import human_size
-from ..engine import Engine, EngineConfig, JobResult
+from ..engine import Engine, EngineConfig, JobResult, JobStore, open_durable_store
 from ..errors import InvalidParameter, ModelNotReady, WeightsNotFound
 from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
 from ..models.official_files import MissingWeights, missing_weights
@@ -62,6 +62,17 @@ class Service:
         self._specs: dict[str, dict[str, str | None]] = {}  # per capability: what each role loads
         # Per capability whose files are missing: what is missing, and the line that says so.
         self._missed: dict[str, tuple[MissingWeights, str]] = {}
+        # Opened now, not when the models are loaded: a data dir another process holds fails at once.
+        folder = config.store_dir
+        self._store: JobStore | None = None
+        if folder is not None:
+            self._store = open_durable_store(
+                folder,
+                keep_finished=config.keep_finished,
+                keep_finished_bytes=config.keep_finished_bytes,
+                keep_finished_seconds=config.keep_finished_seconds,
+            )
+            logger.info("jobs are kept in %s", folder)
         if pipeline is not None:
             self._start_engine(pipeline)
             self._capabilities = {
@@ -183,8 +194,10 @@ class Service:
                 job_timeout=c.job_timeout,
                 keep_finished=c.keep_finished,
                 keep_finished_bytes=c.keep_finished_bytes,
+                keep_finished_seconds=c.keep_finished_seconds,
                 preview_every=c.preview_every,
             ),
+            store=self._store,
             on_success=self._save_images,
             on_change=self.webhooks.changed,
         )
@@ -265,15 +278,18 @@ class Service:
 
     def shutdown(self, *, grace: float, drain: float = STREAM_DRAIN_SECONDS) -> None:
         """Stop serving jobs: readiness says so at once and new jobs get 503; the running batch may
-        finish within `grace` seconds; every job left then ends with a final event saying the server
-        stopped, which open streams and waiting requests get (within `drain` seconds) before this
-        returns. Idempotent."""
+        finish within `grace` seconds. In memory, every job left then ends with a final event saying
+        the server stopped, which open streams and waiting requests get (within `drain` seconds)
+        before this returns; with a data dir, the jobs left stay for the next start and open streams
+        and waits end without a final event (docs/storage.md). Idempotent."""
         with self._lock:
             self.stopping = True
             engine = self._engine
         logger.info("shutting down: new jobs are refused; the running batch has %g s to finish", grace)
         if engine is not None:
             engine.close(grace=grace, timeout=drain)
+        elif self._store is not None:
+            self._store.close()
         self.webhooks.close()  # deliveries not made yet stay in the outbox
         for held in (self.streams, self.sync_waits):
             if not held.wait_empty(drain):

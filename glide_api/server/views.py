@@ -48,13 +48,20 @@ def _wait(svc: Service, job: Job) -> Job:
     while True:
         remaining = deadline - time.monotonic()
         done = engine.wait(job.id, timeout=max(0.0, min(CLIENT_CHECK_SECONDS, remaining)))
-        if done.done or remaining <= CLIENT_CHECK_SECONDS:
+        if done.done or remaining <= CLIENT_CHECK_SECONDS or engine.stopped:
             break
         if client_gone():
             if engine.watchers(job.id) == 0:
                 engine.cancel(job.id)
                 logger.info("job %s: its synchronous client left; cancelled", job.id)
             raise JobFailed(f"job {job.id}: the client left", outcome="cancelled", job_id=job.id)
+    if not done.done and engine.stopped:  # a durable engine closed: the job runs after a restart
+        raise JobFailed(
+            f"job {job.id}: the server stopped before it finished; it is kept and runs when the server "
+            f"is back: GET /v1/jobs/{job.id}",
+            outcome="stopped",
+            job_id=job.id,
+        )
     if done.status == "succeeded" or not done.done:
         return done
     if svc.stopping:
