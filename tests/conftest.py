@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+# The safety net for what runs outside a test function (module-scoped servers, which pass
+# data_dir="none" or their own folder): the platform's user data folder is never the real one.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="glide-api-tests-data-")
 
 
 @pytest.fixture(autouse=True)

@@ -60,7 +60,9 @@ def make_app(config: ServiceConfig, pipeline=None):
 @pytest.fixture(scope="module")
 def ui_url(small_pipeline) -> Iterator[str]:
     # A preview with every step, so the preview image is sure to change during a short job.
-    with running(make_app(ServiceConfig(preview_every=1, max_queue=8), small_pipeline)) as url:
+    with running(
+        make_app(ServiceConfig(preview_every=1, max_queue=8, data_dir="none"), small_pipeline)
+    ) as url:
         yield url
 
 

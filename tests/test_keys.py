@@ -28,6 +28,7 @@ def keyed_url(small_pipeline, tmp_path_factory):
     (folder / "keys").write_text(f"# the second client\n\n  {K2}  \n")
     (folder / "admin").write_text(f"{ADMIN}\n")
     config = ServiceConfig(
+        data_dir="none",
         api_keys=(K1,),
         api_keys_file=str(folder / "keys"),
         admin_keys_file=str(folder / "admin"),

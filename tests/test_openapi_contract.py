@@ -56,6 +56,7 @@ def tight_config(**overrides):
     from glide_api.config import ServiceConfig
 
     settings = dict(
+        data_dir="none",
         base_steps="2",
         upsample_steps="2",
         max_steps=3,

@@ -17,7 +17,11 @@ KEY = "sk-test-0123456789abcdef"
 @pytest.fixture(scope="module")
 def locked_url(small_pipeline):
     config = ServiceConfig(
-        api_keys=(KEY, "second-key"), rate_limit=30, max_body_bytes=2048, max_upload_bytes=4096
+        data_dir="none",
+        api_keys=(KEY, "second-key"),
+        rate_limit=30,
+        max_body_bytes=2048,
+        max_upload_bytes=4096,
     )
     with running(create_app(config, pipeline=small_pipeline)) as url:
         yield url

@@ -27,6 +27,7 @@ def served(small_pipeline) -> Iterator[tuple[str, object]]:
     from glide_api.server import create_app
 
     config = ServiceConfig(
+        data_dir="none",
         max_steps=1000,
         max_open_streams=40,
         max_sync_waits=8,

@@ -107,6 +107,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def hooks_url(small_pipeline) -> Iterator[str]:
     config = ServiceConfig(
+        data_dir="none",
         max_queue=8,
         webhook_secret=SECRET,
         webhook_allow_hosts=("127.0.0.1",),
