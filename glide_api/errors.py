@@ -98,6 +98,15 @@ class DataDirBusy(GlideError, RuntimeError):
     """Another process holds the data dir (its jobs are that process's to run)."""
 
 
+class StoreUnavailable(GlideError):
+    """The shared job store (Redis) did not answer; nothing was changed by the failed call, and the
+    connection is made again by the next one. `retry_after` is a whole number of seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ServerBusy(GlideError):
     """A capped kind of long request (event streams, synchronous waits) is at its limit; nothing was
     started. `retry_after` is a whole number of seconds."""

@@ -79,3 +79,14 @@ def server_url(small_pipeline) -> Iterator[str]:
     config = ServiceConfig(max_queue=8, data_dir="none")
     with running(create_app(config, pipeline=small_pipeline)) as url:
         yield url
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A fresh real redis-server (AOF on) for one test; stopped after it."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ..errors import DataDirBusy
+from ..errors import DataDirBusy, JobNotFound
 from ..pipeline.params import INPUT_FIELDS
 from .events import Event, event_from_dict
 from .jobs import ImageResult, Job, JobResult
@@ -96,7 +96,7 @@ class SqlitePersistence:
             record = json.loads(text)
             record["request"].update(inputs.get(job_id, {}))
             folder = self._images / job_id
-            job = Job.from_record(record, file_of=lambda i, folder=folder: folder / f"{i}.png")
+            job = Job.from_record(record, read_of=lambda i, folder=folder: _reader(folder / f"{i}.png"))
             loaded.append((job, histories.get(job_id, [])))
         kept = {job.id for job, _ in loaded if job.result is not None}
         for folder in self._images.iterdir():
@@ -138,7 +138,9 @@ class SqlitePersistence:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(temp, path)
-            images.append(ImageResult(seed=image.seed, metadata=image.metadata, size=image.size, file=path))
+            images.append(
+                ImageResult(seed=image.seed, metadata=image.metadata, size=image.size, read=_reader(path))
+            )
         _fsync_folder(folder)
         _fsync_folder(self._images)
         return dataclasses.replace(result, images=tuple(images))
@@ -156,6 +158,16 @@ class SqlitePersistence:
     def close(self) -> None:
         self._db.close()
         self._lock.release()
+
+
+def _reader(path: Path) -> Callable[[], bytes]:
+    def read() -> bytes:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise JobNotFound(f"image file {path} is gone: its job is no longer kept") from None
+
+    return read
 
 
 def _fsync_folder(folder: Path) -> None:

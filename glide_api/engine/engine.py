@@ -101,12 +101,13 @@ class Engine:
 
     `clock` (monotonic seconds) times job timeouts and durations; `wall_clock` (epoch seconds) stamps
     jobs. `store` replaces the in-memory job registry (e.g. a durable or shared one; it then applies
-    its own retention instead of the `keep_finished*` settings). Jobs the store already holds queued
-    (a durable store's, after a restart) are queued now, in their order, even past `max_queue`: they
-    were admitted before. `on_change(job)` is told of each status a job reaches (queued, running,
-    its final one), after the store recorded it, on the thread that made the change: it must return
-    at once (e.g. put the job on a queue of its own). Thread-safe: any number of threads may call
-    any method.
+    its own retention instead of the `keep_finished*` settings); `queue` replaces the in-process
+    queue (a fleet's shared one, engine/redis_queue.py, with a `RedisJobStore`). Jobs the store
+    already holds queued (a durable store's, after a restart) are queued now, in their order, even
+    past `max_queue`: they were admitted before. `on_change(job)` is told of each status a job
+    reaches (queued, running, its final one), after the store recorded it, on the thread that made
+    the change: it must return at once (e.g. put the job on a queue of its own). Thread-safe: any
+    number of threads may call any method.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class Engine:
         store: JobStore | None = None,
         on_success: Callable[[str, JobResult], None] | None = None,
         on_change: Callable[[Job], None] | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._config = config if config is not None else EngineConfig()
@@ -136,8 +138,13 @@ class Engine:
         )
         if on_change is not None:
             self._store = _Announcing(self._store, on_change)
-        self._queue = JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
-        self._restore_queued()
+        self._queue = (
+            queue
+            if queue is not None
+            else JobQueue(max_jobs=self._config.max_queue, retry_after=self._stats.retry_after)
+        )
+        if not getattr(self._queue, "shared", False):  # a shared queue keeps its jobs itself
+            self._restore_queued()
         self._worker = Worker(
             pipeline=pipeline,
             store=self._store,

@@ -21,10 +21,9 @@ import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import GlideError, JobNotFound
+from ..errors import GlideError
 from ..pipeline.params import INPUT_FIELDS, GenerationRequest
 from ..progress import StepProgress
 
@@ -41,15 +40,16 @@ class InvalidTransition(GlideError, RuntimeError):
 class ImageResult:
     """One image of a finished job: the PNG (with its metadata chunk), its seed and that metadata.
 
-    The PNG is either held (`held`) or kept in a file (`file`, by a durable store, so that memory
-    holds no finished job's images); `png` reads it either way. `size` is its length in bytes.
+    The PNG is either held (`held`) or kept elsewhere and read on demand by `read` (a durable store's
+    file, a Redis hash: so that memory holds no finished job's images); `png` gives it either way,
+    or `JobNotFound` once the job's images are gone. `size` is its length in bytes.
     """
 
     seed: int
     metadata: dict[str, Any]
     size: int
     held: bytes | None = field(default=None, repr=False)
-    file: Path | None = None
+    read: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, png: bytes, *, seed: int, metadata: dict[str, Any]) -> ImageResult:
@@ -60,10 +60,7 @@ class ImageResult:
     def png(self) -> bytes:
         if self.held is not None:
             return self.held
-        try:
-            return self.file.read_bytes()  # type: ignore[union-attr]  # one of the two is set
-        except FileNotFoundError:
-            raise JobNotFound(f"image file {self.file} is gone: its job is no longer kept") from None
+        return self.read()  # type: ignore[misc]  # one of the two is set
 
     def to_dict(self, index: int) -> dict[str, Any]:
         """JSON-safe description; the bytes themselves are fetched by job id and `index`."""
@@ -96,11 +93,11 @@ class JobResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, file_of: Callable[[int], Path]) -> JobResult:
-        """The inverse of `to_dict`, image `i` kept in the file `file_of(i)`."""
+    def from_dict(cls, data: dict[str, Any], *, read_of: Callable[[int], Callable[[], bytes]]) -> JobResult:
+        """The inverse of `to_dict`, image `i` read by `read_of(i)`."""
         return cls(
             images=tuple(
-                ImageResult(seed=d["seed"], metadata=d["metadata"], size=d["bytes"], file=file_of(d["index"]))
+                ImageResult(seed=d["seed"], metadata=d["metadata"], size=d["bytes"], read=read_of(d["index"]))
                 for d in data["images"]
             ),
             chain=tuple(data["chain"]),
@@ -228,8 +225,8 @@ class Job:
         return {**self.to_dict(include_inputs=True), "owner": self.owner}
 
     @classmethod
-    def from_record(cls, data: dict[str, Any], *, file_of: Callable[[int], Path]) -> Job:
-        """The inverse of `to_record`; the result's image `i` is kept in the file `file_of(i)`."""
+    def from_record(cls, data: dict[str, Any], *, read_of: Callable[[int], Callable[[], bytes]]) -> Job:
+        """The inverse of `to_record`; the result's image `i` is read by `read_of(i)`."""
         progress, result = data["progress"], data["result"]
         return cls(
             id=data["id"],
@@ -240,7 +237,7 @@ class Job:
             finished_at=data["finished_at"],
             progress=None if progress is None else StepProgress.from_dict(progress),
             error=data["error"],
-            result=None if result is None else JobResult.from_dict(result, file_of=file_of),
+            result=None if result is None else JobResult.from_dict(result, read_of=read_of),
             cancel_requested=data["cancel_requested"],
             owner=data["owner"],
         )

@@ -153,6 +153,15 @@ class Persistence(Protocol):
         """Stop writing; release the data dir."""
 
 
+def final_event(job: Job) -> Event:
+    """The event that ends a finished job's history."""
+    if job.status == "succeeded":
+        return Succeeded(job_id=job.id, job=job.to_dict(), snapshot=job)
+    if job.status == "failed":
+        return Failed(job_id=job.id, message=job.error or "failed")
+    return Cancelled(job_id=job.id)
+
+
 @dataclass(eq=False)
 class _Record:
     job: Job
@@ -494,13 +503,7 @@ class MemoryJobStore:
 
     def _finished_now(self, record: _Record) -> None:
         job = record.job
-        if job.status == "succeeded":
-            final: Event = Succeeded(job_id=job.id, job=job.to_dict(), snapshot=job)
-        elif job.status == "failed":
-            final = Failed(job_id=job.id, message=job.error or "failed")
-        else:
-            final = Cancelled(job_id=job.id)
-        self._append(record, final)
+        self._append(record, final_event(job))
         if not record.preview_watchers:  # else the last watcher to leave drops them
             record.previews.clear()
         held = job.held_bytes

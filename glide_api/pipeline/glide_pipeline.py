@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import torch
 from PIL import Image
@@ -257,6 +258,22 @@ class GlidePipeline:
             "allocated": torch.cuda.memory_allocated(self.device),
             "reserved": torch.cuda.memory_reserved(self.device),
         }
+
+    def capabilities(self) -> dict[str, dict[str, Any]]:
+        """Per task whose models are loaded, as plain data (what a worker tells the fleet, for API
+        replicas to validate requests with): sizes, default size, base diffusion steps, model names."""
+        served = {}
+        for task, roles in TASK_ROLES.items():
+            models = self._models(task)
+            if models[0] is None:
+                continue
+            served[task] = {
+                "sizes": self.sizes(task),
+                "default_size": self.default_size(task),
+                "diffusion_steps": models[0].config.diffusion_steps,
+                "models": {role: m.name for role, m in zip(roles, models, strict=True) if m is not None},
+            }
+        return served
 
     def describe(self) -> dict[str, object]:
         """Loaded models and what they can make (for /v1/models and the UI)."""

@@ -26,6 +26,7 @@ from ..errors import (
     NoResult,
     QueueFull,
     ServerBusy,
+    StoreUnavailable,
     TooLarge,
 )
 
@@ -187,6 +188,9 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     ),
     ServerBusy: ErrorRule(
         status=_always(503), code="server_busy", headers=lambda e: _retry_after(e.retry_after)
+    ),
+    StoreUnavailable: ErrorRule(
+        status=_always(503), code="store_unavailable", headers=lambda e: _retry_after(e.retry_after)
     ),
 }
 
