@@ -14,12 +14,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from . import checks
 from .errors import InvalidParameter
 from .model_selection import ModelSelection
 from .options import DIFFUSION_STEPS, STEPS, UPSAMPLE_STEPS
+
+if TYPE_CHECKING:
+    from .engine import EngineConfig
 
 ENV_PREFIX = "GLIDE_API_"
 
@@ -86,6 +89,32 @@ class ServiceConfig(ModelSelection):
             "(~/.local/share/glide-api on Linux); none: in memory only",
             "metavar": "DIR",
         },
+    )
+    queue: str | None = field(
+        default=None,
+        metadata={
+            "help": "redis://HOST:PORT/DB: share jobs through this Redis (docs/scaling.md); `serve` then "
+            "runs an API replica that loads no models and `glide-api worker` runs the jobs; unset: this "
+            "process runs its jobs itself (kept in data_dir)",
+            "metavar": "URL",
+        },
+    )
+    claim_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "with a queue: seconds after a worker's last heartbeat before another worker takes "
+            "over its jobs (each runs again from the start)"
+        },
+    )
+    max_attempts: int = field(
+        default=3,
+        metadata={
+            "help": "with a queue: workers a job may lose (killed while running it) before it ends failed"
+        },
+    )
+    worker_id: str | None = field(
+        default=None,
+        metadata={"help": "a worker's name in GET /v1/workers (default: host name and a random suffix)"},
     )
     keep_finished: int = field(default=256, metadata={"help": "finished jobs (and images) kept"})
     keep_finished_bytes: int = field(
@@ -218,6 +247,7 @@ class ServiceConfig(ModelSelection):
             "webhook_attempts",
             "webhook_max_pending",
             "webhook_workers",
+            "max_attempts",
         ):
             checks.integer(name, getattr(self, name), minimum=1)
         for name in ("port", "rate_limit", "preview_every"):
@@ -230,6 +260,7 @@ class ServiceConfig(ModelSelection):
             "webhook_timeout",
             "webhook_backoff",
             "keep_finished_seconds",
+            "claim_timeout",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
@@ -251,6 +282,10 @@ class ServiceConfig(ModelSelection):
             raise InvalidParameter(
                 f"public_url: must start with http:// or https:// (got {self.public_url!r})"
             )
+        if self.queue is not None:
+            from .engine.redis_store import check_url
+
+            check_url(self.queue)
         admin = frozenset(self.admin_keys) | _read_keys("admin_keys_file", self.admin_keys_file)
         keys = frozenset(self.api_keys) | _read_keys("api_keys_file", self.api_keys_file) | admin
         object.__setattr__(self, "_keys", (keys, admin))  # read once, at start; not a setting itself
@@ -315,7 +350,25 @@ class ServiceConfig(ModelSelection):
         data["api_keys"] = f"{len(self.all_api_keys)} configured" if self.all_api_keys else "none"
         data["admin_keys"] = f"{len(self.all_admin_keys)} configured" if self.all_admin_keys else "none"
         data["webhook_secret"] = "configured" if self.webhook_secret else "none"
+        if self.queue is not None:
+            from .engine.redis_store import where
+
+            data["queue"] = where(self.queue)  # without a password
         return data
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's limits from these settings (a server's own engine, or a fleet's)."""
+        from .engine import EngineConfig
+
+        return EngineConfig(
+            max_queue=self.max_queue,
+            max_batch_images=self.max_batch_images,
+            job_timeout=self.job_timeout,
+            keep_finished=self.keep_finished,
+            keep_finished_bytes=self.keep_finished_bytes,
+            keep_finished_seconds=self.keep_finished_seconds,
+            preview_every=self.preview_every,
+        )
 
 
 def settings_table() -> str:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from glide_api.cli.generate import add_generate, add_inpaint
-from glide_api.cli.serve import add_serve, run_serve
+from glide_api.cli.serve import add_serve, add_worker, run_serve
 from glide_api.cli.training import add_evaluate, add_synthetic, add_train
 from glide_api.cli.weights import add_download, add_models
 from glide_api.errors import GlideError
@@ -87,6 +87,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_generate,
     add_inpaint,
     add_serve,
+    add_worker,
     add_synthetic,
     add_train,
     add_evaluate,

@@ -88,6 +88,10 @@ class _ServiceCollector:
         depth = GaugeMetricFamily("glide_queue_depth", "jobs waiting")
         depth.add_metric([], stats["queue_depth"])
         yield depth
+        if svc.fleet is not None:
+            workers = GaugeMetricFamily("glide_workers", "live workers of the fleet (heartbeat current)")
+            workers.add_metric([], len(svc.fleet.engine.pipeline.workers()))
+            yield workers
         jobs = GaugeMetricFamily("glide_jobs", "jobs held, by status", labels=["status"])
         for status, n in stats["jobs"].items():
             jobs.add_metric([status], n)

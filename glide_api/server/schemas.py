@@ -259,6 +259,27 @@ class ModelsOut(BaseModel):
     models: dict[str, dict[str, Any]] = {}
 
 
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    host: str
+    pid: int
+    device: str | None = None
+    models: dict[str, dict[str, Any]] = {}
+    capabilities: dict[str, dict[str, Any]] = Field(
+        default={}, description="per task it serves: sizes, default_size, diffusion_steps, models"
+    )
+    current_jobs: list[str] = Field(default=[], description="the ids of the jobs it runs now")
+    started_at: float
+    heartbeat_at: float = Field(description="its last heartbeat (epoch seconds)")
+
+
+class WorkersOut(BaseModel):
+    mode: str = Field(description="`fleet` (jobs shared through Redis) or `single` (this process runs them)")
+    workers: list[WorkerOut]
+
+
 class OptionOut(BaseModel):
     name: str
     type: str

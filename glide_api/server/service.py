@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -20,8 +22,9 @@ from typing import Any
 
 from ..config import ServiceConfig
 from ..download import human_size
-from ..engine import Engine, EngineConfig, JobResult, JobStore, open_durable_store
-from ..errors import InvalidParameter, ModelNotReady, WeightsNotFound
+from ..engine import Engine, JobResult, JobStore, open_durable_store
+from ..engine.fleet import Fleet
+from ..errors import InvalidParameter, ModelNotReady, StoreUnavailable, WeightsNotFound
 from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
 from ..models.official_files import MissingWeights, missing_weights
 from ..models.weights_source import WeightsSource
@@ -62,9 +65,18 @@ class Service:
         self._specs: dict[str, dict[str, str | None]] = {}  # per capability: what each role loads
         # Per capability whose files are missing: what is missing, and the line that says so.
         self._missed: dict[str, tuple[MissingWeights, str]] = {}
+        self.fleet: Fleet | None = None  # an API replica's part in a fleet (config.queue)
+        self._store: JobStore | None = None
+        if config.queue is not None:  # its workers load the models; it loads none
+            self.fleet = Fleet.replica(config.queue, config.engine_config(), on_change=self.webhooks.changed)
+            self._engine = self.fleet.engine
+            self._capabilities = {}
+            logger.info(
+                "jobs are shared through %s (an API replica: workers run them)", self.fleet.store.link.where
+            )
+            return
         # Opened now, not when the models are loaded: a data dir another process holds fails at once.
         folder = config.store_dir
-        self._store: JobStore | None = None
         if folder is not None:
             self._store = open_durable_store(
                 folder,
@@ -100,7 +112,8 @@ class Service:
     # ---- loading ------------------------------------------------------------------------------
 
     def start_loading(self) -> None:
-        """Load the configured models in a background thread (no-op when already loaded or loading)."""
+        """Load the configured models in a background thread (no-op when already loaded or loading,
+        or for an API replica)."""
         with self._lock:
             if self._engine is not None or self._loader is not None:
                 return
@@ -185,18 +198,9 @@ class Service:
             self._capabilities = {**self._capabilities, task: status}
 
     def _start_engine(self, pipeline: GlidePipeline) -> None:
-        c = self.config
         engine = Engine(
             pipeline,
-            EngineConfig(
-                max_queue=c.max_queue,
-                max_batch_images=c.max_batch_images,
-                job_timeout=c.job_timeout,
-                keep_finished=c.keep_finished,
-                keep_finished_bytes=c.keep_finished_bytes,
-                keep_finished_seconds=c.keep_finished_seconds,
-                preview_every=c.preview_every,
-            ),
+            self.config.engine_config(),
             store=self._store,
             on_success=self._save_images,
             on_change=self.webhooks.changed,
@@ -210,14 +214,54 @@ class Service:
     @property
     def ready(self) -> bool:
         """Whether at least one capability serves requests."""
+        if self.fleet is not None:
+            return any(cap["state"] == "ready" for cap in self.capabilities().values())
         return self._engine is not None
+
+    def self_as_worker(self) -> dict[str, Any]:
+        """This process, described as a fleet's worker describes itself (`GET /v1/workers`)."""
+        engine = self.engine
+        pipeline = engine.pipeline
+        return {
+            "id": "local",
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "heartbeat_at": time.time(),
+            "current_jobs": [job.id for job in engine.list_jobs() if job.status == "running"],
+            **pipeline.describe(),
+            "capabilities": pipeline.capabilities(),
+        }
+
+    def capabilities(self) -> dict[str, dict[str, Any]]:
+        """Each capability's status; an API replica's come from the live workers (and Redis)."""
+        if self.fleet is None:
+            return self._capabilities
+        pipeline = self.fleet.engine.pipeline
+        try:
+            workers = pipeline.workers()
+        except StoreUnavailable as e:
+            return {task: _capability("failed", reason=str(e)) for task in TASK_ROLES}
+        capabilities = {}
+        for task in TASK_ROLES:
+            serving = [w for w in workers if task in w.get("capabilities", {})]
+            if serving:
+                models = serving[0]["capabilities"][task]["models"]
+                capabilities[task] = _capability(
+                    "ready", models=models, reason=f"{len(serving)} live worker(s)"
+                )
+            else:
+                where = self.fleet.store.link.where
+                reason = f"no live worker serves it: start one with `glide-api worker --queue {where}`"
+                capabilities[task] = _capability("loading", reason=reason)
+        return capabilities
 
     @property
     def engine(self) -> Engine:
         """The engine; `ModelNotReady` (HTTP 503) while no capability is ready."""
         engine = self._engine
         if engine is None:
-            capabilities = self._capabilities
+            capabilities = self.capabilities()
             pending = [t for t, cap in capabilities.items() if cap["state"] != "off"]
             stuck = all(cap["state"] != "loading" for cap in capabilities.values())
             raise ModelNotReady(
@@ -229,7 +273,7 @@ class Service:
     def engine_for(self, task: str) -> Engine:
         """The engine, once `task`'s models are loaded: `ModelNotReady` (503, naming what is missing)
         while they load or cannot be had; `InvalidParameter` (400) when `task` is configured off."""
-        cap = self._capabilities[task]
+        cap = self.capabilities()[task]
         if cap["state"] == "ready":
             return self.engine
         if cap["state"] == "off":
@@ -242,14 +286,14 @@ class Service:
 
     def _why(self, task: str) -> str:
         """Why `task` is not ready, in one line: for missing files, the files and the command."""
-        cap = self._capabilities[task]
+        cap = self.capabilities()[task]
         return f"{TASK_LABELS[task]}: {self._missed[task][1] if cap['state'] == 'missing' else cap['reason']}"
 
     def readiness(self) -> dict[str, Any]:
         """`/readyz`'s answer: `ready` (some capability serves requests), `capabilities` (each one's
         status) and, over those not ready: `reason` (None when every capability that is on is
         ready), `missing` (the files), `command` (one command that fetches them all) and `advice`."""
-        capabilities = self._capabilities
+        capabilities = self.capabilities()
         pending = {t: cap for t, cap in capabilities.items() if cap["state"] not in ("ready", "off")}
         missing = sum((self._missed[t][0] for t in pending if t in self._missed), MissingWeights())
         reason = "; ".join(f"{TASK_LABELS[t]}: {cap['reason']}" for t, cap in pending.items())
@@ -258,7 +302,7 @@ class Service:
         if self.stopping:
             reason = "the server is shutting down"
         return {
-            "ready": self._engine is not None and not self.stopping,
+            "ready": any(cap["state"] == "ready" for cap in capabilities.values()) and not self.stopping,
             "stopping": self.stopping,
             "reason": reason or None,
             "missing": list(missing.files),

@@ -40,6 +40,7 @@ from .schemas import (
     JobOut,
     ModelsOut,
     SettingsOut,
+    WorkersOut,
 )
 from .sse import job_event_stream
 from .views import event_stream, image_url, service, submit_and_wait
@@ -260,6 +261,20 @@ def models() -> dict[str, Any]:
     if not svc.ready:
         return {"ready": False, "capabilities": capabilities}
     return {"ready": True, "capabilities": capabilities, **svc.engine.pipeline.describe()}
+
+
+@bp.get("/workers")
+@bp.output(WorkersOut)
+@bp.doc(
+    summary="The workers running jobs: each one's id, host, device, models, current jobs, heartbeat",
+    description="In a fleet (`--queue`), every worker whose heartbeat is current; else this process.",
+    tags=["Service"],
+)
+def workers() -> dict[str, Any]:
+    svc = service()
+    if svc.fleet is not None:
+        return {"mode": "fleet", "workers": svc.fleet.engine.pipeline.workers()}
+    return {"mode": "single", "workers": [svc.self_as_worker()] if svc.ready else []}
 
 
 @bp.get("/settings")
