@@ -57,17 +57,17 @@ def _iso(at: float) -> str:
 
 class JobWebhooks:
     """The service's webhooks: an outbox and, with a `webhook_secret`, the sender threads, which
-    start on the deliveries already due (left by the last run) at once. The outbox is in the data
-    dir (`config.store_dir`) when there is one: open the job store first, whose lock makes the dir
-    this process's; else in memory."""
+    send what is due at once, deliveries a previous run left included. The outbox is kept in the
+    data dir (`config.store_dir`) when there is one (open the job store first: its lock makes the
+    dir this process's), else in memory."""
 
     def __init__(self, config: ServiceConfig, *, outbox: Outbox | None = None) -> None:
         self._config = config
         self._secret = WebhookSecret.parse(config.webhook_secret) if config.webhook_secret else None
         # As many subscriptions as the store can hold jobs: waiting, running and kept finished ones.
         keep = config.keep_finished + config.max_queue + config.max_batch_images
-        folder = config.store_dir
         if outbox is None:
+            folder = config.store_dir
             outbox = MemoryOutbox(keep=keep) if folder is None else SqliteOutbox(folder, keep=keep)
         self._outbox = outbox
         self._base = (config.public_url or "").rstrip("/")
