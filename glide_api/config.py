@@ -84,9 +84,9 @@ class ServiceConfig(ModelSelection):
     data_dir: str | None = field(
         default=None,
         metadata={
-            "help": "where jobs, their events and images are kept (SQLite and files), so they survive "
-            "a restart or crash (docs/storage.md); default: the platform's user data folder "
-            "(~/.local/share/glide-api on Linux); none: in memory only",
+            "help": "where jobs, their events and images, and pending webhook deliveries are kept "
+            "(SQLite and files), so they survive a restart or crash (docs/storage.md); default: the "
+            "platform's user data folder (~/.local/share/glide-api on Linux); none: in memory only",
             "metavar": "DIR",
         },
     )

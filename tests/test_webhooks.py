@@ -5,6 +5,7 @@ checks each signature with its own reading of the Standard Webhooks rules (and w
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -21,10 +22,20 @@ from PIL import Image
 from standardwebhooks.webhooks import Webhook
 
 from glide_api.config import ServiceConfig
+from glide_api.engine.jobs import TERMINAL
 from glide_api.errors import InvalidParameter
 from glide_api.pipeline.images import encode_png
 from glide_api.server import create_app
-from glide_api.webhooks import WebhookSecret, refusal
+from glide_api.webhooks import (
+    Attempt,
+    Delivery,
+    MemoryOutbox,
+    Outbox,
+    SqliteOutbox,
+    Subscription,
+    WebhookSecret,
+    refusal,
+)
 
 SECRET = "whsec_" + base64.b64encode(b"glide-api webhook test key, 32b").decode()
 FAST = {"prompt": "a red cube", "size": 32, "steps": "2", "upsample_steps": "2"}
@@ -302,7 +313,6 @@ def test_the_secret_is_not_shown_in_the_public_settings() -> None:
 def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -> None:
     from glide_api.errors import ServerBusy
     from glide_api.server.job_webhooks import JobWebhooks
-    from glide_api.webhooks import Delivery, MemoryOutbox
 
     config = ServiceConfig(
         webhook_secret=SECRET, webhook_allow_hosts=("127.0.0.1",), webhook_max_pending=1, webhook_backoff=60
@@ -322,20 +332,131 @@ def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -
         hooks.close()
 
 
-def test_the_outbox_sends_a_jobs_deliveries_one_at_a_time_and_each_status_once() -> None:
-    from glide_api.webhooks import Attempt, Delivery, MemoryOutbox, Subscription
+ALL = Subscription("https://example.com/", frozenset({"queued", "running", "succeeded"}), ("all",))
 
-    outbox = MemoryOutbox(keep=8)
-    outbox.subscribe("j", Subscription("https://example.com/", frozenset({"queued", "running"}), ("all",)))
 
-    def make(n: int, status: str) -> Delivery:
-        return Delivery(f"msg_{n}", "j", status, f"job.{status}", "https://example.com/", b"", due=0)
+@pytest.fixture(params=["memory", "sqlite"])
+def outbox(request, tmp_path) -> Iterator[Outbox]:
+    """Each outbox behaviour holds for both: in memory and in a data dir."""
+    box = MemoryOutbox(keep=2) if request.param == "memory" else SqliteOutbox(tmp_path, keep=2)
+    yield box
+    box.close()
 
+
+def make(n: int, status: str, job_id: str = "j") -> Delivery:
+    return Delivery(f"msg_{n}", job_id, status, f"job.{status}", ALL.url, b"\x00{%d}" % n, due=0)
+
+
+def attempt(delivery: Delivery, outcome: str, next_at: float | None = None) -> Attempt:
+    return Attempt(delivery.id, delivery.event, delivery.attempts + 1, 1, 500, "HTTP 500", outcome, next_at)
+
+
+def test_the_outbox_sends_a_jobs_deliveries_one_at_a_time_and_each_status_once(outbox) -> None:
+    outbox.subscribe("j", ALL)
     assert outbox.enqueue(make(1, "queued")) and outbox.enqueue(make(2, "running"))
     assert not outbox.enqueue(make(3, "queued"))  # told twice: one delivery
-    assert outbox.wants("j", "queued") is None and outbox.wants("j", "succeeded") is None
+    assert outbox.wants("j", "queued") is None and outbox.wants("j", "failed") is None
+    assert outbox.wants("j", "succeeded") == ALL
     first = outbox.take(now=1)
-    assert first.id == "msg_1" and outbox.take(now=1) is None  # the job's next waits for it
-    outbox.record(first, Attempt(first.id, first.event, 1, 1, 500, "HTTP 500", "retrying", next_attempt_at=9))
-    assert outbox.take(now=1).id == "msg_2"  # a retry does not hold up the later one
+    assert first == make(1, "queued") and outbox.take(now=1) is None  # the job's next waits for it
+    outbox.record(first, attempt(first, "retrying", next_at=9))
+    second = outbox.take(now=1)
+    assert second.id == "msg_2"  # a retry does not hold up the later one
     assert outbox.pending() == 2 and outbox.next_due() is None  # msg_1 waits behind the held msg_2
+    outbox.record(second, attempt(second, "delivered"))
+    assert outbox.next_due() == 9 and outbox.take(now=8) is None
+    retry = outbox.take(now=9)
+    assert (retry.id, retry.body, retry.attempts) == ("msg_1", first.body, 1)
+    assert [a["outcome"] for a in outbox.describe("j")["deliveries"]] == ["retrying", "delivered"]
+    assert outbox.describe("j")["events"] == ["all"] and outbox.describe("other") is None
+
+
+def test_a_gone_answer_ends_the_subscription_and_drops_the_jobs_later_deliveries(outbox) -> None:
+    outbox.subscribe("j", ALL)
+    outbox.enqueue(make(1, "queued"))
+    outbox.enqueue(make(2, "running"))
+    first = outbox.take(now=1)
+    outbox.record(first, attempt(first, "gone"))
+    assert outbox.take(now=1) is None and outbox.pending() == 0
+    assert outbox.wants("j", "succeeded") is None and not outbox.enqueue(make(3, "succeeded"))
+    assert [a["outcome"] for a in outbox.describe("j")["deliveries"]] == ["gone"]
+
+
+def test_the_outbox_keeps_the_most_recent_subscriptions_but_none_with_a_delivery_pending(outbox) -> None:
+    outbox.subscribe("a", ALL)
+    outbox.enqueue(make(1, "queued", "a"))
+    outbox.subscribe("b", ALL)
+    outbox.subscribe("c", ALL)  # keep=2: b goes, a waits for its delivery
+    assert [outbox.describe(j) is not None for j in "abc"] == [True, False, True]
+    held = outbox.take(now=1)
+    outbox.record(held, attempt(held, "delivered"))
+    outbox.subscribe("d", ALL)
+    assert [outbox.describe(j) is not None for j in "abcd"] == [False, False, True, True]
+
+
+def test_a_reopened_outbox_offers_held_deliveries_at_once_and_retries_when_due(tmp_path) -> None:
+    first = SqliteOutbox(tmp_path, keep=8)
+    first.subscribe("j", ALL)
+    first.subscribe("k", ALL)
+    for delivery in (make(1, "queued"), make(2, "running"), make(3, "queued", "k")):
+        first.enqueue(delivery)
+    tried = first.take(now=1)
+    first.record(tried, attempt(tried, "retrying", next_at=100))
+    assert {first.take(now=1).id, first.take(now=1).id} == {"msg_2", "msg_3"}  # held at the crash
+    # not closed, as a killed process leaves it: what was committed is what the next one reads
+    second = SqliteOutbox(tmp_path, keep=8)
+    try:
+        assert second.pending() == 3
+        again = [second.take(now=2), second.take(now=2)]
+        assert again == [make(2, "running"), make(3, "queued", "k")] and second.take(now=2) is None
+        second.record(again[0], attempt(again[0], "delivered"))
+        assert second.take(now=100) == dataclasses.replace(make(1, "queued"), due=100, attempts=1)
+        assert [a["outcome"] for a in second.describe("j")["deliveries"]] == ["retrying", "delivered"]
+        assert second.wants("j", "running") is None and second.wants("j", "succeeded") == ALL
+    finally:
+        first.close()
+        second.close()
+
+
+def restart_config(folder) -> ServiceConfig:
+    return ServiceConfig(
+        data_dir=str(folder),
+        max_queue=2,
+        webhook_secret=SECRET,
+        webhook_allow_hosts=("127.0.0.1",),
+        webhook_backoff=2,
+        webhook_attempts=3,
+        webhook_timeout=1.0,
+    )
+
+
+def test_a_delivery_pending_at_a_restart_is_sent_by_the_next_server_with_the_same_id(
+    small_pipeline, receiver, tmp_path
+) -> None:
+    receiver.script["/restart"] = [503, 200]
+    with running(create_app(restart_config(tmp_path), pipeline=small_pipeline)) as url:
+        job = submit(url, f"{receiver.url}/restart")
+        [tried] = deliveries(url, job["id"], 1)
+    assert tried["outcome"] == "retrying"
+    assert [p for p, _, _ in receiver.got].count("/restart") == 1  # stopped before the retry was due
+    with running(create_app(restart_config(tmp_path), pipeline=small_pipeline)) as url:
+        (first, _), (second, body) = receiver.requests("/restart", 2)
+        assert first["webhook-id"] == second["webhook-id"] == tried["id"] and verify(SECRET, second, body)
+        shown = deliveries(url, job["id"], 2)
+    assert [(a["attempt"], a["outcome"]) for a in shown] == [(1, "retrying"), (2, "delivered")]
+
+
+def test_a_status_recorded_but_not_enqueued_before_a_stop_is_sent_after_the_restart(
+    small_pipeline, receiver, tmp_path
+) -> None:
+    with running(create_app(restart_config(tmp_path), pipeline=small_pipeline)) as url:
+        r = requests.post(f"{url}/v1/generations", json=FAST, timeout=60)
+        job = r.json()
+    # What a crash between the job store's commit and the outbox's leaves: subscribed, nothing enqueued.
+    outbox = SqliteOutbox(tmp_path, keep=8)
+    outbox.subscribe(job["id"], Subscription(f"{receiver.url}/caught-up", TERMINAL, ("completed",)))
+    outbox.close()
+    with running(create_app(restart_config(tmp_path), pipeline=small_pipeline)):
+        [(_, body)] = receiver.requests("/caught-up", 1)
+    payload = json.loads(body)
+    assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job["id"]

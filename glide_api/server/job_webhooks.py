@@ -24,6 +24,7 @@ from ..webhooks import (
     MemoryOutbox,
     Outbox,
     Sender,
+    SqliteOutbox,
     Subscription,
     Target,
     WebhookSecret,
@@ -55,14 +56,20 @@ def _iso(at: float) -> str:
 
 
 class JobWebhooks:
-    """The service's webhooks: an outbox and, with a `webhook_secret`, the sender threads."""
+    """The service's webhooks: an outbox and, with a `webhook_secret`, the sender threads, which
+    send what is due at once, deliveries a previous run left included. The outbox is kept in the
+    data dir (`config.store_dir`) when there is one (open the job store first: its lock makes the
+    dir this process's), else in memory."""
 
     def __init__(self, config: ServiceConfig, *, outbox: Outbox | None = None) -> None:
         self._config = config
         self._secret = WebhookSecret.parse(config.webhook_secret) if config.webhook_secret else None
         # As many subscriptions as the store can hold jobs: waiting, running and kept finished ones.
         keep = config.keep_finished + config.max_queue + config.max_batch_images
-        self._outbox = outbox if outbox is not None else MemoryOutbox(keep=keep)
+        if outbox is None:
+            folder = config.store_dir
+            outbox = MemoryOutbox(keep=keep) if folder is None else SqliteOutbox(folder, keep=keep)
+        self._outbox = outbox
         self._base = (config.public_url or "").rstrip("/")
         self._sender = (
             None
@@ -81,8 +88,10 @@ class JobWebhooks:
             self._sender.start()
 
     def close(self) -> None:
+        """Stop sending; deliveries not made yet stay in the outbox (for the next start, in a data dir)."""
         if self._sender is not None:
             self._sender.close(timeout=self._config.webhook_timeout)
+        self._outbox.close()
 
     # ---- at submit ----------------------------------------------------------------------------
 

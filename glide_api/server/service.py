@@ -56,7 +56,6 @@ class Service:
         self.step_defaults = StepDefaults(base=config.base_steps, upsample=config.upsample_steps)
         self.streams = Capacity("max_open_streams", config.max_open_streams, what="event streams")
         self.sync_waits = Capacity("max_sync_waits", config.max_sync_waits, what="synchronous requests")
-        self.webhooks = JobWebhooks(config)  # a bad webhook_secret stops the server here, at start
         self.stopping = False
         self._lock = threading.Lock()
         self._engine: Engine | None = None
@@ -85,6 +84,17 @@ class Service:
                 keep_finished_seconds=config.keep_finished_seconds,
             )
             logger.info("jobs are kept in %s", folder)
+        try:  # after the store: its lock makes the data dir, the outbox's too, this process's
+            self.webhooks = JobWebhooks(config)  # a bad webhook_secret stops the server here, at start
+        except Exception:
+            if self._store is not None:
+                self._store.close()
+            raise
+        if self._store is not None:
+            # A status recorded just before a stop, or reached at load (a cancel asked before it),
+            # was not enqueued yet; those enqueued already are not again.
+            for job in self._store.jobs():
+                self.webhooks.changed(job)
         if pipeline is not None:
             self._start_engine(pipeline)
             self._capabilities = {
@@ -334,7 +344,7 @@ class Service:
             engine.close(grace=grace, timeout=drain)
         elif self._store is not None:
             self._store.close()
-        self.webhooks.close()  # deliveries not made yet stay in the outbox
+        self.webhooks.close()
         for held in (self.streams, self.sync_waits):
             if not held.wait_empty(drain):
                 logger.warning("shutting down: %d %s still open after %g s", len(held), held.what, drain)

@@ -3,6 +3,7 @@ backoff, to targets checked against request forgery. Knows nothing of jobs beyon
 HTTP servers: `server/job_webhooks.py` connects it to the engine's status changes.
 """
 
+from .durable_outbox import SqliteOutbox
 from .outbox import Attempt, Delivery, MemoryOutbox, Outbox, Subscription
 from .sender import Sender
 from .signing import WebhookSecret
@@ -14,6 +15,7 @@ __all__ = [
     "MemoryOutbox",
     "Outbox",
     "Sender",
+    "SqliteOutbox",
     "Subscription",
     "Target",
     "WebhookSecret",

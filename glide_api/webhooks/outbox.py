@@ -1,11 +1,9 @@
 """The outbox: each job's webhook subscription, the deliveries still to make, and the attempts made.
 
 `Outbox` is what the sender and the server need; `MemoryOutbox` keeps it in this process (lost at a
-restart). A durable implementation keeps the same three things in tables next to the jobs
-(subscriptions by job id with the statuses already enqueued, pending deliveries with their next due
-time, and the attempt log) and, when the process starts again, offers every delivery that was taken
-but not recorded as due at once: a delivery is sent at least once, and the receiver tells repeats
-apart by `webhook-id`, which stays the same for every attempt of one delivery.
+restart), `SqliteOutbox` (`durable_outbox.py`) in a data dir, where it survives one: a delivery is
+sent at least once, and the receiver tells repeats apart by `webhook-id`, which stays the same for
+every attempt of one delivery.
 """
 
 from __future__ import annotations
@@ -90,13 +88,18 @@ class Outbox(Protocol):
 
     def record(self, delivery: Delivery, attempt: Attempt) -> None:
         """Log a held delivery's attempt; "retrying" puts it back, due at `attempt.next_attempt_at`;
-        "gone" (HTTP 410) also ends the subscription: no later event of the job is sent."""
+        "gone" (HTTP 410) also ends the subscription: no later event of the job is sent, even one
+        enqueued already."""
 
     def pending(self) -> int:
         """Deliveries not yet delivered or given up (held ones included)."""
 
     def describe(self, job_id: str) -> dict[str, Any] | None:
         """{url, events, deliveries: [attempt, ...]} for a job with a subscription, else None."""
+
+    def close(self) -> None:
+        """Release what it holds (idempotent). A durable outbox ignores an attempt recorded after
+        this (by a sender thread that outlived its close): that delivery is due at the next start."""
 
 
 @dataclass(eq=False)
@@ -171,6 +174,12 @@ class MemoryOutbox:
             if record is not None:
                 record.attempts.append(attempt)
                 record.gone = record.gone or attempt.outcome == "gone"
+            if attempt.outcome == "gone":  # the job's later events, enqueued already, are not sent either
+                later = [i for i, d in self._due.items() if d.job_id == delivery.job_id]
+                for i in later:
+                    del self._due[i]
+                if record is not None:
+                    record.pending -= len(later)
             if attempt.outcome == "retrying" and attempt.next_attempt_at is not None:
                 self._due[delivery.id] = replace(
                     delivery, attempts=attempt.attempt, due=attempt.next_attempt_at
@@ -192,3 +201,6 @@ class MemoryOutbox:
                 "events": list(record.subscription.events),
                 "deliveries": [a.to_dict() for a in record.attempts],
             }
+
+    def close(self) -> None:
+        pass  # nothing to release
