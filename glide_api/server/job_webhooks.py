@@ -67,7 +67,7 @@ class JobWebhooks:
         # As many subscriptions as the store can hold jobs: waiting, running and kept finished ones.
         keep = config.keep_finished + config.max_queue + config.max_batch_images
         if outbox is None:
-            folder = config.store_dir
+            folder = None if config.queue is not None else config.store_dir  # a fleet has no data dir
             outbox = MemoryOutbox(keep=keep) if folder is None else SqliteOutbox(folder, keep=keep)
         self._outbox = outbox
         self._base = (config.public_url or "").rstrip("/")

@@ -67,6 +67,7 @@ class Service:
         self.fleet: Fleet | None = None  # an API replica's part in a fleet (config.queue)
         self._store: JobStore | None = None
         if config.queue is not None:  # its workers load the models; it loads none
+            self.webhooks = JobWebhooks(config)
             self.fleet = Fleet.replica(config.queue, config.engine_config(), on_change=self.webhooks.changed)
             self._engine = self.fleet.engine
             self._capabilities = {}
