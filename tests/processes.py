@@ -52,12 +52,22 @@ def started_process(
             time.sleep(0.3)
         yield url, process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop(process)
+
+
+def small_model_flags(small_model_dirs) -> list[str]:
+    """The small text-to-image models (no inpainting), offline."""
+    return [
+        "--offline",
+        "--base",
+        str(small_model_dirs["small-base"]),
+        "--upsample",
+        str(small_model_dirs["small-upsample"]),
+        "--base-inpaint",
+        "none",
+        "--upsample-inpaint",
+        "none",
+    ]
 
 
 def small_serve_command(small_model_dirs, port: int, *flags: str) -> list[str]:
@@ -69,14 +79,49 @@ def small_serve_command(small_model_dirs, port: int, *flags: str) -> list[str]:
         "serve",
         "--port",
         str(port),
-        "--offline",
-        "--base",
-        str(small_model_dirs["small-base"]),
-        "--upsample",
-        str(small_model_dirs["small-upsample"]),
-        "--base-inpaint",
-        "none",
-        "--upsample-inpaint",
-        "none",
+        *small_model_flags(small_model_dirs),
         *flags,
     ]
+
+
+def small_worker_command(small_model_dirs, queue: str, *flags: str) -> list[str]:
+    """`glide-api worker` of the fleet on `queue`, on the small text-to-image models."""
+    return [
+        sys.executable,
+        "-m",
+        "glide_api.cli",
+        "-v",
+        "worker",
+        "--queue",
+        queue,
+        *small_model_flags(small_model_dirs),
+        *flags,
+    ]
+
+
+@contextmanager
+def started_worker(command: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A worker process (it has no HTTP port: a test waits for it in a replica's /v1/workers)."""
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, then SIGKILL after 30 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -74,6 +74,7 @@ GROUP = "workers"  # the queue stream's consumer group
 POLL_SECONDS = 1.0  # longest blocking read: how soon a subscription notices close() or a gone job
 WATCH_LEASE = 5.0  # seconds a subscriber's watcher entry lasts unless renewed
 RETRY_FULL = 5  # Retry-After when the shared queue is full
+WRITE_PATIENCE = 30.0  # seconds a worker keeps trying a start or a final write while Redis is away
 SCHEMES = ("redis", "rediss", "unix")
 
 _ADMIT = """
@@ -376,12 +377,35 @@ class RedisJobStore:
             pipe.hset(self._link.job(job_id), "attempt", started["attempt"])
             pipe.zrem(self._link.key("waiting"), job_id)
 
-        job = self._change(job_id, plan, after=after)
+        try:
+            job = self._patiently(job_id, "start", lambda: self._change(job_id, plan, after=after))
+        except StoreUnavailable:
+            return None  # not started; its entry is claimed by a worker later
         if job is None:
             self.release(job_id)  # cancelled (or finished) meanwhile: nothing to run
         else:
             self._attempts[job_id] = started["attempt"]
         return job
+
+    def _patiently(self, job_id: str, what: str, write: Callable[[], Job | None]) -> Job | None:
+        """A worker's write that must not be lost to a Redis restart: tried again for up to
+        `WRITE_PATIENCE` seconds. If Redis is still away, the job is let go (its entry is no longer
+        renewed, so a worker claims it after `claim_timeout`: the job runs again) and the error
+        raised."""
+        deadline = time.monotonic() + WRITE_PATIENCE
+        while True:
+            try:
+                return write()
+            except StoreUnavailable as e:
+                if self._closed or time.monotonic() > deadline:
+                    logger.error(
+                        "job %s: could not %s it (%s); it is left for another attempt", job_id, what, e
+                    )
+                    self._entries.pop(job_id, None)
+                    self._attempts.pop(job_id, None)
+                    raise
+                logger.warning("job %s: could not %s it yet (%s); trying again", job_id, what, e)
+                time.sleep(0.5)
 
     def requeue(self, job_id: str) -> Job | None:
         """A running job whose worker stopped (its heartbeat did) back to queued, for a new attempt;
@@ -484,12 +508,20 @@ class RedisJobStore:
                 pipe.xack(self._link.key("queue"), GROUP, entry)
                 pipe.xdel(self._link.key("queue"), entry)
 
-        job = self._change(job_id, plan, after=after)
+        try:
+            job = self._patiently(
+                job_id, f"record the {status} of", lambda: self._change(job_id, plan, after=after)
+            )
+        except StoreUnavailable:
+            return None
         self._attempts.pop(job_id, None)
         if job is not None:
-            self._evict()
-            if job.status == "succeeded":  # its images are in Redis now, read on demand
-                job = self.get(job_id)
+            try:
+                self._evict()
+                if job.status == "succeeded":  # its images are in Redis now, read on demand
+                    job = self.get(job_id)
+            except StoreUnavailable as e:  # recorded; eviction waits for the next finish
+                logger.warning("job %s: finished, but retention could not run: %s", job_id, e)
         return job
 
     def _evict(self) -> None:
@@ -545,11 +577,15 @@ class RedisJobStore:
         ids = list(job_ids)
         if self._closed:
             return set(ids)
-        with self._link.guard():
-            pipe = self._r.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hmget(self._link.job(job_id), "record", "attempt")
-            rows = pipe.execute()
+        try:
+            with self._link.guard():
+                pipe = self._r.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hmget(self._link.job(job_id), "record", "attempt")
+                rows = pipe.execute()
+        except StoreUnavailable as e:  # the run goes on; the next step asks again
+            logger.warning("jobs %s: cancels not read: %s", ",".join(ids), e)
+            return set()
         flagged = set()
         for job_id, (record, attempt) in zip(ids, rows, strict=True):
             if record is None:
@@ -568,11 +604,17 @@ class RedisJobStore:
         def plan(job: Job, attempt: int) -> tuple[Job, list[Event]] | None:
             return None if job.done else (job, [event])
 
-        self._change(job_id, plan)
+        try:
+            self._change(job_id, plan)
+        except StoreUnavailable as e:
+            logger.warning("job %s: %s event not recorded: %s", job_id, event.type, e)
 
     def wants_previews(self, job_id: str) -> bool:
-        with self._link.guard():
-            return bool(self._r.exists(self._link.job(job_id, "wants-previews")))
+        try:
+            with self._link.guard():
+                return bool(self._r.exists(self._link.job(job_id, "wants-previews")))
+        except StoreUnavailable:
+            return False
 
     # ---- waiting ----------------------------------------------------------------------------------
 

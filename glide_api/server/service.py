@@ -249,7 +249,10 @@ class Service:
         if self.fleet is None:
             return self._capabilities
         pipeline = self.fleet.engine.pipeline
+        link = self.fleet.store.link
         try:
+            if not link.ping():  # each time: the worker list may be a second old
+                raise StoreUnavailable(f"the job store (Redis at {link.where}) does not answer")
             workers = pipeline.workers()
         except StoreUnavailable as e:
             return {task: _capability("failed", reason=str(e)) for task in TASK_ROLES}
