@@ -98,6 +98,17 @@ class ServiceConfig(ModelSelection):
     keep_finished_seconds: float = field(
         default=7 * 24 * 3600.0, metadata={"help": "seconds a finished job (and its images) is kept"}
     )
+    idempotency_ttl: float = field(
+        default=24 * 3600.0,
+        metadata={
+            "help": "seconds an Idempotency-Key is remembered (in the data dir, if any): the same key "
+            "and request within it get the same job, another request with it a 422"
+        },
+    )
+    idempotency_max_keys: int = field(
+        default=100_000,
+        metadata={"help": "Idempotency-Keys remembered at once; past it the oldest are forgotten first"},
+    )
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
     max_upload_bytes: int = field(default=8 << 20, metadata={"help": "uploaded image size (each file)"})
@@ -211,6 +222,7 @@ class ServiceConfig(ModelSelection):
             "max_batch_images",
             "keep_finished",
             "keep_finished_bytes",
+            "idempotency_max_keys",
             "max_body_bytes",
             "max_upload_bytes",
             "max_image_pixels",
@@ -230,6 +242,7 @@ class ServiceConfig(ModelSelection):
             "webhook_timeout",
             "webhook_backoff",
             "keep_finished_seconds",
+            "idempotency_ttl",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")

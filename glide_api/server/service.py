@@ -21,6 +21,7 @@ from typing import Any
 from ..config import ServiceConfig
 from ..download import human_size
 from ..engine import Engine, EngineConfig, JobResult, JobStore, open_durable_store
+from ..engine.idempotency_keys import IdempotencyKeys, open_idempotency_keys
 from ..errors import InvalidParameter, ModelNotReady, WeightsNotFound
 from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
 from ..models.official_files import MissingWeights, missing_weights
@@ -73,6 +74,10 @@ class Service:
                 keep_finished_seconds=config.keep_finished_seconds,
             )
             logger.info("jobs are kept in %s", folder)
+        # After the job store: it made the folder, and holds it against other processes.
+        self.idempotency: IdempotencyKeys = open_idempotency_keys(
+            folder, ttl=config.idempotency_ttl, max_keys=config.idempotency_max_keys
+        )
         if pipeline is not None:
             self._start_engine(pipeline)
             self._capabilities = {
@@ -291,6 +296,7 @@ class Service:
         elif self._store is not None:
             self._store.close()
         self.webhooks.close()  # deliveries not made yet stay in the outbox
+        self.idempotency.close()
         for held in (self.streams, self.sync_waits):
             if not held.wait_empty(drain):
                 logger.warning("shutting down: %d %s still open after %g s", len(held), held.what, drain)
