@@ -66,3 +66,28 @@ def _integer_rule(minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f"an integer of at most {maximum}"
     return "an integer"
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url(name: str, value: object) -> str:
+    """`value` if it is a Redis URL (redis://, rediss:// or unix://), else `InvalidParameter`."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or urlsplit(value).scheme not in REDIS_SCHEMES:
+        raise InvalidParameter(
+            f"{name}: must be a Redis URL, redis://HOST:PORT/DB (or rediss://, unix://) (got {value!r})"
+        )
+    return value
+
+
+def without_password(url: str) -> str:
+    """A URL as logs and messages may show it: scheme, host, port and path."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname is None:  # unix:///path/to/socket
+        return f"{parts.scheme}://{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"

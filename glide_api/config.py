@@ -14,15 +14,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import Any, get_type_hints
 
 from . import checks
 from .errors import InvalidParameter
 from .model_selection import ModelSelection
 from .options import DIFFUSION_STEPS, STEPS, UPSAMPLE_STEPS
-
-if TYPE_CHECKING:
-    from .engine import EngineConfig
 
 ENV_PREFIX = "GLIDE_API_"
 
@@ -126,6 +123,17 @@ class ServiceConfig(ModelSelection):
     )
     keep_finished_seconds: float = field(
         default=7 * 24 * 3600.0, metadata={"help": "seconds a finished job (and its images) is kept"}
+    )
+    idempotency_ttl: float = field(
+        default=24 * 3600.0,
+        metadata={
+            "help": "seconds an Idempotency-Key is remembered (in the data dir, if any): the same key "
+            "and request within it get the same job, another request with it a 422"
+        },
+    )
+    idempotency_max_keys: int = field(
+        default=100_000,
+        metadata={"help": "Idempotency-Keys remembered at once; past it the oldest are forgotten first"},
     )
     preview_every: int = field(default=5, metadata={"help": "steps between progress previews (0: none)"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "JSON request body size"})
@@ -240,6 +248,7 @@ class ServiceConfig(ModelSelection):
             "max_batch_images",
             "keep_finished",
             "keep_finished_bytes",
+            "idempotency_max_keys",
             "max_body_bytes",
             "max_upload_bytes",
             "max_image_pixels",
@@ -261,6 +270,7 @@ class ServiceConfig(ModelSelection):
             "webhook_backoff",
             "keep_finished_seconds",
             "claim_timeout",
+            "idempotency_ttl",
         ):
             if not getattr(self, name) > 0:
                 raise InvalidParameter(f"{name}: must be a positive number of seconds")
@@ -283,9 +293,7 @@ class ServiceConfig(ModelSelection):
                 f"public_url: must start with http:// or https:// (got {self.public_url!r})"
             )
         if self.queue is not None:
-            from .engine.redis_store import check_url
-
-            check_url(self.queue)
+            checks.redis_url("queue", self.queue)
         admin = frozenset(self.admin_keys) | _read_keys("admin_keys_file", self.admin_keys_file)
         keys = frozenset(self.api_keys) | _read_keys("api_keys_file", self.api_keys_file) | admin
         object.__setattr__(self, "_keys", (keys, admin))  # read once, at start; not a setting itself
@@ -351,24 +359,8 @@ class ServiceConfig(ModelSelection):
         data["admin_keys"] = f"{len(self.all_admin_keys)} configured" if self.all_admin_keys else "none"
         data["webhook_secret"] = "configured" if self.webhook_secret else "none"
         if self.queue is not None:
-            from .engine.redis_store import where
-
-            data["queue"] = where(self.queue)  # without a password
+            data["queue"] = checks.without_password(self.queue)
         return data
-
-    def engine_config(self) -> EngineConfig:
-        """The engine's limits from these settings (a server's own engine, or a fleet's)."""
-        from .engine import EngineConfig
-
-        return EngineConfig(
-            max_queue=self.max_queue,
-            max_batch_images=self.max_batch_images,
-            job_timeout=self.job_timeout,
-            keep_finished=self.keep_finished,
-            keep_finished_bytes=self.keep_finished_bytes,
-            keep_finished_seconds=self.keep_finished_seconds,
-            preview_every=self.preview_every,
-        )
 
 
 def settings_table() -> str:

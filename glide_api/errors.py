@@ -33,6 +33,15 @@ class TooLarge(InvalidParameter):
     fine in kind but is refused by size."""
 
 
+class IdempotencyKeyReused(InvalidParameter):
+    """An `Idempotency-Key` this caller used before for what this request cannot be given: another
+    request (route or body), or a job no longer kept (`job_id` names it). Nothing was submitted."""
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
 class InvalidType(InvalidParameter, TypeError):
     """An argument of the wrong type altogether (a programming error in the caller)."""
 

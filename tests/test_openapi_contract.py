@@ -292,6 +292,8 @@ def test_each_documented_cause_is_what_the_error_table_answers() -> None:
     job = {outcome: e.JobFailed("job j", job_id="j", outcome=outcome) for outcome in outcomes}
     sent_by = {
         openapi.INVALID: e.InvalidParameter("prompt: must not be empty"),
+        openapi.KEY_REUSED: e.IdempotencyKeyReused("Idempotency-Key: used for another request"),
+        openapi.KEY_JOB_GONE: e.IdempotencyKeyReused("Idempotency-Key: job j is gone", job_id="j"),
         openapi.FORBIDDEN: e.Forbidden("authorization: an admin key"),
         openapi.NOT_FOUND: e.JobNotFound("no job 'j'"),
         openapi.NOT_FINISHED: e.NoResult("job j has no images"),
@@ -304,6 +306,7 @@ def test_each_documented_cause_is_what_the_error_table_answers() -> None:
         openapi.STOPPED: job["stopped"],
         openapi.SYNC_BUSY: e.ServerBusy("max_sync_waits: busy", retry_after=5),
         openapi.STREAMS_BUSY: e.ServerBusy("max_open_streams: busy", retry_after=5),
+        openapi.KEY_BUSY: e.ServerBusy("Idempotency-Key: still being submitted", retry_after=1),
         openapi.TIMED_OUT: job["timed_out"],
     }
     guard = {openapi.URL_TOO_LONG, openapi.NO_KEY, openapi.RATE_LIMITED, openapi.BAD_BODY}

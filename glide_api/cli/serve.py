@@ -124,7 +124,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     from glide_api.errors import InvalidParameter
-    from glide_api.worker import run
+    from glide_api.server.fleet_worker import run
 
     config = serve_config(args)
     if config.queue is None:

@@ -45,7 +45,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -75,7 +74,6 @@ POLL_SECONDS = 1.0  # longest blocking read: how soon a subscription notices clo
 WATCH_LEASE = 5.0  # seconds a subscriber's watcher entry lasts unless renewed
 RETRY_FULL = 5  # Retry-After when the shared queue is full
 WRITE_PATIENCE = 30.0  # seconds a worker keeps trying a start or a final write while Redis is away
-SCHEMES = ("redis", "rediss", "unix")
 
 _ADMIT = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -2 end
@@ -91,31 +89,13 @@ return waiting + 1
 """
 
 
-def check_url(url: str, *, name: str = "queue") -> str:
-    """`url` if it names a Redis (redis://, rediss:// or unix://), else `InvalidParameter`."""
-    if not isinstance(url, str) or urlsplit(url).scheme not in SCHEMES:
-        raise InvalidParameter(
-            f"{name}: must be a Redis URL, redis://HOST:PORT/DB (or rediss://, unix://) (got {url!r})"
-        )
-    return url
-
-
-def where(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.hostname is None:  # unix:///path/to/socket
-        return f"{parts.scheme}://{parts.path}"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
-
-
 class RedisLink:
     """One Redis connection pool and the key names; `guard()` turns connection failures into
     `StoreUnavailable`."""
 
     def __init__(self, url: str) -> None:
-        self.url = check_url(url)
-        self.where = where(url)
+        self.url = checks.redis_url("queue", url)
+        self.where = checks.without_password(url)
         # The socket timeout bounds every call (blocking reads take POLL_SECONDS): a Redis that
         # stopped answering is an error within seconds, never a hung request.
         self.client = redis.Redis.from_url(

@@ -16,7 +16,7 @@ from flask import Response, abort, g, request, send_from_directory
 from .. import __version__
 from ..config import ServiceConfig
 from ..pipeline.glide_pipeline import GlidePipeline
-from . import auth, errors, health, legacy, openai_images, openapi, ui, v1
+from . import auth, errors, health, idempotency, legacy, openai_images, openapi, ui, v1
 from .service import Service
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def create_app(
     service = Service(config, pipeline=pipeline)
     app.extensions["glide_api"] = service
     errors.register(app)
+    idempotency.install(app)
     _log_requests(app)
     auth.install(app, config)
     for blueprint in (legacy.bp, v1.bp, openai_images.bp, health.bp, ui.bp):

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import (
     EngineClosed,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidParameter,
     JobFailed,
     JobNotFound,
@@ -42,6 +43,7 @@ _TYPES = {
     413: "invalid_request_error",
     414: "invalid_request_error",
     415: "invalid_request_error",
+    422: "invalid_request_error",
     431: "invalid_request_error",
     429: "rate_limit_error",
     503: "server_error",
@@ -162,6 +164,9 @@ ERRORS: dict[type[Exception], ErrorRule] = {
     ),
     InvalidParameter: ErrorRule(status=_always(400), param=lambda e: e.param),
     TooLarge: ErrorRule(status=_always(413), param=lambda e: e.param, code="payload_too_large"),
+    IdempotencyKeyReused: ErrorRule(
+        status=_always(422), param=lambda e: e.param, code="idempotency_key_reused", job_id=lambda e: e.job_id
+    ),
     ValueError: ErrorRule(status=_always(400)),  # raised by a library on our behalf: still the input's fault
     QueueFull: ErrorRule(
         status=_always(429), code="queue_full", headers=lambda e: _retry_after(e.retry_after)

@@ -17,6 +17,7 @@ from apiflask import APIBlueprint
 
 from ..pipeline import images
 from .generation_request import build_request, respacing
+from .idempotency import idempotent
 from .openapi import FORBIDDEN, INVALID, NOT_READY, SUBMIT, TIMED_OUT, WAIT, error_responses
 from .owners import admin_only, caller
 from .schemas import (
@@ -25,6 +26,7 @@ from .schemas import (
     GlideOptions,
     LegacyImageOut,
     LegacyImageQuery,
+    SubmitHeaders,
     UpModelOut,
 )
 from .views import finished, service, submit_and_wait
@@ -34,13 +36,14 @@ bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
 
 @bp.get("/image")
 @bp.input(LegacyImageQuery, location="query", arg_name="query")
+@bp.input(SubmitHeaders, location="headers", arg_name="headers")
 @bp.output(LegacyImageOut)
 @bp.doc(
     summary="Generate images (the original route)",
     description="Waits for the images; a batch comes back as one PNG strip in `image`.",
     responses=error_responses(*SUBMIT, *WAIT, TIMED_OUT),
 )
-def image(query: LegacyImageQuery) -> dict[str, Any]:
+def image(query: LegacyImageQuery, headers: SubmitHeaders) -> dict[str, Any]:
     options = GlideOptions(
         guidance_scale=query.guidance_scale, upsample_temp=query.upsample_temp, seed=query.seed
     )
@@ -48,7 +51,8 @@ def image(query: LegacyImageQuery) -> dict[str, Any]:
         service(), prompt=_unquoted(query.prompt), size=query.size, n=query.batch_size, options=options
     )
     start = time.perf_counter()
-    job = finished(submit_and_wait(lambda: service().engine.submit(request, owner=caller())))
+    submit = idempotent(lambda: service().engine.submit(request, owner=caller()), headers.idempotency_key)
+    job = finished(submit_and_wait(submit))
     seconds = time.perf_counter() - start
     pngs = [image.png for image in job.result.images]
     strip = (

@@ -22,6 +22,7 @@ from flask import request, url_for
 from ..engine import Event, Job, Succeeded
 from ..errors import InvalidParameter
 from .generation_request import build_request
+from .idempotency import idempotent
 from .openapi import (
     STREAMS_BUSY,
     SUBMIT,
@@ -37,6 +38,7 @@ from .schemas import (
     OpenAIImagesEditIn,
     OpenAIImagesGenerateIn,
     OpenAIImagesOut,
+    SubmitHeaders,
     openai_events,
 )
 from .sse import KEEP_ALIVE, sse
@@ -60,9 +62,16 @@ def _size(value: str | None, task: str) -> int | None:
 
 
 def _generate(
-    body: OpenAIImageOptions, *, task: str, kind: str, image: bytes | None = None, mask: bytes | None = None
+    body: OpenAIImageOptions,
+    headers: SubmitHeaders,
+    *,
+    task: str,
+    kind: str,
+    image: bytes | None = None,
+    mask: bytes | None = None,
 ) -> Any:
-    """Check and submit the request, then answer with events (`stream`) or with the finished job."""
+    """Check and submit the request (once per `Idempotency-Key`), then answer with events
+    (`stream`) or with the finished job."""
     size = _size(body.size, task)
     req = build_request(
         service(),
@@ -75,11 +84,12 @@ def _generate(
         mask=mask,
     )
     engine = service().engine
+    submit = idempotent(lambda: engine.submit(req, owner=caller()), headers.idempotency_key)
     if body.stream:
         partial_images = body.partial_images or 0
 
         def start() -> Iterator[str]:
-            job = engine.submit(req, owner=caller())
+            job = submit()
             # Subscribed now, not when the body is first read: the subscription holds the job.
             events = engine.subscribe(
                 job.id, previews=partial_images > 0, heartbeat=service().config.stream_heartbeat
@@ -87,7 +97,7 @@ def _generate(
             return _event_stream(events, job, kind=kind, partial_images=partial_images)
 
         return event_stream(start)
-    return _answer(body, finished(submit_and_wait(lambda: engine.submit(req, owner=caller()))))
+    return _answer(body, finished(submit_and_wait(submit)))
 
 
 def _answer(body: OpenAIImageOptions, done: Job) -> dict[str, Any]:
@@ -120,6 +130,7 @@ def _streamed(kind: str) -> dict[str, Any]:
 
 @bp.post("/generations")
 @bp.input(OpenAIImagesGenerateIn, arg_name="body")
+@bp.input(SubmitHeaders, location="headers", arg_name="headers")
 @bp.output(OpenAIImagesOut)
 @bp.doc(
     summary="Create images (OpenAI Images API)",
@@ -129,12 +140,13 @@ def _streamed(kind: str) -> dict[str, Any]:
         **error_responses(*SUBMIT, *WAIT, TIMED_OUT, STREAMS_BUSY),
     },
 )
-def generations(body: OpenAIImagesGenerateIn) -> Any:
-    return _generate(body, task="text2im", kind="image_generation")
+def generations(body: OpenAIImagesGenerateIn, headers: SubmitHeaders) -> Any:
+    return _generate(body, headers, task="text2im", kind="image_generation")
 
 
 @bp.post("/edits")
 @bp.input(OpenAIImagesEditIn, location="form_and_files", arg_name="body")
+@bp.input(SubmitHeaders, location="headers", arg_name="headers")
 @bp.output(OpenAIImagesOut)
 @bp.doc(
     summary="Edit an image (OpenAI Images API)",
@@ -145,13 +157,13 @@ def generations(body: OpenAIImagesGenerateIn) -> Any:
         **error_responses(*SUBMIT, UPLOAD_TOO_LARGE, *WAIT, TIMED_OUT, STREAMS_BUSY),
     },
 )
-def edits(body: OpenAIImagesEditIn) -> Any:
+def edits(body: OpenAIImagesEditIn, headers: SubmitHeaders) -> Any:
     upload = body.image or next(iter(request.files.getlist("image[]")), None)
     if upload is None:
         raise InvalidParameter("image: an image file is required (multipart field image or image[])")
     image = upload.read()
     mask = body.mask.read() if body.mask else None
-    return _generate(body, task="inpaint", kind="image_edit", image=image, mask=mask)
+    return _generate(body, headers, task="inpaint", kind="image_edit", image=image, mask=mask)
 
 
 def _event_stream(events: Iterator[Event], job: Job, *, kind: str, partial_images: int) -> Iterator[str]:

@@ -55,6 +55,16 @@ UPLOAD_TOO_LARGE = Cause(
     "payload_too_large",
     "an uploaded image has more than `max_image_pixels` pixels (read from its header); `param` names it",
 )
+KEY_REUSED = Cause(
+    422,
+    "idempotency_key_reused",
+    "this caller's `Idempotency-Key` was used for another request (route or body) within `idempotency_ttl`",
+)
+KEY_JOB_GONE = Cause(
+    422,
+    "idempotency_key_reused",
+    "the `Idempotency-Key` submitted a job that is no longer kept; `job_id` names it",
+)
 QUEUE_FULL = _retrying(429, "queue_full", "`max_queue` jobs are waiting; nothing was queued")
 JOB_FAILED = Cause(500, "job_failed", "the job failed (the message says why); `job_id` names it")
 NOT_READY = _retrying(503, "not_ready", "the models are loading, or could not be loaded (see `/readyz`)")
@@ -62,14 +72,17 @@ SHUTTING_DOWN = _retrying(503, "shutting_down", "the server is shutting down and
 STOPPED = _retrying(503, "job_failed", "the server stopped while this request waited; `job_id` names the job")
 SYNC_BUSY = _retrying(503, "server_busy", "`max_sync_waits` synchronous requests are already waiting")
 STREAMS_BUSY = _retrying(503, "server_busy", "`max_open_streams` event streams are already open")
+KEY_BUSY = _retrying(
+    503, "server_busy", "another request with this `Idempotency-Key` is still being submitted"
+)
 TIMED_OUT = Cause(
     504,
     "job_failed",
     "the job still runs after `sync_timeout` seconds and goes on: `job_id` names it (`GET /v1/jobs/{id}`)",
 )
 
-# Making a job, and waiting for it (a synchronous request).
-SUBMIT = (INVALID, QUEUE_FULL, NOT_READY, SHUTTING_DOWN)
+# Making a job (with an `Idempotency-Key`, perhaps finding it), and waiting for it (a synchronous request).
+SUBMIT = (INVALID, KEY_REUSED, KEY_JOB_GONE, QUEUE_FULL, NOT_READY, SHUTTING_DOWN, KEY_BUSY)
 WAIT = (CANCELLED, JOB_FAILED, STOPPED, SYNC_BUSY)
 
 # ---- what the request guard gives (`auth.py`) -------------------------------------------------------

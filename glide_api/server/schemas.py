@@ -314,9 +314,34 @@ class ErrorOut(BaseModel):
 
 # Request headers: APIFlask hands them over as `last_event_id` and the like; the document names them
 # as they are sent (the alias).
-class AsyncHeaders(BaseModel):
+IDEMPOTENCY_KEY_CHARS = 255
+
+
+def _idempotency_key_schema(schema: dict[str, Any]) -> None:
+    """A string of 1 to `IDEMPOTENCY_KEY_CHARS` printable ASCII characters, not only spaces (a header
+    is sent or not: never null)."""
+    schema.pop("anyOf", None)
+    schema.pop("default", None)
+    schema.update(type="string", maxLength=IDEMPOTENCY_KEY_CHARS, pattern="^[ -~]*[!-~][ -~]*$")
+
+
+class SubmitHeaders(BaseModel):
+    """The headers of every submitting route."""
+
     model_config = ConfigDict(populate_by_name=True)
 
+    idempotency_key: str | None = Field(
+        None,
+        alias="Idempotency-Key",
+        description="at most one job per key and caller within `idempotency_ttl` seconds: the same "
+        "key with the same request (route, query and body) gets that job again, answered as the "
+        "first time, with `Idempotent-Replayed: true`; with another request it is a 422 "
+        "(`idempotency_key_reused`), as it is once the key's job is no longer kept",
+        json_schema_extra=_idempotency_key_schema,
+    )
+
+
+class AsyncHeaders(SubmitHeaders):
     prefer: str = Field(
         "", alias="Prefer", description="`respond-async`: answer 202 at once with the queued job"
     )

@@ -22,8 +22,10 @@ from typing import Any
 
 from ..config import ServiceConfig
 from ..download import human_size
-from ..engine import Engine, JobResult, JobStore, open_durable_store
+from ..engine import Engine, EngineConfig, JobResult, JobStore, open_durable_store
 from ..engine.fleet import Fleet
+from ..engine.idempotency_keys import IdempotencyKeys, open_idempotency_keys
+from ..engine.redis_idempotency import RedisIdempotencyKeys
 from ..errors import InvalidParameter, ModelNotReady, StoreUnavailable, WeightsNotFound
 from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
 from ..models.official_files import MissingWeights, missing_weights
@@ -40,6 +42,19 @@ STREAM_DRAIN_SECONDS = 5.0
 
 # Seconds a client is told to wait (Retry-After) for a capability that is loading, or stuck.
 RETRY_LOADING, RETRY_STUCK = 5, 30
+
+
+def engine_config(config: ServiceConfig) -> EngineConfig:
+    """The engine's limits from the service's settings (its own engine's, or a fleet's)."""
+    return EngineConfig(
+        max_queue=config.max_queue,
+        max_batch_images=config.max_batch_images,
+        job_timeout=config.job_timeout,
+        keep_finished=config.keep_finished,
+        keep_finished_bytes=config.keep_finished_bytes,
+        keep_finished_seconds=config.keep_finished_seconds,
+        preview_every=config.preview_every,
+    )
 
 
 def _capability(state: str, **fields: Any) -> dict[str, Any]:
@@ -65,11 +80,13 @@ class Service:
         # Per capability whose files are missing: what is missing, and the line that says so.
         self._missed: dict[str, tuple[MissingWeights, str]] = {}
         self.fleet: Fleet | None = None  # an API replica's part in a fleet (config.queue)
+        self.idempotency: IdempotencyKeys
         self._store: JobStore | None = None
         if config.queue is not None:  # its workers load the models; it loads none
             self.webhooks = JobWebhooks(config)
-            self.fleet = Fleet.replica(config.queue, config.engine_config(), on_change=self.webhooks.changed)
+            self.fleet = Fleet.replica(config.queue, engine_config(config), on_change=self.webhooks.changed)
             self._engine = self.fleet.engine
+            self.idempotency = RedisIdempotencyKeys(self.fleet.store.link, ttl=config.idempotency_ttl)
             self._capabilities = {}
             logger.info(
                 "jobs are shared through %s (an API replica: workers run them)", self.fleet.store.link.where
@@ -96,6 +113,10 @@ class Service:
             # was not enqueued yet; those enqueued already are not again.
             for job in self._store.jobs():
                 self.webhooks.changed(job)
+        # After the job store: it made the folder, and holds it against other processes.
+        self.idempotency = open_idempotency_keys(
+            folder, ttl=config.idempotency_ttl, max_keys=config.idempotency_max_keys
+        )
         if pipeline is not None:
             self._start_engine(pipeline)
             self._capabilities = {
@@ -211,7 +232,7 @@ class Service:
     def _start_engine(self, pipeline: GlidePipeline) -> None:
         engine = Engine(
             pipeline,
-            self.config.engine_config(),
+            engine_config(self.config),
             store=self._store,
             on_success=self._save_images,
             on_change=self.webhooks.changed,
@@ -348,7 +369,8 @@ class Service:
             engine.close(grace=grace, timeout=drain)
         elif self._store is not None:
             self._store.close()
-        self.webhooks.close()
+        self.webhooks.close()  # deliveries not made yet stay in the outbox
+        self.idempotency.close()
         for held in (self.streams, self.sync_waits):
             if not held.wait_empty(drain):
                 logger.warning("shutting down: %d %s still open after %g s", len(held), held.what, drain)

@@ -14,6 +14,7 @@ from ..errors import InvalidParameter
 from ..options import GENERATION_OPTIONS, SAMPLERS
 from ..pipeline.params import GenerationRequest
 from .generation_request import build_request
+from .idempotency import idempotent
 from .job_json import job_json
 from .openapi import (
     INVALID,
@@ -88,11 +89,13 @@ def _submitter(request: GenerationRequest, webhook: str | None, events: Any) -> 
 
 
 def _respond(
-    submit: Callable[[], Job], prefer: str
+    submit: Callable[[], Job], headers: AsyncHeaders
 ) -> tuple[dict[str, Any], int, dict[str, str]] | dict[str, Any]:
     """202 with the queued job (`Prefer: respond-async`) or, synchronously, 200 with the finished
-    job; a job still running after `sync_timeout` is answered 202 as well, and goes on."""
-    if "respond-async" in prefer:
+    job; a job still running after `sync_timeout` is answered 202 as well, and goes on. With an
+    `Idempotency-Key`, a repeated request gets its first job, answered the same way."""
+    submit = idempotent(submit, headers.idempotency_key)
+    if "respond-async" in headers.prefer:
         job = submit()
         headers = {"Location": f"/v1/jobs/{job.id}", "Preference-Applied": "respond-async"}
         return _job(service().engine.get(job.id)), 202, headers
@@ -113,7 +116,7 @@ def _respond(
 )
 def generations(body: GenerationIn, headers: AsyncHeaders) -> Any:
     req = build_request(service(), prompt=body.prompt, size=body.size, n=body.n, options=body)
-    return _respond(_submitter(req, body.webhook, body.webhook_events), headers.prefer)
+    return _respond(_submitter(req, body.webhook, body.webhook_events), headers)
 
 
 @bp.post("/inpaint")
@@ -138,7 +141,7 @@ def inpaint(form: InpaintIn, headers: AsyncHeaders) -> Any:
         image=image,
         mask=mask,
     )
-    return _respond(_submitter(req, form.webhook, form.webhook_events), headers.prefer)
+    return _respond(_submitter(req, form.webhook, form.webhook_events), headers)
 
 
 @bp.get("/jobs")

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
-from .config import ServiceConfig
-from .engine.fleet import Fleet
-from .errors import WeightsNotFound
-from .model_selection import TASK_LABELS, TASK_ROLES
-from .pipeline.glide_pipeline import GlidePipeline
-from .server.job_webhooks import JobWebhooks
+from ..config import ServiceConfig
+from ..engine.fleet import Fleet
+from ..errors import WeightsNotFound
+from ..model_selection import TASK_LABELS, TASK_ROLES
+from ..models.weights_source import WeightsSource
+from ..pipeline.glide_pipeline import GlidePipeline
+from .job_webhooks import JobWebhooks
+from .service import engine_config
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +31,11 @@ def load_pipeline(config: ServiceConfig) -> GlidePipeline:
     specs = config.specs(TASK_ROLES["inpaint"])
     if specs[TASK_ROLES["inpaint"][0]] is not None:
         try:
-            pipeline.load_more(specs, source=pipeline_source(config))
+            source = WeightsSource.from_env(offline=config.offline, cache=config.cache_dir)
+            pipeline.load_more(specs, source=source)
         except WeightsNotFound as e:
             logger.warning("%s not served by this worker: %s", TASK_LABELS["inpaint"], e)
     return pipeline
-
-
-def pipeline_source(config: ServiceConfig) -> Any:
-    from .models.weights_source import WeightsSource
-
-    return WeightsSource.from_env(offline=config.offline, cache=config.cache_dir)
 
 
 def run(config: ServiceConfig, *, stop: threading.Event | None = None) -> None:
@@ -50,7 +46,7 @@ def run(config: ServiceConfig, *, stop: threading.Event | None = None) -> None:
     fleet = Fleet.worker(
         config.queue or "",
         pipeline,
-        config.engine_config(),
+        engine_config(config),
         worker_id=config.worker_id,
         claim_timeout=config.claim_timeout,
         max_attempts=config.max_attempts,
