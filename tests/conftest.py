@@ -81,12 +81,27 @@ def server_url(small_pipeline) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory):
-    """A fresh real redis-server (AOF on) for one test; stopped after it."""
+@contextmanager
+def _redis(tmp_path_factory) -> Iterator[object]:
     from redis_server import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     server.start()
-    yield server
-    server.kill()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory):
+    """A fresh real redis-server (AOF on) for one test; stopped after it."""
+    with _redis(tmp_path_factory) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory):
+    """A real redis-server shared by a module's tests."""
+    with _redis(tmp_path_factory) as server:
+        yield server

@@ -151,9 +151,15 @@ class Fleet:
             claim_timeout=claim_timeout,
             max_attempts=max_attempts,
         )
-        engine = Engine(
-            pipeline, config, store=store, queue=queue, on_change=on_change, on_success=on_success
-        )
+        presence: WorkerPresence | None = None
+
+        def changed(job: Job) -> None:  # its current jobs changed: tell the fleet at once
+            if presence is not None:
+                presence.poke()
+            if on_change is not None:
+                on_change(job)
+
+        engine = Engine(pipeline, config, store=store, queue=queue, on_change=changed, on_success=on_success)
         if describe is None:
 
             def describe() -> dict[str, Any]:

@@ -275,14 +275,23 @@ class WorkerPresence:
         self._current = current
         self._started = time.time()
         self._stop = threading.Event()
+        self._poked = threading.Event()
         self._thread = threading.Thread(target=self._run, name="glide-worker-heartbeat", daemon=True)
 
     def start(self) -> None:
         self.beat()
         self._thread.start()
 
+    def poke(self) -> None:
+        """Beat now (its current jobs changed), not at the next period."""
+        self._poked.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self._claim_timeout / 3):
+        while not self._stop.is_set():
+            self._poked.wait(self._claim_timeout / 3)
+            self._poked.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.beat()
             except StoreUnavailable as e:
@@ -313,6 +322,7 @@ class WorkerPresence:
     def stop(self) -> None:
         """Stop beating and remove the record (the held entries are claimed by others in time)."""
         self._stop.set()
+        self._poked.set()
         try:
             with self._link.guard():
                 self._r.delete(self._link.key(f"worker:{self.worker_id}"))
