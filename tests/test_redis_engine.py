@@ -29,7 +29,12 @@ def fleet(redis_server):
         return made[-1]
 
     def worker(
-        name: str, *, claim_timeout: float = 30.0, pipeline: FakePipeline | None = None, **config
+        name: str,
+        *,
+        claim_timeout: float = 30.0,
+        max_attempts: int = 3,
+        pipeline: FakePipeline | None = None,
+        **config,
     ) -> Fleet:
         pipeline = pipeline or FakePipeline()
         pipelines.append(pipeline)
@@ -40,6 +45,7 @@ def fleet(redis_server):
                 EngineConfig(**config),
                 worker_id=name,
                 claim_timeout=claim_timeout,
+                max_attempts=max_attempts,
                 describe=lambda: {"capabilities": CAPABILITIES},
             )
         )
@@ -123,3 +129,20 @@ def test_a_job_of_a_worker_that_stopped_is_claimed_and_the_stale_worker_cannot_o
     time.sleep(0.5)
     assert a.engine.get(job.id) == done
     assert stuck.calls[0].closed
+
+
+def test_a_job_whose_workers_keep_dying_ends_failed_after_max_attempts(fleet) -> None:
+    replica, worker = fleet
+    a = replica()
+    job = None
+    for name in ("first", "second"):  # each takes the job, gets stuck in it, and stops beating
+        stuck = FakePipeline()
+        hold = stuck.hold(step=1)
+        dying = worker(name, pipeline=stuck, claim_timeout=0.5, max_attempts=1)
+        job = job or a.engine.submit(request("deadly"))
+        hold.wait_reached()
+        dying.presence.stop()
+    worker("third", claim_timeout=0.5, max_attempts=1)
+    done = wait_done(a, job.id)
+    assert done.status == "failed"
+    assert "stopped" in done.error and "2 times" in done.error and "max_attempts is 1" in done.error
