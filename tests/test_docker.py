@@ -474,9 +474,35 @@ def compose() -> dict:
 
 
 def _service() -> tuple[str, dict]:
-    services = compose()["services"]
-    assert len(services) == 1, "one service"
+    """The one service `docker compose up` starts (the others belong to the scaled profile)."""
+    services = {name: s for name, s in compose()["services"].items() if not s.get("profiles")}
+    assert len(services) == 1, "one service without a profile"
     return next(iter(services.items()))
+
+
+def _scaled() -> dict[str, dict]:
+    return {name: s for name, s in compose()["services"].items() if "scaled" in s.get("profiles", [])}
+
+
+def test_the_scaled_profile_runs_redis_with_aof_api_replicas_and_a_worker_per_gpu() -> None:
+    scaled = _scaled()
+    assert set(scaled) == {"redis", "api", "worker"}
+    redis_command = scaled["redis"]["command"]
+    assert redis_command[:3] == ["redis-server", "--appendonly", "yes"]
+    entrypoint = dockerfile().exec_form("ENTRYPOINT")[1:]
+    for name, subcommand in (("api", "serve"), ("worker", "worker")):
+        service = scaled[name]
+        assert service["command"][0] == subcommand
+        _cli_accepts(entrypoint + service["command"])
+        env = service["environment"]
+        assert env["GLIDE_API_QUEUE"] == "redis://redis:6379/0"
+        ServiceConfig.load(env={k: str(v) for k, v in env.items() if "${" not in str(v)})
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "deploy" not in scaled["api"] or "resources" not in scaled["api"]["deploy"], "replicas need no GPU"
+    assert scaled["api"]["deploy"]["replicas"] >= 2
+    devices = scaled["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert [d.get("device_ids") for d in devices] == [["0"]], "one GPU per worker"
+    assert scaled["worker"]["environment"]["GLIDE_API_CACHE"] == dockerfile().final.env()["GLIDE_API_CACHE"]
 
 
 def test_compose_builds_the_image_and_reserves_a_gpu() -> None:
