@@ -31,6 +31,7 @@ from glide_api.webhooks import (
     Delivery,
     MemoryOutbox,
     Outbox,
+    RedisOutbox,
     SqliteOutbox,
     Subscription,
     WebhookSecret,
@@ -335,10 +336,15 @@ def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -
 ALL = Subscription("https://example.com/", frozenset({"queued", "running", "succeeded"}), ("all",))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def outbox(request, tmp_path) -> Iterator[Outbox]:
-    """Each outbox behaviour holds for both: in memory and in a data dir."""
-    box = MemoryOutbox(keep=2) if request.param == "memory" else SqliteOutbox(tmp_path, keep=2)
+    """Each outbox behaviour holds for all three: in memory, in a data dir and on a fleet's Redis."""
+    if request.param == "memory":
+        box: Outbox = MemoryOutbox(keep=2)
+    elif request.param == "sqlite":
+        box = SqliteOutbox(tmp_path, keep=2)
+    else:
+        box = RedisOutbox(request.getfixturevalue("redis_server").url, keep=2, lease=30, retention=60)
     yield box
     box.close()
 
