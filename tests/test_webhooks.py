@@ -571,6 +571,7 @@ def test_in_a_fleet_the_worker_enqueues_what_it_sees_and_a_replica_sends_it(
 ) -> None:
     from glide_api.engine.fleet import Fleet
     from glide_api.server.job_webhooks import JobWebhooks
+    from glide_api.server.service import engine_config
 
     shared = {"queue": redis_server.url, "webhook_allow_hosts": ("127.0.0.1",), "max_queue": 4}
     # The worker has no secret: it only enqueues; the replica's sender signs and sends.
@@ -579,7 +580,7 @@ def test_in_a_fleet_the_worker_enqueues_what_it_sees_and_a_replica_sends_it(
     worker = Fleet.worker(
         redis_server.url,
         small_pipeline,
-        worker_config.engine_config(),
+        engine_config(worker_config),
         worker_id="w1",
         on_change=worker_hooks.changed,
     )
