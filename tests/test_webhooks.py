@@ -539,12 +539,11 @@ def test_a_jobs_webhook_record_in_redis_expires_as_the_job_does(redis_server) ->
         client.close()
 
 
-def test_a_sender_notices_a_delivery_another_process_enqueued(redis_server, receiver) -> None:
+def fleet_sender(outbox: Outbox):
     from glide_api.webhooks import Sender
 
-    sending, enqueuing = fleet_outbox(redis_server), fleet_outbox(redis_server)
-    sender = Sender(
-        sending,
+    return Sender(
+        outbox,
         WebhookSecret.parse(SECRET),
         allow_hosts=("127.0.0.1",),
         timeout=1.0,
@@ -552,14 +551,40 @@ def test_a_sender_notices_a_delivery_another_process_enqueued(redis_server, rece
         backoff=0.05,
         workers=1,
     )
+
+
+def enqueue_elsewhere(outbox: Outbox, url: str, delivery_id: str) -> None:
+    hook = Subscription(url, frozenset({"succeeded"}), ("completed",))
+    outbox.subscribe(delivery_id, hook)
+    outbox.enqueue(Delivery(delivery_id, delivery_id, "succeeded", "job.succeeded", url, b"{}", due=0))
+
+
+def test_a_sender_notices_a_delivery_another_process_enqueued(redis_server, receiver) -> None:
+    sending, enqueuing = fleet_outbox(redis_server), fleet_outbox(redis_server)
+    sender = fleet_sender(sending)
     sender.start()
     try:
         time.sleep(0.1)  # the sender is asleep, with nothing due, when the other process enqueues
-        hook = Subscription(f"{receiver.url}/elsewhere", frozenset({"succeeded"}), ("completed",))
-        enqueuing.subscribe("j", hook)
-        enqueuing.enqueue(Delivery("msg_far", "j", "succeeded", "job.succeeded", hook.url, b"{}", due=0))
+        enqueue_elsewhere(enqueuing, f"{receiver.url}/elsewhere", "msg_far")
         [(headers, body)] = receiver.requests("/elsewhere", 1, timeout=3)
         assert headers["webhook-id"] == "msg_far" and verify(SECRET, headers, body)
+    finally:
+        sender.close()
+        sending.close()
+        enqueuing.close()
+
+
+def test_a_sender_outlives_a_redis_outage_and_sends_once_redis_is_back(redis_server, receiver) -> None:
+    sending, enqueuing = fleet_outbox(redis_server), fleet_outbox(redis_server)
+    sender = fleet_sender(sending)
+    sender.start()
+    try:
+        redis_server.kill()
+        time.sleep(1.3)  # the sender looks (every second) and finds Redis gone
+        redis_server.start()
+        enqueue_elsewhere(enqueuing, f"{receiver.url}/after-outage", "msg_back")
+        [(headers, _)] = receiver.requests("/after-outage", 1, timeout=6)
+        assert headers["webhook-id"] == "msg_back"
     finally:
         sender.close()
         sending.close()
