@@ -31,6 +31,7 @@ from glide_api.webhooks import (
     Delivery,
     MemoryOutbox,
     Outbox,
+    RedisOutbox,
     SqliteOutbox,
     Subscription,
     WebhookSecret,
@@ -335,10 +336,15 @@ def test_a_full_outbox_refuses_new_webhooks_with_503_until_it_drains(receiver) -
 ALL = Subscription("https://example.com/", frozenset({"queued", "running", "succeeded"}), ("all",))
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def outbox(request, tmp_path) -> Iterator[Outbox]:
-    """Each outbox behaviour holds for both: in memory and in a data dir."""
-    box = MemoryOutbox(keep=2) if request.param == "memory" else SqliteOutbox(tmp_path, keep=2)
+    """Each outbox behaviour holds for all three: in memory, in a data dir and on a fleet's Redis."""
+    if request.param == "memory":
+        box: Outbox = MemoryOutbox(keep=2)
+    elif request.param == "sqlite":
+        box = SqliteOutbox(tmp_path, keep=2)
+    else:
+        box = RedisOutbox(request.getfixturevalue("redis_server").url, keep=2, lease=30, retention=60)
     yield box
     box.close()
 
@@ -460,3 +466,165 @@ def test_a_status_recorded_but_not_enqueued_before_a_stop_is_sent_after_the_rest
         [(_, body)] = receiver.requests("/caught-up", 1)
     payload = json.loads(body)
     assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job["id"]
+
+
+def fleet_outbox(redis_server, *, lease: float = 30) -> RedisOutbox:
+    return RedisOutbox(redis_server.url, keep=8, lease=lease, retention=60)
+
+
+def test_a_delivery_enqueued_by_one_fleet_process_is_taken_by_another_and_never_twice(redis_server) -> None:
+    replica, worker = fleet_outbox(redis_server), fleet_outbox(redis_server)
+    try:
+        replica.subscribe("j", ALL)
+        assert worker.wants("j", "queued") == ALL
+        assert replica.enqueue(make(1, "queued"))
+        assert worker.wants("j", "queued") is None and not worker.enqueue(make(2, "queued"))
+        assert worker.enqueue(make(3, "running")) and replica.pending() == worker.pending() == 2
+        taken = worker.take(now=1)
+        assert taken == make(1, "queued") and replica.take(now=1) is None  # one at a time, fleet-wide
+        worker.record(taken, attempt(taken, "delivered"))
+        assert replica.take(now=1) == make(3, "running")
+        assert [a["outcome"] for a in replica.describe("j")["deliveries"]] == ["delivered"]
+    finally:
+        replica.close()
+        worker.close()
+
+
+def test_a_delivery_held_by_a_vanished_process_is_offered_again_after_its_lease_with_the_same_id(
+    redis_server,
+) -> None:
+    vanished, alive = fleet_outbox(redis_server, lease=0.3), fleet_outbox(redis_server, lease=0.3)
+    try:
+        vanished.subscribe("j", ALL)
+        vanished.enqueue(make(1, "queued"))
+        held = vanished.take(now=1)  # and then its process is killed: it never records
+        assert alive.take(now=1) is None and alive.pending() == 1
+        time.sleep(0.4)
+        again = alive.take(now=1)
+        assert again == held == make(1, "queued")
+        # The vanished holder's late answer is logged, but the delivery is its new holder's now.
+        vanished.record(held, attempt(held, "retrying", next_at=2))
+        assert alive.take(now=5) is None and alive.pending() == 1
+        alive.record(again, attempt(again, "delivered"))
+        assert alive.pending() == 0 and alive.take(now=5) is None
+        assert [a["outcome"] for a in alive.describe("j")["deliveries"]] == ["retrying", "delivered"]
+    finally:
+        vanished.close()
+        alive.close()
+
+
+def test_a_jobs_webhook_record_in_redis_expires_as_the_job_does(redis_server) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    outbox = fleet_outbox(redis_server)
+    try:
+        client.hset("glide:job:running", "record", "{}")  # the store's job key: no expiry while it runs
+        client.hset("glide:job:finished", "record", "{}")
+        client.expire("glide:job:finished", 1000)  # finished: kept keep_finished_seconds
+        for n, job_id in enumerate(("running", "finished", "unknown")):
+            outbox.subscribe(job_id, ALL)
+            outbox.enqueue(make(n, "queued", job_id))
+            held = outbox.take(now=1)
+            outbox.record(held, attempt(held, "delivered"))
+        ttl = {
+            job_id: tuple(client.ttl(f"glide:job:{job_id}:{part}") for part in ("webhook", "webhook-log"))
+            for job_id in ("running", "finished", "unknown")
+        }
+        assert ttl["running"] == (-1, -1)
+        assert 990 < ttl["finished"][0] <= 1000 and 990 < ttl["finished"][1] <= 1000
+        assert 50 < ttl["unknown"][0] <= 60 and 50 < ttl["unknown"][1] <= 60  # `retention`
+    finally:
+        outbox.close()
+        client.close()
+
+
+def fleet_sender(outbox: Outbox):
+    from glide_api.webhooks import Sender
+
+    return Sender(
+        outbox,
+        WebhookSecret.parse(SECRET),
+        allow_hosts=("127.0.0.1",),
+        timeout=1.0,
+        attempts=2,
+        backoff=0.05,
+        workers=1,
+    )
+
+
+def enqueue_elsewhere(outbox: Outbox, url: str, delivery_id: str) -> None:
+    hook = Subscription(url, frozenset({"succeeded"}), ("completed",))
+    outbox.subscribe(delivery_id, hook)
+    outbox.enqueue(Delivery(delivery_id, delivery_id, "succeeded", "job.succeeded", url, b"{}", due=0))
+
+
+def test_a_sender_notices_a_delivery_another_process_enqueued(redis_server, receiver) -> None:
+    sending, enqueuing = fleet_outbox(redis_server), fleet_outbox(redis_server)
+    sender = fleet_sender(sending)
+    sender.start()
+    try:
+        time.sleep(0.1)  # the sender is asleep, with nothing due, when the other process enqueues
+        enqueue_elsewhere(enqueuing, f"{receiver.url}/elsewhere", "msg_far")
+        [(headers, body)] = receiver.requests("/elsewhere", 1, timeout=3)
+        assert headers["webhook-id"] == "msg_far" and verify(SECRET, headers, body)
+    finally:
+        sender.close()
+        sending.close()
+        enqueuing.close()
+
+
+def test_a_sender_outlives_a_redis_outage_and_sends_once_redis_is_back(redis_server, receiver) -> None:
+    sending, enqueuing = fleet_outbox(redis_server), fleet_outbox(redis_server)
+    sender = fleet_sender(sending)
+    sender.start()
+    try:
+        redis_server.kill()
+        time.sleep(1.3)  # the sender looks (every second) and finds Redis gone
+        redis_server.start()
+        enqueue_elsewhere(enqueuing, f"{receiver.url}/after-outage", "msg_back")
+        [(headers, _)] = receiver.requests("/after-outage", 1, timeout=6)
+        assert headers["webhook-id"] == "msg_back"
+    finally:
+        sender.close()
+        sending.close()
+        enqueuing.close()
+
+
+def test_in_a_fleet_the_worker_enqueues_what_it_sees_and_a_replica_sends_it(
+    small_pipeline, redis_server, receiver
+) -> None:
+    from glide_api.engine.fleet import Fleet
+    from glide_api.server.job_webhooks import JobWebhooks
+    from glide_api.server.service import engine_config
+
+    shared = {"queue": redis_server.url, "webhook_allow_hosts": ("127.0.0.1",), "max_queue": 4}
+    # The worker has no secret: it only enqueues; the replica's sender signs and sends.
+    worker_config = ServiceConfig(**shared)
+    worker_hooks = JobWebhooks(worker_config)
+    worker = Fleet.worker(
+        redis_server.url,
+        small_pipeline,
+        engine_config(worker_config),
+        worker_id="w1",
+        on_change=worker_hooks.changed,
+    )
+    worker.start()
+    try:
+        config = ServiceConfig(**shared, webhook_secret=SECRET, webhook_backoff=0.05, webhook_timeout=1.0)
+        with running(create_app(config)) as url:
+            r = requests.post(
+                f"{url}/v1/generations",
+                json={**FAST, "webhook": f"{receiver.url}/fleet", "webhook_events": ["all"]},
+                headers=ASYNC,
+                timeout=30,
+            )
+            assert r.status_code == 202, r.text
+            got = receiver.requests("/fleet", 3)
+            assert [json.loads(b)["type"] for _, b in got] == ["job.queued", "job.running", "job.succeeded"]
+            assert all(verify(SECRET, headers, body) for headers, body in got)
+            shown = deliveries(url, r.json()["id"], 3)
+            assert [a["outcome"] for a in shown] == ["delivered"] * 3
+    finally:
+        worker.close()
+        worker_hooks.close()

@@ -19,6 +19,9 @@ Redis. Every key is under `glide:`:
                              payload bytes (retention by count, bytes and age)
     queue                    stream of job ids, read by the consumer group `workers`
 
+The connection and the key names are `RedisLink`'s (`glide_api/redis_link.py`); the webhook outbox
+beside these keys (`job:<id>:webhook*`, `webhooks:*`) is `webhooks/redis_outbox.py`'s.
+
 Admission is one Lua script (the bound, the job, its first event and its queue entry, or nothing).
 Every other change is an optimistic transaction (WATCH the job's hash, apply `Job`'s own transition,
 MULTI/EXEC), so two writers never lose each other's change. A worker's writes are fenced: its store
@@ -46,9 +49,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from .. import checks
@@ -62,15 +62,14 @@ from ..errors import (
     WaitTimeout,
 )
 from ..pipeline.params import INPUT_FIELDS
+from ..redis_link import POLL_SECONDS, RedisLink
 from .events import Event, Heartbeat, Progress, Queued, Started, Succeeded, event_from_dict
 from .jobs import STATUSES, Job, JobResult, JobStatus
 from .store import PREVIEWS_KEPT, WEEK, final_event
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "glide:"
 GROUP = "workers"  # the queue stream's consumer group
-POLL_SECONDS = 1.0  # longest blocking read: how soon a subscription notices close() or a gone job
 WATCH_LEASE = 5.0  # seconds a subscriber's watcher entry lasts unless renewed
 RETRY_FULL = 5  # Retry-After when the shared queue is full
 WRITE_PATIENCE = 30.0  # seconds a worker keeps trying a start or a final write while Redis is away
@@ -87,43 +86,6 @@ redis.call('HSET', KEYS[3], 'record', ARGV[3], 'inputs', ARGV[4], 'next', 1, 'at
 redis.call('XADD', KEYS[4], '1-0', 'e', ARGV[5], 'p', waiting + 1)
 return waiting + 1
 """
-
-
-class RedisLink:
-    """One Redis connection pool and the key names; `guard()` turns connection failures into
-    `StoreUnavailable`."""
-
-    def __init__(self, url: str) -> None:
-        self.url = checks.redis_url("queue", url)
-        self.where = checks.without_password(url)
-        # The socket timeout bounds every call (blocking reads take POLL_SECONDS): a Redis that
-        # stopped answering is an error within seconds, never a hung request.
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=POLL_SECONDS + 4, socket_connect_timeout=3, health_check_interval=15
-        )
-
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise StoreUnavailable(f"the job store (Redis at {self.where}) did not answer: {e}") from None
-
-    def ping(self) -> bool:
-        try:
-            return bool(self.client.ping())
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            return False
-
-    def job(self, job_id: str, part: str = "") -> str:
-        return f"{PREFIX}job:{job_id}{f':{part}' if part else ''}"
-
-    @staticmethod
-    def key(name: str) -> str:
-        return PREFIX + name
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def _stream_id(seq: int) -> str:

@@ -20,9 +20,11 @@ from ..engine import Job
 from ..engine.jobs import STATUSES, TERMINAL
 from ..errors import InvalidParameter, JobNotFound, ServerBusy
 from ..webhooks import (
+    LEASE_MARGIN,
     Delivery,
     MemoryOutbox,
     Outbox,
+    RedisOutbox,
     Sender,
     SqliteOutbox,
     Subscription,
@@ -57,9 +59,10 @@ def _iso(at: float) -> str:
 
 class JobWebhooks:
     """The service's webhooks: an outbox and, with a `webhook_secret`, the sender threads, which
-    send what is due at once, deliveries a previous run left included. The outbox is kept in the
-    data dir (`config.store_dir`) when there is one (open the job store first: its lock makes the
-    dir this process's), else in memory."""
+    send what is due at once, deliveries a previous run left included. The outbox is, in a fleet
+    (`config.queue`), on its Redis, shared by every replica and worker; else in the data dir
+    (`config.store_dir`) when there is one (open the job store first: its lock makes the dir this
+    process's); else in memory."""
 
     def __init__(self, config: ServiceConfig, *, outbox: Outbox | None = None) -> None:
         self._config = config
@@ -67,8 +70,7 @@ class JobWebhooks:
         # As many subscriptions as the store can hold jobs: waiting, running and kept finished ones.
         keep = config.keep_finished + config.max_queue + config.max_batch_images
         if outbox is None:
-            folder = None if config.queue is not None else config.store_dir  # a fleet has no data dir
-            outbox = MemoryOutbox(keep=keep) if folder is None else SqliteOutbox(folder, keep=keep)
+            outbox = _outbox(config, keep=keep)
         self._outbox = outbox
         self._base = (config.public_url or "").rstrip("/")
         self._sender = (
@@ -162,6 +164,18 @@ class JobWebhooks:
 
     def _image_url(self, job_id: str, index: int) -> str:
         return f"{self._base}/v1/jobs/{job_id}/images/{index}.png"
+
+
+def _outbox(config: ServiceConfig, *, keep: int) -> Outbox:
+    if config.queue is not None:  # a fleet: no data dir, one outbox for all its processes
+        return RedisOutbox(
+            config.queue,
+            keep=keep,
+            lease=config.webhook_timeout + LEASE_MARGIN,
+            retention=config.keep_finished_seconds,
+        )
+    folder = config.store_dir
+    return MemoryOutbox(keep=keep) if folder is None else SqliteOutbox(folder, keep=keep)
 
 
 def _event_names(events: Sequence[str] | str) -> tuple[str, ...]:

@@ -44,6 +44,8 @@ class SqliteOutbox:
     """`Outbox` in `folder`/webhooks.sqlite3, `keep` bounding the subscriptions as in `MemoryOutbox`
     (the oldest with nothing pending go first, with their attempt logs)."""
 
+    shared = False  # the data dir's lock makes this process its only user
+
     def __init__(self, folder: Path, *, keep: int) -> None:
         self._keep = keep
         self._lock = threading.Lock()

@@ -1,9 +1,10 @@
 """The outbox: each job's webhook subscription, the deliveries still to make, and the attempts made.
 
 `Outbox` is what the sender and the server need; `MemoryOutbox` keeps it in this process (lost at a
-restart), `SqliteOutbox` (`durable_outbox.py`) in a data dir, where it survives one: a delivery is
-sent at least once, and the receiver tells repeats apart by `webhook-id`, which stays the same for
-every attempt of one delivery.
+restart), `SqliteOutbox` (`durable_outbox.py`) in a data dir, where it survives one, `RedisOutbox`
+(`redis_outbox.py`) on a fleet's Redis, shared by its processes: a delivery is sent at least once,
+and the receiver tells repeats apart by `webhook-id`, which stays the same for every attempt of one
+delivery.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class Attempt:
 class Outbox(Protocol):
     """Atomic and thread-safe, every method."""
 
+    # Whether other processes enqueue and take too: then a sender cannot be told of every change
+    # and looks again at least every `sender.SHARED_POLL_SECONDS`.
+    shared: bool
+
     def subscribe(self, job_id: str, subscription: Subscription) -> None:
         """Record that `job_id`'s events go to `subscription` (before any of them is enqueued)."""
 
@@ -115,6 +120,8 @@ class MemoryOutbox:
     """`Outbox` in this process's memory. It keeps the `keep` most recent subscriptions, dropping
     the oldest one with nothing pending first (so size it as the jobs the store keeps); a job's
     attempt log is bounded by the statuses it reports times the attempts each may take."""
+
+    shared = False
 
     def __init__(self, *, keep: int) -> None:
         self._keep = keep

@@ -6,6 +6,13 @@ n failed (5 s, 20 s, 80 s, 5 min 20 s, ... by default), at most `attempts` attem
 answer delivers; HTTP 410 Gone ends the job's subscription; a target that resolves to a forbidden
 address is given up at once; any other answer, a timeout or a connection error is retried.
 Nothing here runs on a request thread or on the engine's worker.
+
+The threads sleep until the next delivery is due or `notify()` says something changed. An outbox
+`shared` with other processes (a fleet's) changes without a word to this process, so there they
+look again at least every `SHARED_POLL_SECONDS`: a delivery another process enqueued, or one whose
+holder died (once its hold ends), is taken within about a second. An outbox that does not answer
+(`StoreUnavailable`) is tried again after `UNAVAILABLE_RETRY_SECONDS`; an attempt it could not
+record is offered again when its hold ends.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from ..errors import WebhookRefused
+from ..errors import StoreUnavailable, WebhookRefused
 from .outbox import Attempt, Delivery, Outbox, Outcome
 from .signing import WebhookSecret
 from .targets import Answer, Target, post
@@ -24,6 +31,8 @@ from .targets import Answer, Target, post
 logger = logging.getLogger(__name__)
 
 BACKOFF_FACTOR = 4
+SHARED_POLL_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 2.0
 
 
 def _user_agent() -> str:
@@ -91,16 +100,20 @@ class Sender:
                 while True:
                     if self._stopped:
                         return
-                    delivery = self._outbox.take(self._clock())
-                    if delivery is not None:
-                        break
-                    due = self._outbox.next_due()
-                    self._wake.wait(None if due is None else max(0.0, due - self._clock()))
+                    try:
+                        delivery = self._outbox.take(self._clock())
+                        if delivery is not None:
+                            break
+                        wait = self._wait(self._outbox.next_due())
+                    except StoreUnavailable as e:
+                        logger.warning("webhooks: %s; trying again in %g s", e, UNAVAILABLE_RETRY_SECONDS)
+                        wait = UNAVAILABLE_RETRY_SECONDS
+                    self._wake.wait(wait)
             try:
                 self._attempt(delivery)
             except Exception:  # a bug here must not stop the sender; the delivery is given up
                 logger.exception("webhook %s: unexpected error", delivery.id)
-                self._outbox.record(
+                self._record(
                     delivery,
                     Attempt(
                         delivery.id,
@@ -144,7 +157,7 @@ class Sender:
             outcome = "failed"
         else:
             outcome, next_at = "retrying", self._clock() + self.delay(number)
-        self._outbox.record(
+        self._record(
             delivery,
             Attempt(delivery.id, delivery.event, number, at, answer.status, answer.error, outcome, next_at),
         )
@@ -158,3 +171,16 @@ class Sender:
             outcome,
             f" ({answer.error})" if answer.error else "",
         )
+
+    def _wait(self, due: float | None) -> float | None:
+        """Seconds to sleep before looking again (None: until notified)."""
+        wait = None if due is None else max(0.0, due - self._clock())
+        if self._outbox.shared:
+            wait = SHARED_POLL_SECONDS if wait is None else min(wait, SHARED_POLL_SECONDS)
+        return wait
+
+    def _record(self, delivery: Delivery, attempt: Attempt) -> None:
+        try:
+            self._outbox.record(delivery, attempt)
+        except StoreUnavailable as e:  # still held in the outbox: offered again when its hold ends
+            logger.warning("webhook %s: attempt %d not recorded: %s", delivery.id, attempt.attempt, e)
