@@ -439,12 +439,7 @@ class RedisJobStore:
                     mapping={i: im.png for i, im in enumerate(result.images)},
                 )
             pipe.zrem(self._link.key("waiting"), job_id)
-            pipe.zadd(self._link.key("finished"), {job_id: job.finished_at or at})
-            pipe.hset(self._link.key("finished-bytes"), job_id, job.held_bytes)
-            pipe.delete(self._link.job(job_id, "previews"))
-            seconds = math.ceil(self._keep_finished_seconds)
-            for part in ("", "events", "images", "watchers"):
-                pipe.expire(self._link.job(job_id, part), seconds)
+            self._retain(pipe, job, at)
             entry = self._entries.pop(job_id, None)
             if entry is not None:  # this worker's queue entry for it: done with
                 pipe.xack(self._link.key("queue"), GROUP, entry)
@@ -465,6 +460,16 @@ class RedisJobStore:
             except StoreUnavailable as e:  # recorded; eviction waits for the next finish
                 logger.warning("job %s: finished, but retention could not run: %s", job_id, e)
         return job
+
+    def _retain(self, pipe: Any, job: Job, at: float) -> None:
+        """In a finishing job's transaction: count it among the finished, and let its keys expire
+        `keep_finished_seconds` from now."""
+        pipe.zadd(self._link.key("finished"), {job.id: job.finished_at or at})
+        pipe.hset(self._link.key("finished-bytes"), job.id, job.held_bytes)
+        pipe.delete(self._link.job(job.id, "previews"))
+        seconds = math.ceil(self._keep_finished_seconds)
+        for part in ("", "events", "images", "watchers"):
+            pipe.expire(self._link.job(job.id, part), seconds)
 
     def _evict(self) -> None:
         """Evict the oldest finished jobs until the bounds hold (never the last one finished past
@@ -504,8 +509,7 @@ class RedisJobStore:
 
         def after(pipe: Any, job: Job, seq: int) -> None:
             if job.done:  # it leaves `waiting` by the engine's `queue.remove` (or a worker's take)
-                pipe.zadd(self._link.key("finished"), {job_id: job.finished_at or at})
-                pipe.hset(self._link.key("finished-bytes"), job_id, job.held_bytes)
+                self._retain(pipe, job, at)
 
         job = self._change(job_id, plan, after=after)
         if job is None:

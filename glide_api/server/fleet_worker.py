@@ -55,6 +55,10 @@ def run(config: ServiceConfig, *, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda s, f: stop.set())
+    # A status a killed process recorded but had not enqueued its webhook for is enqueued now
+    # (the shared outbox refuses the ones enqueued already).
+    for job in fleet.store.jobs():
+        webhooks.changed(job)
     fleet.start()
     served = ", ".join(TASK_LABELS[t] for t in pipeline.capabilities())
     logger.info("worker %s: serving %s for %s", fleet.presence.worker_id, served, fleet.store.link.where)
