@@ -4,7 +4,8 @@
 admission script); in a worker, `take` reads the stream `glide:queue` as one consumer of the group
 `workers`, so each entry goes to one worker, and an entry stays pending (unacknowledged) until its
 job is finished: at-least-once. Batches are cut as `JobQueue` cuts them: the oldest job, then the
-compatible ones read after it; the first incompatible one read heads this worker's next batch.
+compatible ones read after it, up to this worker's fair share of the waiting jobs among the live
+workers; the first incompatible one read heads this worker's next batch.
 
 `WorkerPresence` is a worker's heartbeat thread. Every `claim_timeout / 3` seconds it renews the
 worker's record (`glide:worker:<id>`, expiring after `claim_timeout`: `GET /v1/workers` lists the
@@ -146,11 +147,12 @@ class RedisQueue:
                 if first is None:
                     continue
                 batch, images = [first], first[1].images
-                while batching and images < max_images:
+                limit = self._fair_share(max_images)
+                while batching and images < limit:
                     more = self._read(block_ms=None)
                     if more is None:
                         break
-                    if more[1].settings != first[1].settings or images + more[1].images > max_images:
+                    if more[1].settings != first[1].settings or images + more[1].images > limit:
                         self._next = more
                         break
                     batch.append(more)
@@ -160,6 +162,17 @@ class RedisQueue:
                 logger.warning("worker %s: %s; trying again in 1 s", self._consumer, e)
                 self._closed.wait(1.0)
         return None
+
+    def _fair_share(self, max_images: int) -> int:
+        """The images this worker's batch may take: its share of the waiting jobs among the live
+        workers (so a worker does not take eight jobs while another one idles), within `max_images`."""
+        now = time.time()
+        with self._link.guard():
+            pipe = self._r.pipeline(transaction=False)
+            pipe.zcard(self._link.key("waiting"))
+            pipe.zcount(self._link.key("workers"), now - self._claim_timeout, "+inf")
+            waiting, live = pipe.execute()
+        return max(1, min(max_images, math.ceil(waiting / max(1, live))))
 
     def _first(self) -> tuple[str, QueueEntry] | None:
         if self._next is not None:
