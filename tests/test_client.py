@@ -441,3 +441,49 @@ def test_the_client_refuses_an_option_the_api_does_not_have_before_sending() -> 
         InvalidParameter, match=r"^guidance: not a generation option; the options are size, n, seed"
     ):
         client.generate("x", guidance=3)
+
+
+def test_an_idempotency_key_makes_one_job_however_often_the_client_sends_it(client) -> None:
+    first = client.generate("once", size=32, seed=3, wait=False, idempotency_key="client-key-1", **FAST)
+    again = client.generate("once", size=32, seed=3, idempotency_key="client-key-1", **FAST)
+    assert again.id == first.id and again.status == "succeeded"
+    with pytest.raises(GlideAPIError, match="Idempotency-Key"):
+        client.generate("another", size=32, idempotency_key="client-key-1", wait=False, **FAST)
+
+
+def test_a_keyed_submit_is_sent_again_when_its_connection_fails(server_url) -> None:
+    class DropsFirstPost(HTTPAdapter):
+        dropped = 0
+
+        def send(self, request, **kw):
+            if request.method == "POST" and not DropsFirstPost.dropped:
+                DropsFirstPost.dropped += 1
+                raise requests.ConnectionError("connection reset (by the test)")
+            return super().send(request, **kw)
+
+    session = requests.Session()
+    session.mount("http://", DropsFirstPost())
+    with GlideClient(server_url, timeout=30, retries=2, session=session) as keyed:
+        job = keyed.generate("resent", size=32, wait=False, idempotency_key="client-key-2", **FAST)
+    assert DropsFirstPost.dropped == 1 and job.status in ("queued", "running", "succeeded")
+    with (
+        GlideClient(server_url, timeout=30, retries=2, session=session) as unkeyed,
+        pytest.raises(TransportError),
+    ):
+        DropsFirstPost.dropped = 0
+        unkeyed.generate("not resent", size=32, wait=False, **FAST)
+
+
+def test_a_webhook_given_to_the_client_is_on_the_job_and_the_workers_are_listed(small_pipeline) -> None:
+    import base64
+
+    secret = "whsec_" + base64.b64encode(b"a client test key of 32 bytes..").decode()
+    config = ServiceConfig(data_dir="none", webhook_secret=secret, webhook_allow_hosts=("127.0.0.1",))
+    with running(create_app(config, pipeline=small_pipeline)) as url, GlideClient(url, timeout=30) as c:
+        job = c.generate(
+            "hooked", size=32, webhook="http://127.0.0.1:9/hook", webhook_events=["all"], wait=False, **FAST
+        )
+        hook = c.job(job.id).raw["webhook"]
+        assert hook["url"] == "http://127.0.0.1:9/hook" and hook["events"] == ["all"]
+        (worker,) = c.workers()
+        assert worker["id"] == "local" and "text2im" in worker["capabilities"]

@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -86,7 +86,15 @@ class GlideClient:
     # ---- v1: jobs ---------------------------------------------------------------------------------
 
     def generate(
-        self, prompt: str, *, wait: bool = True, timeout: float | None = None, **options: Any
+        self,
+        prompt: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
     ) -> Job:
         """Generate images of `prompt` (`POST /v1/generations`).
 
@@ -98,9 +106,16 @@ class GlideClient:
         wait=True: returns the finished job, waiting up to `timeout` seconds (default 960);
         `JobFailedError` if it failed or was cancelled. wait=False: returns the queued job at once
         (`timeout`: the request's, default the client's); follow it with `events()` or `wait()`.
+
+        webhook: a URL the server POSTs the job to, signed (docs/webhooks.md), at `webhook_events`
+        (`["completed"]` by default, or `["all"]`). idempotency_key: sent as `Idempotency-Key`, so
+        the server makes one job for it however often the request arrives; with it, a request
+        whose connection failed is also sent again (`retries`).
         """
-        body = {"prompt": prompt, **_generation_options(options)}
-        return self._submit("/v1/generations", wait=wait, timeout=timeout, json=body)
+        body = {"prompt": prompt, **_generation_options(options), **_webhook_fields(webhook, webhook_events)}
+        return self._submit(
+            "/v1/generations", wait=wait, timeout=timeout, idempotency_key=idempotency_key, json=body
+        )
 
     def inpaint(
         self,
@@ -110,18 +125,30 @@ class GlideClient:
         mask: FileInput | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
         **options: Any,
     ) -> Job:
         """Repaint part of `image` (`POST /v1/inpaint`). `image` and `mask` are a path, bytes or a
         binary file object. The mask is white (or opaque) where the image is kept and black (or
         transparent) where it is painted; without it, the image's own transparency is the mask.
-        `options`, `wait` and `timeout` as in `generate()`."""
-        form = {"prompt": prompt, **_generation_options(options)}
+        `options`, `wait`, `timeout`, `webhook`, `webhook_events` and `idempotency_key` as in
+        `generate()`."""
+        hook = _webhook_fields(webhook, webhook_events)
+        if "webhook_events" in hook:
+            hook["webhook_events"] = ",".join(hook["webhook_events"])
+        form = {"prompt": prompt, **_generation_options(options), **hook}
         files = {"image": file_field(image, "image.png")}
         if mask is not None:
             files["mask"] = file_field(mask, "mask.png")
         return self._submit(
-            "/v1/inpaint", wait=wait, timeout=timeout, data={k: str(v) for k, v in form.items()}, files=files
+            "/v1/inpaint",
+            wait=wait,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            data={k: str(v) for k, v in form.items()},
+            files=files,
         )
 
     def job(self, job_id: str) -> Job:
@@ -230,6 +257,10 @@ class GlideClient:
         """`GET /v1/models`: whether the models are loaded, the device, precision and each model."""
         return self._request("GET", "/v1/models").json()
 
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers running jobs (`GET /v1/workers`): in a fleet every live one, else the server."""
+        return self._request("GET", "/v1/workers").json()["workers"]
+
     def settings(self) -> dict[str, Any]:
         """`GET /v1/settings`: defaults, limits, sizes and samplers of this server."""
         return self._request("GET", "/v1/settings").json()
@@ -294,15 +325,24 @@ class GlideClient:
 
     # ---- HTTP -------------------------------------------------------------------------------------
 
-    def _submit(self, path: str, *, wait: bool, timeout: float | None, **kw: Any) -> Job:
+    def _submit(
+        self, path: str, *, wait: bool, timeout: float | None, idempotency_key: str | None, **kw: Any
+    ) -> Job:
+        keyed = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        repeatable = idempotency_key is not None
         if not wait:
+            headers = {"Prefer": "respond-async", **keyed}
             return Job.from_json(
-                self._request("POST", path, timeout=timeout, headers={"Prefer": "respond-async"}, **kw).json()
+                self._request(
+                    "POST", path, timeout=timeout, headers=headers, repeatable=repeatable, **kw
+                ).json()
             )
         patience = DEFAULT_WAIT if timeout is None else timeout
         started = time.monotonic()
         try:
-            response = self._request("POST", path, timeout=patience, **kw)
+            response = self._request(
+                "POST", path, timeout=patience, headers=keyed, repeatable=repeatable, **kw
+            )
         except JobFailedError as error:  # attach the job the error body names
             if error.job is None and error.job_id:
                 with contextlib.suppress(GlideAPIError):
@@ -321,9 +361,11 @@ class GlideClient:
         timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (),
+        repeatable: bool = False,
         **kw: Any,
     ) -> requests.Response:
-        """One request (retried on 429/503 if `retries` says so); an error status raises its class.
+        """One request (retried on 429/503 if `retries` says so, and a `repeatable` one, e.g. with
+        an Idempotency-Key, also when the connection failed); an error status raises its class.
         `timeout` bounds the wait for the answer (default: the client's)."""
         read = self.timeout if timeout is None else timeout
         attempt = 0
@@ -338,6 +380,12 @@ class GlideClient:
                 )
             except requests.Timeout as e:
                 raise Timeout(f"{method} {path}: no answer within {read:g} s") from e
+            except requests.ConnectionError as e:
+                if not repeatable or attempt == self.retries:
+                    raise TransportError(f"{method} {path}: {e}") from e
+                attempt += 1
+                time.sleep(min(MAX_RETRY_SLEEP, 0.5 * 2**attempt))
+                continue
             except requests.RequestException as e:
                 raise TransportError(f"{method} {path}: {e}") from e
             if response.status_code < 400 or response.status_code in ok:
@@ -421,3 +469,12 @@ def _event_data(text: str) -> dict[str, Any]:
     except ValueError as e:
         raise GlideAPIError(f"event stream: data is not JSON ({e})") from e
     return value if isinstance(value, dict) else {"data": value}
+
+
+def _webhook_fields(webhook: str | None, events: Sequence[str] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if webhook is not None:
+        fields["webhook"] = webhook
+    if events is not None:
+        fields["webhook_events"] = list(events)
+    return fields
