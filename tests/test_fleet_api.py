@@ -26,7 +26,9 @@ ASYNC = {"Prefer": "respond-async"}
 
 @pytest.fixture(scope="module")
 def replicas(module_redis, small_pipeline) -> Iterator[tuple[str, str]]:
-    config = ServiceConfig(queue=module_redis.url, api_keys=("k1", "k2"), max_steps=1000, data_dir="none")
+    config = ServiceConfig(
+        queue=module_redis.url, api_keys=("k1", "k2"), admin_keys=("admin",), max_steps=1000, data_dir="none"
+    )
     worker = Fleet.worker(
         module_redis.url, small_pipeline, engine_config(config), worker_id="w-test", claim_timeout=5
     )
@@ -163,3 +165,15 @@ def test_the_official_openai_client_works_against_a_replica(replicas) -> None:
         extra_body={"steps": "3", "upsample_steps": "2"},
     )
     assert base64.b64decode(result.data[0].b64_json).startswith(b"\x89PNG")
+
+
+def test_a_default_changed_on_one_replica_holds_on_every_replica(replicas) -> None:
+    a, b = replicas
+    admin = {"Authorization": "Bearer admin"}
+    changed = requests.post(f"{a}/basemodel", params={"diffusion_steps": "5"}, headers=admin, timeout=10)
+    assert changed.status_code == 200, changed.text
+    try:
+        job = submit(b, {"prompt": "default steps", "size": 64, "upsample_steps": "2"})
+        assert job["request"]["settings"]["base_respacing"] == "5"
+    finally:
+        requests.post(f"{a}/basemodel", params={"diffusion_steps": "100"}, headers=admin, timeout=10)

@@ -62,7 +62,8 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: floa
 
 class Receiver:
     """A webhook receiver on 127.0.0.1: `script[path]` lists the statuses to answer in turn (the
-    last repeats; 302 redirects to /ok, "slow" answers after 3 s); `got` records every request."""
+    last repeats; 302 redirects to /ok, 429 says Retry-After: 2, "slow" answers after 3 s); `got`
+    records every request."""
 
     def __init__(self) -> None:
         self.script: dict[str, list[int | str]] = {}
@@ -84,6 +85,8 @@ class Receiver:
                     self.send_response(int(answer))
                     if answer == 302:
                         self.send_header("Location", "/ok")
+                    if answer == 429:
+                        self.send_header("Retry-After", "2")
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"no")
@@ -628,3 +631,60 @@ def test_in_a_fleet_the_worker_enqueues_what_it_sees_and_a_replica_sends_it(
     finally:
         worker.close()
         worker_hooks.close()
+
+
+def test_a_receivers_retry_after_is_waited_for_before_the_next_attempt(hooks_url, receiver) -> None:
+    receiver.script["/busy"] = [429, 200]
+    job = submit(hooks_url, f"{receiver.url}/busy")
+    (first, _), (second, _) = receiver.requests("/busy", 2, timeout=15)
+    waited = int(second["webhook-timestamp"]) - int(first["webhook-timestamp"])
+    assert waited >= 1, waited  # the schedule alone (webhook_backoff 0.05 s) would retry at once
+    attempts = requests.get(f"{hooks_url}/v1/jobs/{job['id']}", timeout=10).json()["webhook"]["deliveries"]
+    assert attempts[0]["status"] == 429 and attempts[0]["next_attempt_at"] - attempts[0]["at"] >= 2
+
+
+def test_a_delivery_over_https_checks_the_receivers_certificate_and_host_name(tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    from glide_api.webhooks.targets import Target, post
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    got: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_port
+        trusting = ssl.create_default_context(cafile=str(cert))
+        headers = {"Content-Type": "application/json"}
+        allow = ("localhost", "127.0.0.1")
+        answer = post(Target.parse(f"https://localhost:{port}/hook"), b'{"a": 1}', headers,
+                      timeout=5, allow_hosts=allow, tls=trusting)  # fmt: skip
+        assert answer.ok and answer.status == 204 and got == [b'{"a": 1}']
+        untrusted = post(
+            Target.parse(f"https://localhost:{port}/hook"), b"{}", headers, timeout=5, allow_hosts=allow
+        )
+        assert untrusted.status is None and "certificate" in (untrusted.error or "").lower()
+        wrong_name = post(Target.parse(f"https://127.0.0.1:{port}/hook"), b"{}", headers,
+                          timeout=5, allow_hosts=allow, tls=trusting)  # fmt: skip
+        assert wrong_name.status is None and len(got) == 1, wrong_name
+    finally:
+        server.shutdown()

@@ -16,6 +16,7 @@ from ..errors import InvalidParameter
 from ..options import DIFFUSION_STEPS, GUIDANCE_SCALE, seeds_from
 from ..pipeline import images
 from ..pipeline.params import BatchSettings, GenerationRequest
+from ..redis_link import RedisLink
 from .schemas import PROMPT_PATTERN, GlideOptions
 
 if TYPE_CHECKING:
@@ -43,18 +44,28 @@ class StepDefaults:
     and no weights are reloaded.
     """
 
-    def __init__(self, *, base: str, upsample: str) -> None:
+    def __init__(self, *, base: str, upsample: str, shared: RedisLink | None = None) -> None:
         self._lock = threading.Lock()
         self._respacing = {"base": base, "upsample": upsample}
+        self._shared = shared  # a fleet's: a change on one replica holds on every replica
         BatchSettings(size=1, base_respacing=base, upsample_respacing=upsample)  # the schedule's rules
 
     def get(self) -> dict[str, str]:
         """{"base": …, "upsample": …}."""
         with self._lock:
-            return dict(self._respacing)
+            respacing = dict(self._respacing)
+        if self._shared is not None:
+            with self._shared.guard():
+                changed = self._shared.client.hgetall(self._shared.key("step-defaults"))
+            respacing |= {role.decode(): value.decode() for role, value in changed.items()}
+        return respacing
 
     def set(self, role: str, respacing: str) -> None:
         BatchSettings(size=1, **{f"{role}_respacing": respacing})
+        if self._shared is not None:
+            with self._shared.guard():
+                self._shared.client.hset(self._shared.key("step-defaults"), role, respacing)
+            return
         with self._lock:
             self._respacing[role] = respacing
 

@@ -86,6 +86,9 @@ class Service:
             self.webhooks = JobWebhooks(config)
             self.fleet = Fleet.replica(config.queue, engine_config(config), on_change=self.webhooks.changed)
             self._engine = self.fleet.engine
+            self.step_defaults = StepDefaults(
+                base=config.base_steps, upsample=config.upsample_steps, shared=self.fleet.store.link
+            )
             self.idempotency = RedisIdempotencyKeys(self.fleet.store.link, ttl=config.idempotency_ttl)
             self._capabilities = {}
             logger.info(

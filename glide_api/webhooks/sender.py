@@ -4,7 +4,8 @@ and record the attempt, scheduling the next one with exponential backoff.
 The schedule: attempt 1 at once; attempt n + 1 comes `backoff * 4 ** (n - 1)` seconds after attempt
 n failed (5 s, 20 s, 80 s, 5 min 20 s, ... by default), at most `attempts` attempts in all. A 2xx
 answer delivers; HTTP 410 Gone ends the job's subscription; a target that resolves to a forbidden
-address is given up at once; any other answer, a timeout or a connection error is retried.
+address is given up at once; any other answer, a timeout or a connection error is retried (a
+receiver's Retry-After, with a 429 or 503, can make the wait longer, up to an hour).
 Nothing here runs on a request thread or on the engine's worker.
 
 The threads sleep until the next delivery is due or `notify()` says something changed. An outbox
@@ -30,6 +31,7 @@ from .targets import Answer, Target, post
 
 logger = logging.getLogger(__name__)
 
+MAX_RETRY_AFTER = 3600.0  # the longest wait a receiver's Retry-After can ask for
 BACKOFF_FACTOR = 4
 SHARED_POLL_SECONDS = 1.0
 UNAVAILABLE_RETRY_SECONDS = 2.0
@@ -156,7 +158,10 @@ class Sender:
         elif refused or number >= self._attempts:
             outcome = "failed"
         else:
-            outcome, next_at = "retrying", self._clock() + self.delay(number)
+            # A receiver that says when to come back (429, 503 with Retry-After) is believed, up
+            # to MAX_RETRY_AFTER, but never sooner than the schedule.
+            wait = max(self.delay(number), min(answer.retry_after or 0.0, MAX_RETRY_AFTER))
+            outcome, next_at = "retrying", self._clock() + wait
         self._record(
             delivery,
             Attempt(delivery.id, delivery.event, number, at, answer.status, answer.error, outcome, next_at),

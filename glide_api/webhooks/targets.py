@@ -19,6 +19,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -141,6 +142,7 @@ class Answer:
 
     status: int | None
     error: str | None = None
+    retry_after: float | None = None  # seconds the receiver asked for (Retry-After), if it did
 
     @property
     def ok(self) -> bool:
@@ -178,7 +180,8 @@ def post(
             return Answer(response.status)
         text = response.read(RESPONSE_BYTES_READ).decode("utf-8", "replace").strip()
         hint = " (redirects are not followed)" if 300 <= response.status < 400 else ""
-        return Answer(response.status, f"HTTP {response.status}{hint}" + (f": {text}" if text else ""))
+        message = f"HTTP {response.status}{hint}" + (f": {text}" if text else "")
+        return Answer(response.status, message, _retry_after(response.getheader("Retry-After")))
     except (OSError, http.client.HTTPException) as e:
         if cut.is_set() or isinstance(e, TimeoutError):
             return Answer(None, f"timed out after {timeout:g} s (webhook_timeout)")
@@ -187,6 +190,22 @@ def post(
         if timer is not None:
             timer.cancel()
         connection.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header's seconds (a number of seconds, or an HTTP date); None if absent or
+    unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return max(0.0, parsedate_to_datetime(text).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def _connect(addresses: list[tuple[int, Address]], port: int, timeout: float) -> socket.socket:
