@@ -125,6 +125,10 @@ def test_a_cancel_on_one_replica_stops_the_job_running_on_the_worker(replicas) -
             break
         assert time.monotonic() < deadline, workers
         time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while not status(a, job["id"])["progress"]:  # under way: the cancel stops it mid-run
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     requests.post(f"{b}/v1/jobs/{job['id']}/cancel", headers=K1, timeout=10)
     done = until_status(a, job["id"], {"cancelled", "succeeded", "failed"}, within=10)
     assert done["status"] == "cancelled" and done["progress"]["total"] == 400
