@@ -8,7 +8,7 @@ import signal
 import time
 
 import requests
-from processes import free_port, small_worker_command, started_process, started_worker
+from processes import free_port, small_worker_command, started_process, started_worker, stop
 from sse import read_events
 
 PREFER_ASYNC = {"Prefer": "respond-async"}
@@ -121,11 +121,16 @@ def test_two_replicas_and_two_workers_lose_no_job_when_a_worker_and_a_replica_ar
                     images.setdefault(job_id, png.content)
                     assert png.content == images[job_id]
             assert set(workers(c)) == {survivor}  # the killed one is gone from the list
-            # The claimed job, run again from the start on another worker, made the same bytes as
-            # a fresh run of the same request.
-            again = submit(c, {"prompt": "the long one", "seed": 11, "steps": "80"})
-            assert final(c, again)["status"] == "succeeded"
-            rerun = requests.get(f"{c}/v1/jobs/{again}/images/0.png", timeout=10).content
+            # The same request and seed on another worker process makes the same bytes: a fresh
+            # worker replaces the survivor (which leaves gracefully) and runs it again.
+            w3_command = small_worker_command(small_model_dirs, queue, "--worker-id", "w3", *worker_flags)
+            with started_worker(w3_command):
+                until(lambda: "w3" in workers(c), within=90, what="w3 is live")
+                stop({"w1": w1, "w2": w2}[survivor])
+                until(lambda: set(workers(c)) == {"w3"}, within=30, what="only w3 is left")
+                again = submit(c, {"prompt": "the long one", "seed": 11, "steps": "80"})
+                assert final(c, again)["status"] == "succeeded"
+                rerun = requests.get(f"{c}/v1/jobs/{again}/images/0.png", timeout=10).content
             assert rerun == images[long]
 
 
