@@ -288,9 +288,12 @@ class Service:
                 capabilities[task] = _capability(
                     "ready", models=models, reason=f"{len(serving)} live worker(s)"
                 )
+            elif workers:  # the fleet runs, without this task's models
+                reason = "none of the live workers has its models loaded"
+                capabilities[task] = _capability("off", reason=reason)
             else:
                 where = self.fleet.store.link.where
-                reason = f"no live worker serves it: start one with `glide-api worker --queue {where}`"
+                reason = f"no live worker yet: start one with `glide-api worker --queue {where}`"
                 capabilities[task] = _capability("loading", reason=reason)
         return capabilities
 
