@@ -151,7 +151,11 @@ def test_models_and_settings_describe_what_the_server_can_do(server_url) -> None
     models = requests.get(f"{server_url}/v1/models", timeout=10).json()
     assert models["ready"] and models["models"]["base"]["image_size"] == 32
     settings = requests.get(f"{server_url}/v1/settings", timeout=10).json()
-    assert settings["sizes"] == {"text2im": [32, 64, 128, 256], "inpaint": [32, 64], "img2img": [32, 64, 128, 256]}
+    assert settings["sizes"] == {
+        "text2im": [32, 64, 128, 256],
+        "inpaint": [32, 64],
+        "img2img": [32, 64, 128, 256],
+    }
     assert settings["limits"]["max_batch_size"] >= 1 and settings["samplers"] == ["ancestral", "ddim"]
 
 

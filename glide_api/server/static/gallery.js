@@ -15,7 +15,7 @@ function slug(text, length = 48) {
 }
 
 export function downloadName(job, image) {
-  const kind = job.task === "inpaint" ? "glide-inpaint" : "glide";
+  const kind = job.task === "text2im" ? "glide" : `glide-${job.task}`;
   return `${kind}-${slug(job.prompt)}-${image.seed ?? image.index}.png`;
 }
 
@@ -89,10 +89,10 @@ export class Gallery {
 
     const prompt = element.querySelector(".job-prompt");
     prompt.textContent = job.prompt || "(no prompt)";
-    if (job.task === "inpaint") {
+    if (job.task !== "text2im") {
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = "inpaint";
+      badge.textContent = job.task;
       prompt.prepend(badge, " ");
     }
     const facts = element.querySelector(".job-facts");
