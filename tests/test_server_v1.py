@@ -370,11 +370,12 @@ def test_an_upload_is_sized_from_its_header_and_refused_before_it_is_decoded(ser
     picture = huge_png(13_000)  # 169 M pixels: decoding it would take hundreds of MB
     assert len(picture) < 1 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
-    for route, field in (("/v1/inpaint", "image"), ("/v1/images/edits", "image")):
+    routes = ("/v1/inpaint", "/v1/img2img", "/v1/images/edits", "/v1/images/variations")
+    for route in routes:
         r = requests.post(
             f"{server_url}{route}",
-            files={field: ("big.png", picture, "image/png")},
-            data={"prompt": "x", "size": "32"} if route == "/v1/inpaint" else {"prompt": "x"},
+            files={"image": ("big.png", picture, "image/png")},
+            data={"prompt": "x", "size": "32"} if route in routes[:2] else {"prompt": "x"},
             timeout=30,
         )
         assert r.status_code == 413, r.text
