@@ -37,7 +37,6 @@ from ..models.weights_source import WeightsSource
 from ..options import WHOLE_SCHEDULE
 from ..progress import StepProgress
 from . import images, img2img
-from .img2img import Img2ImgInputs
 from .inpaint import InpaintInputs, impose_known
 from .loading import LoadedModel, load_model, resolve_device, resolve_precision
 from .outputs import GeneratedImage, PipelineOutput, StageProgress
@@ -307,7 +306,7 @@ class GlidePipeline:
         stages = self.plan(settings)
         base, up = self._models(settings.task)
         inpaint = InpaintInputs(samples) if settings.task == "inpaint" else None
-        pictures = Img2ImgInputs(samples) if settings.task == "img2img" else None
+        pictures = img2img.Img2ImgInputs(samples) if settings.task == "img2img" else None
         noise = SeededNoise([s.seed for s in samples], device=self.device)
         sampling = [s for s in stages if s.samples]
         if self.device.type == "cuda":
@@ -420,7 +419,7 @@ class GlidePipeline:
             image, keep = inpaint.tensors(size, self.device)
             extra = {"inpaint_image": torch.cat([image * keep] * 2), "inpaint_mask": torch.cat([keep] * 2)}
             denoised_fn = impose_known(image, keep)
-        # Sample i's rows are its prompt row i and its empty-prompt row b + i.
+        # Sample i's rows are its prompt row i and its negative-prompt row b + i.
         paired = self._network_fn(net, tokens, mask, extra, groups=[[i, b + i] for i in range(b)])
         intervals = [s.guidance_interval for s in samples]
         model_fn = classifier_free_guidance(

@@ -99,6 +99,10 @@ export class Gallery {
     fact(facts, "Size", job.size ? `${job.size} × ${job.size}` : null);
     fact(facts, "Seeds", job.images.map((image) => image.seed).join(", "));
     fact(facts, "Guidance", job.guidanceScale);
+    fact(facts, "Negative prompt", job.negativePrompt);
+    const [lo, hi] = job.guidanceInterval ?? [0, 1];
+    if (lo > 0 || hi < 1) fact(facts, "Guided on", `t/T ${lo} to ${hi}`);
+    fact(facts, "Strength", job.strength);
     fact(facts, "Steps", [job.steps, job.upsampleSteps].filter((s) => s !== null).join(" / "));
     fact(facts, "Samplers", [job.sampler, job.upsampleSampler].filter(Boolean).join(" / "));
     if (job.eta) fact(facts, "Eta", job.eta);
