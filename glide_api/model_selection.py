@@ -26,6 +26,9 @@ TASK_ROLES: dict[str, tuple[str, str]] = {
     "inpaint": ("base_inpaint", "upsample_inpaint"),
 }
 TASK_LABELS: dict[str, str] = {"text2im": "text-to-image", "inpaint": "inpainting"}
+# Each kind of request (`options.TASKS`) and the capability (`TASK_ROLES`) whose models make it:
+# image-to-image runs the text-to-image models from a noised picture.
+TASK_CAPABILITY: dict[str, str] = {"text2im": "text2im", "inpaint": "inpaint", "img2img": "text2im"}
 # The roles the shipped demo fills, with its models' names (it has no inpainting models).
 DEMO_ROLES: dict[str, str] = {"base": "demo-base", "upsample": "demo-upsample"}
 MODEL_CHOICES: tuple[str, ...] = ("official", "demo")

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import checks
+from .errors import InvalidParameter
 
 MAX_SEED = 2**32 - 1  # seeds are 32-bit, as torch.Generator.manual_seed takes them portably
 DIFFUSION_STEPS = 1000  # the official models' schedule length: every respacing keeps a subset of it
 SAMPLERS: tuple[str, ...] = ("ancestral", "ddim")
-TASKS: tuple[str, ...] = ("text2im", "inpaint")
+# The kinds of request; image-to-image runs the text-to-image models from a noised input picture.
+TASKS: tuple[str, ...] = ("text2im", "inpaint", "img2img")
 # The upsampler's default sampler for inpainting (SPEC §6.3: ancestral steps keep the known region).
 INPAINT_UPSAMPLE_SAMPLER = "ancestral"
 
@@ -142,6 +144,76 @@ UPSAMPLE_TEMP = Option(
     minimum=0.0,
     maximum=1.0,
 )
+NEGATIVE_PROMPT = Option(
+    "negative_prompt",
+    str,
+    None,
+    "what the picture should not show: guidance steers away from it instead of from the empty "
+    "prompt (default: none, the empty prompt)",
+    metavar="TEXT",
+)
+GUIDANCE_INTERVAL = Option(
+    "guidance_interval",
+    str,
+    "0,1",
+    'where guidance applies, "lo,hi": a part of the noise level t/T (1: the first, noisiest step; '
+    "0: the last); outside it the model runs once per step, unguided",
+    metavar="LO,HI",
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named settings: option name -> value. A request's own fields win over its preset's, which win
+    over the server's defaults."""
+
+    name: str
+    help: str
+    values: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "help": self.help, "values": dict(self.values)}
+
+
+# `fast` is a placeholder until the new samplers are measured: the best known few-step setting of
+# the existing samplers. This is the one place to change it.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "reference",
+            "100 ancestral base steps, then fast27 upsampler steps: the reference recipe, the default",
+            {
+                STEPS.name: STEPS.default,
+                SAMPLER.name: SAMPLER.default,
+                UPSAMPLE_STEPS.name: UPSAMPLE_STEPS.default,
+            },
+        ),
+        Preset(
+            "fast",
+            "25 DDIM base steps (a quarter of the reference's), then fast27 upsampler steps",
+            {STEPS.name: "25", SAMPLER.name: "ddim", UPSAMPLE_STEPS.name: UPSAMPLE_STEPS.default},
+        ),
+    )
+}
+PRESET = Option(
+    "preset",
+    str,
+    None,
+    "named settings ("
+    + "; ".join(f"{p.name}: {p.help}" for p in PRESETS.values())
+    + "); the request's own fields win over its preset's",
+    choices=tuple(PRESETS),
+)
+STRENGTH = Option(
+    "strength",
+    float,
+    0.6,
+    "image-to-image: how far the picture is noised before sampling with the prompt "
+    "(0: returned unchanged, 1: pure noise, text-to-image)",
+    minimum=0.0,
+    maximum=1.0,
+)
 
 GENERATION_OPTIONS: tuple[Option, ...] = (
     SIZE,
@@ -154,13 +226,43 @@ GENERATION_OPTIONS: tuple[Option, ...] = (
     UPSAMPLE_SAMPLER,
     ETA,
     UPSAMPLE_TEMP,
+    NEGATIVE_PROMPT,
+    GUIDANCE_INTERVAL,
+    PRESET,
 )
-OPTIONS: dict[str, Option] = {option.name: option for option in GENERATION_OPTIONS}
+# The options of one kind of request only.
+IMG2IMG_OPTIONS: tuple[Option, ...] = (STRENGTH,)
+ALL_OPTIONS: tuple[Option, ...] = GENERATION_OPTIONS + IMG2IMG_OPTIONS
+OPTIONS: dict[str, Option] = {option.name: option for option in ALL_OPTIONS}
 
 
 def default_upsample_sampler(task: str) -> str:
     """The upsampler's sampler when a request does not choose one."""
     return INPAINT_UPSAMPLE_SAMPLER if task == "inpaint" else UPSAMPLE_SAMPLER.default
+
+
+def with_preset(name: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The options a request runs with, by option name: those `given` (None: not given) over those of
+    the preset `name` (None: no preset)."""
+    chosen = {} if name is None else dict(PRESETS[PRESET.check(name)].values)
+    return chosen | {key: value for key, value in given.items() if value is not None}
+
+
+def guidance_interval(value: Any, *, name: str = GUIDANCE_INTERVAL.name) -> tuple[float, float]:
+    """(lo, hi) from "lo,hi" or a pair of numbers, with 0 <= lo <= hi <= 1; else `InvalidParameter`."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        lo, hi = (float(p) if isinstance(p, str) else p for p in parts)
+    except (TypeError, ValueError):
+        lo = hi = None
+    if not (checks.is_number(lo) and checks.is_number(hi) and 0 <= lo <= hi <= 1):
+        raise InvalidParameter(
+            f'{name}: must be two numbers "lo,hi" with 0 <= lo <= hi <= 1, e.g. "0.2,0.8" (got {value!r})'
+        )
+    return float(lo), float(hi)
+
+
+WHOLE_SCHEDULE = guidance_interval(GUIDANCE_INTERVAL.default)  # guidance on every step
 
 
 def seeds_from(seed: int, count: int) -> tuple[int, ...]:

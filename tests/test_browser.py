@@ -438,3 +438,54 @@ def test_missing_inpainting_models_leave_generate_working_and_say_what_is_missin
         screenshot(page, "inpainting-missing")
         page.click("#tab-inpaint")
         expect(page.locator("#inp-unavailable")).to_be_visible()
+
+
+def test_the_image_to_image_tab_redraws_the_chosen_picture(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    page.get_by_role("tab", name="Image to image").click()
+    page.fill("#i2i-prompt", "a green field")
+    page.click("#i2i-submit")
+    expect(page.locator("#i2i-file-error")).to_have_text("Choose a picture first.")
+    green = (30, 160, 60)
+    picture = {
+        "name": "green.png",
+        "mimeType": "image/png",
+        "buffer": png_bytes(Image.new("RGB", (48, 32), green)),
+    }
+    page.set_input_files("#i2i-file", files=[picture])
+    expect(page.locator("#i2i-picture")).to_be_visible()
+    page.select_option("#i2i-size", "32")
+    page.fill("#i2i-steps", "4")
+    page.fill("#i2i-strength", "0")  # nothing is redrawn: the picture comes back
+    page.click("#i2i-submit")
+
+    card = page.locator("#gallery .job-card").first
+    expect(card.locator(".badge")).to_have_text("img2img")
+    expect(page.locator("#i2i-status")).to_have_attribute("data-state", "done")
+    screenshot(page, "img2img-desktop")
+    name, data = download_first_image(page, card)
+    assert name.startswith("glide-img2img-a-green-field-")
+    metadata = read_png_metadata(data)
+    assert (metadata["task"], metadata["strength"], metadata["prompt"]) == ("img2img", 0.0, "a green field")
+    assert Image.open(io.BytesIO(data)).convert("RGB").getpixel((16, 16)) == green
+
+
+def test_a_preset_is_one_click_and_fields_changed_after_it_win(page, ui_url) -> None:
+    open_ready(page, ui_url)
+    fast = page.locator('#gen-form [data-preset="fast"]')
+    fast.click()
+    expect(fast).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#gen-steps")).to_have_value("25")
+    expect(page.locator("#gen-sampler")).to_have_value("ddim")
+    expect(page.locator("#gen-preset-chosen")).to_contain_text("Fast: 25 DDIM base steps")
+    page.fill("#gen-prompt", "a fast fox")
+    page.select_option("#gen-size", "32")
+    page.fill("#gen-steps", "3")  # changed after the preset: this wins
+    page.click("#gen-submit")
+    card = page.locator("#gallery .job-card").first
+    expect(card.locator(".job-prompt")).to_have_text("a fast fox")
+    metadata = read_png_metadata(download_first_image(page, card)[1])
+    assert (metadata["base_sampler"], metadata["base_respacing"]) == ("ddim", "3")
+    page.click("#gen-reset")
+    expect(fast).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#gen-sampler")).to_have_value("ancestral")

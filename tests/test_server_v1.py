@@ -151,7 +151,11 @@ def test_models_and_settings_describe_what_the_server_can_do(server_url) -> None
     models = requests.get(f"{server_url}/v1/models", timeout=10).json()
     assert models["ready"] and models["models"]["base"]["image_size"] == 32
     settings = requests.get(f"{server_url}/v1/settings", timeout=10).json()
-    assert settings["sizes"] == {"text2im": [32, 64, 128, 256], "inpaint": [32, 64]}
+    assert settings["sizes"] == {
+        "text2im": [32, 64, 128, 256],
+        "inpaint": [32, 64],
+        "img2img": [32, 64, 128, 256],
+    }
     assert settings["limits"]["max_batch_size"] >= 1 and settings["samplers"] == ["ancestral", "ddim"]
 
 
@@ -327,12 +331,12 @@ def test_a_synchronous_job_past_sync_timeout_goes_on_and_failed_ones_are_named_i
 
 
 def test_settings_describe_every_generation_option_as_declared(server_url) -> None:
-    from glide_api.options import GENERATION_OPTIONS
+    from glide_api.options import ALL_OPTIONS
 
     settings = requests.get(f"{server_url}/v1/settings", timeout=10).json()
     described = {o["name"]: o for o in settings["options"]}
-    assert list(described) == [option.name for option in GENERATION_OPTIONS]
-    for option in GENERATION_OPTIONS:
+    assert list(described) == [option.name for option in ALL_OPTIONS]
+    for option in ALL_OPTIONS:
         shown = described[option.name]
         assert (shown["type"], shown["help"]) == (option.kind.__name__, option.help)
         assert (shown["minimum"], shown["maximum"]) == (option.minimum, option.maximum)
@@ -366,11 +370,12 @@ def test_an_upload_is_sized_from_its_header_and_refused_before_it_is_decoded(ser
     picture = huge_png(13_000)  # 169 M pixels: decoding it would take hundreds of MB
     assert len(picture) < 1 << 20
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the peak so far
-    for route, field in (("/v1/inpaint", "image"), ("/v1/images/edits", "image")):
+    routes = ("/v1/inpaint", "/v1/img2img", "/v1/images/edits", "/v1/images/variations")
+    for route in routes:
         r = requests.post(
             f"{server_url}{route}",
-            files={field: ("big.png", picture, "image/png")},
-            data={"prompt": "x", "size": "32"} if route == "/v1/inpaint" else {"prompt": "x"},
+            files={"image": ("big.png", picture, "image/png")},
+            data={"prompt": "x", "size": "32"} if route in routes[:2] else {"prompt": "x"},
             timeout=30,
         )
         assert r.status_code == 413, r.text

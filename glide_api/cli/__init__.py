@@ -1,7 +1,7 @@
 """The ``glide-api`` command line. It parses, calls the library, and reports; no logic of its own.
 
 Each subcommand is one ``add_<name>(subparsers)`` function, in the module of its family
-(`weights`: download, models; `generate`: generate, inpaint; `serve`; `training`: synthetic,
+(`weights`: download, models; `generate`: generate, inpaint, img2img; `serve`; `training`: synthetic,
 train, evaluate), that builds its parser and sets ``handler`` to a function ``(args) -> exit
 status``; `SUBCOMMANDS` lists them. To add one, write such a function and append it there.
 
@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from glide_api.cli.generate import add_generate, add_inpaint
+from glide_api.cli.generate import add_generate, add_img2img, add_inpaint
 from glide_api.cli.serve import add_serve, add_worker, run_serve
 from glide_api.cli.training import add_evaluate, add_synthetic, add_train
 from glide_api.cli.weights import add_download, add_models
@@ -86,6 +86,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_models,
     add_generate,
     add_inpaint,
+    add_img2img,
     add_serve,
     add_worker,
     add_synthetic,

@@ -1,4 +1,4 @@
-"""``glide-api generate`` and ``glide-api inpaint``; `model_options`, shared with ``serve``."""
+"""``glide-api generate``, ``inpaint`` and ``img2img``; `model_options`, shared with ``serve``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from glide_api.cli.flags import field_flag, option_flag
 from glide_api.cli.weights import cache_options
 from glide_api.errors import PipelineError, WeightsNotFound
-from glide_api.model_selection import ModelSelection, demo_advice
-from glide_api.options import GENERATION_OPTIONS
+from glide_api.model_selection import TASK_CAPABILITY, ModelSelection, demo_advice
+from glide_api.options import GENERATION_OPTIONS, IMG2IMG_OPTIONS, OPTIONS, with_preset
 
 if TYPE_CHECKING:
     from glide_api.pipeline.glide_pipeline import GlidePipeline
@@ -31,10 +31,10 @@ def model_options(*, from_config: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
-def _sampling_options() -> argparse.ArgumentParser:
+def _sampling_options(*, img2img: bool = False) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("sampling")
-    for option in GENERATION_OPTIONS:
+    for option in GENERATION_OPTIONS + (IMG2IMG_OPTIONS if img2img else ()):
         option_flag(group, option)
     group.add_argument(
         "--out",
@@ -76,22 +76,38 @@ def add_inpaint(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_generate, task="inpaint")
 
 
+def add_img2img(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "img2img",
+        parents=[model_options(), _sampling_options(img2img=True)],
+        help="redraw a picture from a prompt (image-to-image)",
+        description="Start from a picture instead of pure noise: it is noised to --strength (0: "
+        "kept as it is, 1: pure noise, as generate) and sampled from there with the prompt, by the "
+        "text-to-image models. A non-square picture is centre-cropped to a square. At sizes above "
+        "the base model's, every upsampler pass starts from the picture at its size as well.",
+    )
+    p.add_argument("image", type=Path, help="the picture to start from (PNG, JPEG, …)")
+    p.add_argument("prompt", help="what the new picture shows")
+    p.set_defaults(handler=run_generate, task="img2img")
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from glide_api.pipeline.glide_pipeline import GlidePipeline
     from glide_api.pipeline.params import GenerationRequest
 
-    inpaint = args.task == "inpaint"
-    image = args.image.read_bytes() if inpaint else None
-    mask = Path(args.mask).read_bytes() if inpaint and args.mask != "-" else None
+    image = args.image.read_bytes() if args.task in ("inpaint", "img2img") else None
+    mask = Path(args.mask).read_bytes() if args.task == "inpaint" and args.mask != "-" else None
     names = {f.name for f in dataclasses.fields(ModelSelection)}
     selection = ModelSelection(
         **{name: getattr(args, name) for name in names} | {"cache_dir": args.cache_dir}
     )
+    capability = TASK_CAPABILITY[args.task]
     try:
-        pipeline = GlidePipeline.from_selection(selection, task=args.task)
+        pipeline = GlidePipeline.from_selection(selection, task=capability)
     except WeightsNotFound as e:
-        raise _what_is_missing(selection, args.task, e) from e
-    chosen = {o.field: getattr(args, o.name) for o in GENERATION_OPTIONS if getattr(args, o.name) is not None}
+        raise _what_is_missing(selection, capability, e) from e
+    given = {o.name: getattr(args, o.name, None) for o in OPTIONS.values() if o.name != "preset"}
+    chosen = {OPTIONS[name].field: value for name, value in with_preset(args.preset, given).items()}
     size = chosen.pop("size", None) or pipeline.default_size(args.task)
     request = GenerationRequest.create(
         args.prompt, size=size, task=args.task, image=image, mask=mask, **chosen

@@ -100,8 +100,10 @@ class GlideClient:
 
         `options`: any generation option by its v1 name (`n` images, `size`, `seed`,
         `guidance_scale`, `steps`, `upsample_steps`, `sampler`, `upsample_sampler`, `eta`,
-        `upsample_temp`: `glide_api.options` declares them, `settings()` shows their ranges); one
-        left out or None takes the server's default. An unknown name raises `InvalidParameter`.
+        `upsample_temp`, `negative_prompt`, `guidance_interval` as (lo, hi), `preset`:
+        `glide_api.options` declares them, `settings()` shows their ranges and the presets); one
+        left out or None takes the preset's value, else the server's default. An unknown name
+        raises `InvalidParameter`.
 
         wait=True: returns the finished job, waiting up to `timeout` seconds (default 960);
         `JobFailedError` if it failed or was cancelled. wait=False: returns the queued job at once
@@ -135,20 +137,48 @@ class GlideClient:
         transparent) where it is painted; without it, the image's own transparency is the mask.
         `options`, `wait`, `timeout`, `webhook`, `webhook_events` and `idempotency_key` as in
         `generate()`."""
-        hook = _webhook_fields(webhook, webhook_events)
-        if "webhook_events" in hook:
-            hook["webhook_events"] = ",".join(hook["webhook_events"])
-        form = {"prompt": prompt, **_generation_options(options), **hook}
         files = {"image": file_field(image, "image.png")}
         if mask is not None:
             files["mask"] = file_field(mask, "mask.png")
-        return self._submit(
+        form = {"prompt": prompt, **_generation_options(options)}
+        return self._submit_form(
             "/v1/inpaint",
+            form,
+            files,
             wait=wait,
             timeout=timeout,
+            webhook=webhook,
+            webhook_events=webhook_events,
             idempotency_key=idempotency_key,
-            data={k: str(v) for k, v in form.items()},
-            files=files,
+        )
+
+    def img2img(
+        self,
+        image: FileInput,
+        prompt: str,
+        *,
+        strength: float | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> Job:
+        """Redraw `image` (a path, bytes or a binary file object) from `prompt`
+        (`POST /v1/img2img`): it is noised to `strength` (0: kept as it is, 1: pure noise, as
+        `generate()`; None: the server's default) and sampled from there. `options`, `wait`,
+        `timeout`, `webhook`, `webhook_events` and `idempotency_key` as in `generate()`."""
+        form = {"prompt": prompt, **_generation_options(options), **_options(strength=strength)}
+        return self._submit_form(
+            "/v1/img2img",
+            form,
+            {"image": file_field(image, "image.png")},
+            wait=wait,
+            timeout=timeout,
+            webhook=webhook,
+            webhook_events=webhook_events,
+            idempotency_key=idempotency_key,
         )
 
     def job(self, job_id: str) -> Job:
@@ -324,6 +354,27 @@ class GlideClient:
         )
 
     # ---- HTTP -------------------------------------------------------------------------------------
+
+    def _submit_form(
+        self,
+        path: str,
+        form: dict[str, Any],
+        files: dict[str, Any],
+        *,
+        wait: bool,
+        timeout: float | None,
+        webhook: str | None,
+        webhook_events: Sequence[str] | None,
+        idempotency_key: str | None,
+    ) -> Job:
+        """Submit a multipart job: lists go as comma-separated text, as the form fields take them."""
+        fields = {**form, **_webhook_fields(webhook, webhook_events)}
+        data = {
+            k: ",".join(map(str, v)) if isinstance(v, list | tuple) else str(v) for k, v in fields.items()
+        }
+        return self._submit(
+            path, wait=wait, timeout=timeout, idempotency_key=idempotency_key, data=data, files=files
+        )
 
     def _submit(
         self, path: str, *, wait: bool, timeout: float | None, idempotency_key: str | None, **kw: Any

@@ -8,6 +8,7 @@ network sees.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -164,3 +165,16 @@ def q_sample(schedule: Schedule, x0: Tensor, i: Tensor, noise: Tensor) -> Tensor
         extract(schedule.sqrt_alphas_cumprod, i, x0) * x0
         + extract(schedule.sqrt_one_minus_alphas_cumprod, i, x0) * noise
     )
+
+
+def first_steps(schedule: Schedule, steps: int) -> Schedule:
+    """The schedule's first `steps` steps, i = 0..steps-1, with the tables' values unchanged: a
+    sampling loop over it runs the last `steps` steps of the whole schedule (image-to-image starts
+    there). Every per-step table is cut, whichever a sampler reads."""
+    if not 1 <= steps <= len(schedule):
+        raise InvalidParameter(f"steps: must be 1 to the schedule's {len(schedule)} steps (got {steps})")
+    part = copy.copy(schedule)
+    for name, value in vars(schedule).items():
+        if isinstance(value, np.ndarray) and value.shape[:1] == (len(schedule),):
+            setattr(part, name, value[:steps])
+    return part

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameter, ModelNotReady
+from ..model_selection import TASK_CAPABILITY
 from ..pipeline.outputs import PipelineOutput, StageProgress
 from ..pipeline.params import BatchSettings, Sample
 from .engine import Engine, EngineConfig
@@ -47,7 +48,10 @@ class FleetPipeline:
         return seen
 
     def _serving(self, task: str) -> list[dict[str, Any]]:
-        return [w["capabilities"][task] for w in self.workers() if task in w.get("capabilities", {})]
+        capability = TASK_CAPABILITY[task]
+        return [
+            w["capabilities"][capability] for w in self.workers() if capability in w.get("capabilities", {})
+        ]
 
     def serves(self, task: str) -> bool:
         return bool(self._serving(task))

@@ -26,16 +26,17 @@ import torch
 from PIL import Image
 
 from .. import __version__, checks
-from ..diffusion.guidance import classifier_free_guidance
+from ..diffusion.guidance import RowsModelFn, classifier_free_guidance
 from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
 from ..diffusion.schedule import Schedule
 from ..errors import InvalidParameter, PipelineError
-from ..model_selection import MODEL_ROLES, TASK_ROLES, ModelSelection
+from ..model_selection import MODEL_ROLES, TASK_CAPABILITY, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
 from ..models.glide import GlideUNet, autocast
 from ..models.weights_source import WeightsSource
+from ..options import WHOLE_SCHEDULE
 from ..progress import StepProgress
-from . import images
+from . import images, img2img
 from .inpaint import InpaintInputs, impose_known
 from .loading import LoadedModel, load_model, resolve_device, resolve_precision
 from .outputs import GeneratedImage, PipelineOutput, StageProgress
@@ -205,7 +206,7 @@ class GlidePipeline:
 
     def _models(self, task: str) -> tuple[LoadedModel | None, LoadedModel | None]:
         loaded = self._loaded  # one read: models added together are seen together
-        base, upsample = TASK_ROLES[task]
+        base, upsample = TASK_ROLES[TASK_CAPABILITY[task]]
         return loaded.get(base), loaded.get(upsample)
 
     def sizes(self, task: str = "text2im") -> list[int]:
@@ -214,7 +215,7 @@ class GlidePipeline:
         if base is None:
             return []
         return output_sizes(
-            base=base.config.image_size, upsample=up and up.config.image_size, chained=task == "text2im"
+            base=base.config.image_size, upsample=up and up.config.image_size, chained=task != "inpaint"
         )
 
     def default_size(self, task: str = "text2im") -> int:
@@ -305,6 +306,7 @@ class GlidePipeline:
         stages = self.plan(settings)
         base, up = self._models(settings.task)
         inpaint = InpaintInputs(samples) if settings.task == "inpaint" else None
+        pictures = img2img.Img2ImgInputs(samples) if settings.task == "img2img" else None
         noise = SeededNoise([s.seed for s in samples], device=self.device)
         sampling = [s for s in stages if s.samples]
         if self.device.type == "cuda":
@@ -314,9 +316,15 @@ class GlidePipeline:
         x: torch.Tensor | None = None
         for stage in sampling:
             stage_start = time.perf_counter()
+            picture = None if pictures is None else pictures.tensors(stage.size, self.device)
             if stage.kind == "base":
                 steps = self._base_steps(
-                    loaded=base, settings=settings, samples=samples, noise=noise, inpaint=inpaint
+                    loaded=base,
+                    settings=settings,
+                    samples=samples,
+                    noise=noise,
+                    inpaint=inpaint,
+                    picture=picture,
                 )
             else:
                 assert x is not None and up is not None
@@ -328,7 +336,10 @@ class GlidePipeline:
                     size=stage.size,
                     previous=x,
                     inpaint=inpaint,
+                    picture=picture,
                 )
+            if picture is not None:
+                x = picture  # a stage left no step by `strength` returns the picture as it is
             for step in steps:
                 x = step.x
                 progress = StepProgress(
@@ -382,6 +393,7 @@ class GlidePipeline:
             size=self.upsample.config.image_size,
             previous=low_res.to(self.device),
             inpaint=None,
+            picture=None,
         )
         return images.to_pil(sample_to_end(steps))
 
@@ -393,20 +405,29 @@ class GlidePipeline:
         samples: Sequence[Sample],
         noise: SeededNoise,
         inpaint: InpaintInputs | None,
+        picture: torch.Tensor | None,
     ) -> Iterator[SampleStep]:
-        """The base stage: classifier-free guidance over B prompt rows and B empty-prompt rows."""
+        """The base stage: classifier-free guidance over B prompt rows and B negative-prompt rows
+        (the empty prompt unless a sample has one)."""
         net, config = loaded.network, loaded.config
         b, size = len(samples), config.image_size
-        tokens, mask = loaded.tokenizer.batch([s.prompt for s in samples] + [""] * b, config.text_ctx)
+        negatives = [s.negative_prompt for s in samples]
+        tokens, mask = loaded.tokenizer.batch([s.prompt for s in samples] + negatives, config.text_ctx)
         extra: dict[str, torch.Tensor] = {}
         denoised_fn = None
         if inpaint is not None:
             image, keep = inpaint.tensors(size, self.device)
             extra = {"inpaint_image": torch.cat([image * keep] * 2), "inpaint_mask": torch.cat([keep] * 2)}
             denoised_fn = impose_known(image, keep)
-        # Sample i's rows are its prompt row i and its empty-prompt row b + i.
+        # Sample i's rows are its prompt row i and its negative-prompt row b + i.
         paired = self._network_fn(net, tokens, mask, extra, groups=[[i, b + i] for i in range(b)])
-        model_fn = classifier_free_guidance(paired, [s.guidance_scale for s in samples])
+        intervals = [s.guidance_interval for s in samples]
+        model_fn = classifier_free_guidance(
+            paired,
+            [s.guidance_scale for s in samples],
+            intervals=None if all(i == WHOLE_SCHEDULE for i in intervals) else intervals,
+            diffusion_steps=config.diffusion_steps,
+        )
         return self._sample(
             model_fn=model_fn,
             config=config,
@@ -416,6 +437,8 @@ class GlidePipeline:
             x_T=noise(torch.Size([b, 3, size, size])),
             noise=noise,
             denoised_fn=denoised_fn,
+            picture=picture,
+            strength=settings.strength,
         )
 
     def _upsample_steps(
@@ -428,6 +451,7 @@ class GlidePipeline:
         size: int,
         previous: torch.Tensor,
         inpaint: InpaintInputs | None,
+        picture: torch.Tensor | None,
     ) -> Iterator[SampleStep]:
         """An upsampler pass to `size`, conditioned on the previous image quantised to 8 bits."""
         net, config = loaded.network, loaded.config
@@ -452,6 +476,8 @@ class GlidePipeline:
             x_T=x_T,
             noise=noise,
             denoised_fn=denoised_fn,
+            picture=picture,
+            strength=settings.strength,
         )
 
     def _network_fn(
@@ -462,24 +488,43 @@ class GlidePipeline:
         extra: dict[str, torch.Tensor],
         *,
         groups: list[list[int]],
-    ) -> ModelFn:
-        """The network as a (x, t) -> output function, its text encoded once for the whole run.
+    ) -> RowsModelFn:
+        """The network as a (x, t, rows=None) -> output function, its text encoded once for the run.
 
         `groups` lists each sample's rows; with `batch_invariant` the network runs group by group.
+        `rows` (default: all) are the rows that x holds, in order: guidance outside its interval
+        asks for a sample's prompt row alone, and a group runs on those of its rows that are asked.
         """
         tokens, mask = tokens.to(self.device), mask.to(self.device)
         if not self.batch_invariant:
             groups = [list(range(tokens.shape[0]))]
-        with torch.no_grad(), autocast(self.precision, self.device):
-            texts = [net.encode_text(tokens[g], mask[g]) for g in groups]
+        texts: dict[tuple[int, ...], Any] = {}
 
-        def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def text_of(rows: list[int]) -> Any:
+            """The text encoding of these rows, made once (for each group's whole rows, right away)."""
+            key = tuple(rows)
+            if key not in texts:
+                with torch.no_grad(), autocast(self.precision, self.device):
+                    texts[key] = net.encode_text(tokens[rows], mask[rows])
+            return texts[key]
+
+        for g in groups:
+            text_of(g)
+
+        def network(x: torch.Tensor, t: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+            at = {row: place for place, row in enumerate(range(x.shape[0]) if rows is None else rows)}
+            runs = [run for g in groups if (run := [row for row in g if row in at])]
             with autocast(self.precision, self.device):
-                if len(groups) == 1:
-                    return net(x, t, text=texts[0], **extra)
+                if len(runs) == 1 and [at[row] for row in runs[0]] == list(range(x.shape[0])):
+                    run = runs[0]  # x holds these rows in order: no gathering
+                    chosen = extra if len(run) == tokens.shape[0] else {k: v[run] for k, v in extra.items()}
+                    return net(x, t, text=text_of(run), **chosen)
                 out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
-                for g, text in zip(groups, texts, strict=True):
-                    out[g] = net(x[g], t[g], text=text, **{k: v[g] for k, v in extra.items()})
+                for run in runs:
+                    places = [at[row] for row in run]
+                    out[places] = net(
+                        x[places], t[places], text=text_of(run), **{k: v[run] for k, v in extra.items()}
+                    )
                 return out
 
         return network
@@ -495,8 +540,16 @@ class GlidePipeline:
         x_T: torch.Tensor,
         noise: SeededNoise,
         denoised_fn: DenoisedFn | None,
+        picture: torch.Tensor | None = None,
+        strength: float | None = None,
     ) -> Iterator[SampleStep]:
+        """The stage's sampling loop from x_T; with an image-to-image `picture`, from it noised to
+        `strength` (`img2img.start`)."""
         schedule = schedule_for(config.noise_schedule, config.diffusion_steps, respacing)
+        if picture is not None:
+            schedule, x_T = img2img.start(schedule, strength, picture, x_T)
+            if schedule is None:
+                return iter(())
         return sample(
             model_fn,
             schedule,
@@ -521,7 +574,9 @@ class GlidePipeline:
             "prompt": sample_.prompt,
             "seed": sample_.seed,
             "guidance_scale": sample_.guidance_scale,
-            **{k: v for k, v in settings.to_dict().items() if k != "diffusion_steps"},
+            "negative_prompt": sample_.negative_prompt,
+            "guidance_interval": list(sample_.guidance_interval),
+            **{k: v for k, v in settings.to_dict().items() if k != "diffusion_steps" and v is not None},
             "chain": chain,
             "models": models,
         }

@@ -26,15 +26,18 @@ from ..options import (
     SAMPLER,
     SEED,
     STEPS,
+    STRENGTH,
     TASKS,
     UPSAMPLE_SAMPLER,
     UPSAMPLE_STEPS,
     UPSAMPLE_TEMP,
+    WHOLE_SCHEDULE,
     default_upsample_sampler,
+    guidance_interval,
     seeds_from,
 )
 
-Task = Literal["text2im", "inpaint"]
+Task = Literal["text2im", "inpaint", "img2img"]
 INPUT_FIELDS = ("image", "mask")  # the keys of `GenerationRequest.to_dict()` that hold uploads (base64)
 
 
@@ -48,6 +51,8 @@ class BatchSettings:
 
     Samplers: the base defaults to ancestral (DDPM) steps and the upsampler to DDIM, as the
     reference notebooks; for inpainting the upsampler defaults to ancestral steps (SPEC §6.3).
+    `strength` is image-to-image's only (None for the other tasks): every sample of a batch starts
+    from the same step.
     """
 
     size: int
@@ -58,6 +63,7 @@ class BatchSettings:
     upsample_sampler: str | None = None  # None: the task's default (see above)
     eta: float = ETA.default
     upsample_temp: float = UPSAMPLE_TEMP.default
+    strength: float | None = None  # None: STRENGTH's default for img2img
     diffusion_steps: int = field(default=DIFFUSION_STEPS, repr=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +71,12 @@ class BatchSettings:
         checks.one_of("task", self.task, TASKS)
         if self.upsample_sampler is None:
             object.__setattr__(self, "upsample_sampler", default_upsample_sampler(self.task))
+        if self.task == "img2img":
+            if self.strength is None:
+                object.__setattr__(self, "strength", STRENGTH.default)
+            STRENGTH.check(self.strength)
+        elif self.strength is not None:
+            raise InvalidParameter(f"strength: applies to img2img only, not to {self.task}")
         for option in (STEPS, UPSAMPLE_STEPS):
             value = getattr(self, option.field)
             if not isinstance(value, str):
@@ -88,11 +100,14 @@ class BatchSettings:
 
 @dataclass(frozen=True)
 class Sample:
-    """One image to make: its prompt, its seed, its guidance scale (and, for inpainting, its inputs).
+    """One image to make: its prompt, its seed, its guidance (and, for inpainting and image-to-image,
+    its inputs).
 
-    `image` and `mask` are encoded image files (PNG/JPEG bytes). The mask is white (or opaque)
-    where pixels are kept and black (or transparent) where the model paints; without a mask the
-    image's alpha channel is the mask.
+    Guidance: `negative_prompt` is what the unguided branch sees (the empty prompt by default);
+    `guidance_interval` (lo, hi) the noise levels t/T where guidance applies (see
+    `classifier_free_guidance`). `image` and `mask` are encoded image files (PNG/JPEG bytes). The
+    mask is white (or opaque) where pixels are kept and black (or transparent) where the model
+    paints; without a mask the image's alpha channel is the mask. Image-to-image takes no mask.
     """
 
     prompt: str
@@ -100,6 +115,8 @@ class Sample:
     guidance_scale: float = GUIDANCE_SCALE.default
     image: bytes | None = field(default=None, repr=False)
     mask: bytes | None = field(default=None, repr=False)
+    negative_prompt: str = ""
+    guidance_interval: tuple[float, float] = WHOLE_SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -113,10 +130,14 @@ class GenerationRequest:
     seeds: tuple[int, ...] = ()
     image: bytes | None = field(default=None, repr=False)
     mask: bytes | None = field(default=None, repr=False)
+    negative_prompt: str = ""
+    guidance_interval: tuple[float, float] = WHOLE_SCHEDULE
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str):
-            raise InvalidParameter(f"prompt: must be text, got {type(self.prompt).__name__}")
+        for name in ("prompt", "negative_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidParameter(f"{name}: must be text, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "guidance_interval", guidance_interval(self.guidance_interval))
         checks.integer("batch_size", self.batch_size, minimum=1)
         checks.number("guidance_scale", self.guidance_scale)
         seeds = tuple(self.seeds)
@@ -127,10 +148,13 @@ class GenerationRequest:
         if not seeds:
             seeds = tuple(random_seed() for _ in range(self.batch_size))
         object.__setattr__(self, "seeds", seeds)
-        if self.settings.task == "inpaint" and self.image is None:
-            raise InvalidParameter("image: inpainting needs an image")
-        if self.settings.task == "text2im" and (self.image is not None or self.mask is not None):
-            raise InvalidParameter("image: only inpainting takes an image and a mask")
+        task = self.settings.task
+        if task in ("inpaint", "img2img") and self.image is None:
+            raise InvalidParameter(f"image: {task} needs an image")
+        if task == "text2im" and (self.image is not None or self.mask is not None):
+            raise InvalidParameter("image: text2im takes no image (inpaint and img2img do)")
+        if task == "img2img" and self.mask is not None:
+            raise InvalidParameter("mask: img2img takes no mask (inpaint does)")
 
     @classmethod
     def create(
@@ -141,11 +165,14 @@ class GenerationRequest:
         batch_size: int = BATCH_SIZE.default,
         seed: int | None = None,
         guidance_scale: float = GUIDANCE_SCALE.default,
+        image: bytes | None = None,
+        mask: bytes | None = None,
+        negative_prompt: str = "",
+        guidance_interval: tuple[float, float] | str = WHOLE_SCHEDULE,
         **settings: Any,
     ) -> GenerationRequest:
         """Convenience: `seed` gives seeds seed, seed+1, … for the batch; other keywords are settings."""
         seeds = () if seed is None else seeds_from(seed, batch_size)
-        image, mask = settings.pop("image", None), settings.pop("mask", None)
         return cls(
             prompt=prompt,
             settings=BatchSettings(size=size, **settings),
@@ -154,6 +181,8 @@ class GenerationRequest:
             seeds=seeds,
             image=image,
             mask=mask,
+            negative_prompt=negative_prompt,
+            guidance_interval=guidance_interval,
         )
 
     def samples(self) -> list[Sample]:
@@ -164,6 +193,8 @@ class GenerationRequest:
                 guidance_scale=self.guidance_scale,
                 image=self.image,
                 mask=self.mask,
+                negative_prompt=self.negative_prompt,
+                guidance_interval=self.guidance_interval,
             )
             for s in self.seeds
         ]
@@ -180,6 +211,8 @@ class GenerationRequest:
             "seeds": list(self.seeds),
             "image": _b64(self.image),
             "mask": _b64(self.mask),
+            "negative_prompt": self.negative_prompt,
+            "guidance_interval": list(self.guidance_interval),
         }
 
     @classmethod
@@ -192,6 +225,7 @@ class GenerationRequest:
             settings=settings,
             guidance_scale=metadata["guidance_scale"],
             seeds=(metadata["seed"],),
+            **_guidance_of(metadata),
         )
 
     @classmethod
@@ -204,7 +238,17 @@ class GenerationRequest:
             seeds=tuple(data["seeds"]),
             image=_unb64(data.get("image")),
             mask=_unb64(data.get("mask")),
+            **_guidance_of(data),
         )
+
+
+def _guidance_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The guidance controls stored in `data` (a request or image metadata from before they existed
+    has none: the defaults)."""
+    return {
+        "negative_prompt": data.get("negative_prompt", ""),
+        "guidance_interval": tuple(data.get("guidance_interval", WHOLE_SCHEDULE)),
+    }
 
 
 def _b64(data: bytes | None) -> str | None:

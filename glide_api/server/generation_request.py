@@ -1,8 +1,9 @@
 """From API fields to a `GenerationRequest`: the server's limits first, then its defaults.
 
-The defaults are the generation options' own (`glide_api.options`), except the two step counts,
-which an operator sets (`base_steps`, `upsample_steps`) and the original routes `POST /basemodel`
-and `POST /upmodel` change while the server runs: `StepDefaults` holds those.
+A field the request gives wins; then its `preset`'s value (`glide_api.options.PRESETS`); then the
+server's default. The defaults are the generation options' own (`glide_api.options`), except the
+two step counts, which an operator sets (`base_steps`, `upsample_steps`) and the original routes
+`POST /basemodel` and `POST /upmodel` change while the server runs: `StepDefaults` holds those.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import TYPE_CHECKING
 
 from ..diffusion.schedule import space_timesteps
 from ..errors import InvalidParameter
-from ..options import DIFFUSION_STEPS, GUIDANCE_SCALE, seeds_from
+from ..options import (
+    DIFFUSION_STEPS,
+    GUIDANCE_SCALE,
+    OPTIONS,
+    WHOLE_SCHEDULE,
+    guidance_interval,
+    seeds_from,
+    with_preset,
+)
 from ..pipeline import images
 from ..pipeline.params import BatchSettings, GenerationRequest
 from ..redis_link import RedisLink
@@ -80,47 +89,69 @@ def build_request(
     task: str = "text2im",
     image: bytes | None = None,
     mask: bytes | None = None,
+    strength: float | None = None,
+    prompt_required: bool = True,
 ) -> GenerationRequest:
-    """A `GenerationRequest` from API fields, within the service's limits."""
+    """A `GenerationRequest` from API fields, within the service's limits. `prompt_required`
+    False lets the prompt be empty (an OpenAI variation has none)."""
     c = service.config
     engine = service.engine_for(task)  # 503 while its models load or are missing, 400 if off
-    if not re.search(PROMPT_PATTERN, prompt):
+    if prompt_required and not re.search(PROMPT_PATTERN, prompt):
         raise InvalidParameter("prompt: must not be empty or only spaces")
-    if len(prompt) > c.max_prompt_chars:
-        raise InvalidParameter(f"prompt: at most {c.max_prompt_chars} characters (got {len(prompt)})")
+    explicit = {name: getattr(options, name) for name in GlideOptions.model_fields if name != "preset"}
+    given = with_preset(options.preset, explicit)
+    # What only the preset sets, by option and by field name: its errors name the preset.
+    preset_only = {name for name in given if explicit.get(name) is None}
+    preset_only |= {OPTIONS[name].field for name in preset_only}
+    negative_prompt = given.get("negative_prompt", "")
+    for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if len(text) > c.max_prompt_chars:
+            raise InvalidParameter(f"{name}: at most {c.max_prompt_chars} characters (got {len(text)})")
     if n > c.max_batch_size:
         raise InvalidParameter(f"n: at most {c.max_batch_size} images per request (got {n})")
     for name, data in (("image", image), ("mask", mask)):
         if data is not None and len(data) > c.max_upload_bytes:
             raise InvalidParameter(f"{name}: larger than {c.max_upload_bytes} bytes")
-    if task == "inpaint" and image is None:
-        raise InvalidParameter("image: inpainting needs an image")
+    if task in ("inpaint", "img2img") and image is None:
+        raise InvalidParameter(f"image: {task} needs an image")
     if size is None:
         size = engine.pipeline.default_size(task)
     steps = service.step_defaults.get()
-    chosen = {
-        "base_respacing": respacing(options.steps, "steps", max_steps=c.max_steps) or steps["base"],
-        "upsample_respacing": respacing(options.upsample_steps, "upsample_steps", max_steps=c.max_steps)
-        or steps["upsample"],
-        "base_sampler": options.sampler,
-        "upsample_sampler": options.upsample_sampler,
-        "eta": options.eta,
-        "upsample_temp": options.upsample_temp,
-    }
-    settings = BatchSettings(
-        size=size, task=task, **{name: value for name, value in chosen.items() if value is not None}
-    )
+    try:
+        chosen = {
+            "base_respacing": respacing(given.get("steps"), "steps", max_steps=c.max_steps) or steps["base"],
+            "upsample_respacing": respacing(
+                given.get("upsample_steps"), "upsample_steps", max_steps=c.max_steps
+            )
+            or steps["upsample"],
+            "base_sampler": given.get("sampler"),
+            "upsample_sampler": given.get("upsample_sampler"),
+            "eta": given.get("eta"),
+            "upsample_temp": given.get("upsample_temp"),
+            "strength": strength,
+        }
+        settings = BatchSettings(
+            size=size, task=task, **{name: value for name, value in chosen.items() if value is not None}
+        )
+    except InvalidParameter as e:
+        if e.param not in preset_only:
+            raise
+        raise InvalidParameter(f"preset: {options.preset} does not fit this server ({e})") from None
     engine.pipeline.validate(settings)  # the task's models and the size, before any upload is decoded
-    if image is not None:
+    if task == "inpaint":
         # Sizes from the headers first, then decode now: a bad upload is a 4xx, not a failed job.
         images.image_and_mask(image, mask, max_pixels=c.max_image_pixels)
-    guidance = options.guidance_scale if options.guidance_scale is not None else GUIDANCE_SCALE.default
+    elif image is not None:
+        images.open_image(image, max_pixels=c.max_image_pixels)
+    interval = given.get("guidance_interval")
     return GenerationRequest(
         prompt=prompt,
         settings=settings,
         batch_size=n,
-        guidance_scale=guidance,
+        guidance_scale=given.get("guidance_scale", GUIDANCE_SCALE.default),
         seeds=() if options.seed is None else seeds_from(options.seed, n),
         image=image,
         mask=mask,
+        negative_prompt=negative_prompt,
+        guidance_interval=WHOLE_SCHEDULE if interval is None else guidance_interval(interval),
     )

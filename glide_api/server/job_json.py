@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import Job
+from ..options import WHOLE_SCHEDULE
 
 
 def job_json(
@@ -28,6 +29,8 @@ def job_json(
             "size": request["settings"]["size"],
             "batch_size": request["batch_size"],
             "guidance_scale": request["guidance_scale"],
+            "negative_prompt": request.get("negative_prompt", ""),  # absent in jobs stored before
+            "guidance_interval": request.get("guidance_interval", list(WHOLE_SCHEDULE)),
             "seeds": request["seeds"],
             "settings": request["settings"],
         },

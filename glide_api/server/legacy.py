@@ -1,6 +1,7 @@
 """The original Glide-Api routes, with their parameters and field names unchanged.
 
     GET  /image?size=64&prompt=...&batch_size=1&guidance_scale=3.0&upsample_temp=0.997
+         (new, optional: seed, negative_prompt, guidance_interval, preset)
     POST /basemodel?diffusion_steps=50
     POST /upmodel?diffusion_steps=27
 
@@ -45,7 +46,12 @@ bp = APIBlueprint("legacy", __name__, tag="Original Glide-Api")
 )
 def image(query: LegacyImageQuery, headers: SubmitHeaders) -> dict[str, Any]:
     options = GlideOptions(
-        guidance_scale=query.guidance_scale, upsample_temp=query.upsample_temp, seed=query.seed
+        guidance_scale=query.guidance_scale,
+        upsample_temp=query.upsample_temp,
+        seed=query.seed,
+        negative_prompt=query.negative_prompt,
+        guidance_interval=query.guidance_interval,
+        preset=query.preset,
     )
     request = build_request(
         service(), prompt=_unquoted(query.prompt), size=query.size, n=query.batch_size, options=options

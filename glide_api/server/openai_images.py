@@ -2,10 +2,12 @@
 
     POST /v1/images/generations   JSON
     POST /v1/images/edits         multipart: image (or image[]), optional mask, prompt, n, size, …
+    POST /v1/images/variations    multipart: image, n, size, response_format
 
-GLIDE's own knobs (seed, guidance_scale, steps, upsample_steps, sampler, upsample_temp) ride along as
-extra body fields (`extra_body=` in the client). `stream=true` sends server-sent events that the
-client parses into `image_generation.partial_image` / `.completed` (`image_edit.*` for edits).
+GLIDE's own knobs (seed, guidance_scale, steps, upsample_steps, sampler, upsample_temp,
+negative_prompt, guidance_interval, preset; strength for variations) ride along as extra body
+fields (`extra_body=` in the client). `stream=true` sends server-sent events that the client parses
+into `image_generation.partial_image` / `.completed` (`image_edit.*` for edits).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from apiflask import APIBlueprint
@@ -21,6 +23,8 @@ from flask import request, url_for
 
 from ..engine import Event, Job, Succeeded
 from ..errors import InvalidParameter
+from ..options import STRENGTH
+from ..pipeline.params import GenerationRequest
 from .generation_request import build_request
 from .idempotency import idempotent
 from .openapi import (
@@ -34,10 +38,12 @@ from .openapi import (
 )
 from .owners import caller
 from .schemas import (
+    OpenAIImageFields,
     OpenAIImageOptions,
     OpenAIImagesEditIn,
     OpenAIImagesGenerateIn,
     OpenAIImagesOut,
+    OpenAIImagesVariationIn,
     SubmitHeaders,
     openai_events,
 )
@@ -84,7 +90,7 @@ def _generate(
         mask=mask,
     )
     engine = service().engine
-    submit = idempotent(lambda: engine.submit(req, owner=caller()), headers.idempotency_key)
+    submit = _submitter(req, headers)
     if body.stream:
         partial_images = body.partial_images or 0
 
@@ -100,7 +106,12 @@ def _generate(
     return _answer(body, finished(submit_and_wait(submit)))
 
 
-def _answer(body: OpenAIImageOptions, done: Job) -> dict[str, Any]:
+def _submitter(req: GenerationRequest, headers: SubmitHeaders) -> Callable[[], Job]:
+    """Submit `req`, once per `Idempotency-Key`."""
+    return idempotent(lambda: service().engine.submit(req, owner=caller()), headers.idempotency_key)
+
+
+def _answer(body: OpenAIImageFields, done: Job) -> dict[str, Any]:
     size = done.request["settings"]["size"]
     data = []
     for i, image in enumerate(done.result.images):
@@ -164,6 +175,34 @@ def edits(body: OpenAIImagesEditIn, headers: SubmitHeaders) -> Any:
     image = upload.read()
     mask = body.mask.read() if body.mask else None
     return _generate(body, headers, task="inpaint", kind="image_edit", image=image, mask=mask)
+
+
+@bp.post("/variations")
+@bp.input(OpenAIImagesVariationIn, location="form_and_files", arg_name="body")
+@bp.input(SubmitHeaders, location="headers", arg_name="headers")
+@bp.output(OpenAIImagesOut)
+@bp.doc(
+    summary="Variations of an image (OpenAI Images API)",
+    description="Image-to-image from the picture with an empty prompt, unguided, at `strength` "
+    f"(default {STRENGTH.default}): pictures like it, different in their details. GLIDE's `prompt` "
+    "and `strength` may be added.",
+    responses=error_responses(*SUBMIT, UPLOAD_TOO_LARGE, *WAIT, TIMED_OUT),
+)
+def variations(body: OpenAIImagesVariationIn, headers: SubmitHeaders) -> Any:
+    if body.image is None:
+        raise InvalidParameter("image: an image file is required (multipart field image)")
+    req = build_request(
+        service(),
+        prompt=body.prompt,
+        size=_size(body.size, "img2img"),
+        n=body.n or 1,
+        options=body,
+        task="img2img",
+        image=body.image.read(),
+        strength=body.strength,
+        prompt_required=False,
+    )
+    return _answer(body, finished(submit_and_wait(_submitter(req, headers))))
 
 
 def _event_stream(events: Iterator[Event], job: Job, *, kind: str, partial_images: int) -> Iterator[str]:

@@ -8,24 +8,30 @@ server has it (`openapi.py` fills it in).
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 from apiflask.fields import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 
 from ..options import (
     BATCH_SIZE,
     DIFFUSION_STEPS,
     ETA,
+    GUIDANCE_INTERVAL,
     GUIDANCE_SCALE,
+    NEGATIVE_PROMPT,
+    PRESET,
+    PRESETS,
     SAMPLER,
     SAMPLERS,
     SEED,
     SIZE,
     STEPS,
+    STRENGTH,
     UPSAMPLE_SAMPLER,
     UPSAMPLE_STEPS,
     UPSAMPLE_TEMP,
+    WHOLE_SCHEDULE,
     Option,
 )
 from ..progress import StepProgress
@@ -33,12 +39,31 @@ from ..webhooks.targets import MAX_URL_CHARS
 from .job_webhooks import EVENTS as WEBHOOK_EVENTS
 
 SamplerName = Literal[SAMPLERS]
+PresetName = Literal[tuple(PRESETS)]
 # OpenAPI keyword -> the ServiceConfig setting whose value it takes in this server's document.
 CONFIGURED = "x-configured"
 # The prompt rule: some text that is not only spaces, at most `max_prompt_chars` characters.
 # `build_request` checks it for every route; the schema states the same rule.
 PROMPT_PATTERN = r"\S"
 Steps = str | int  # a step count (50) or a respacing string ("50", "fast27", "ddim25", "10,10,3,2,2")
+# [lo, hi] (JSON) or "lo,hi" (JSON, forms, queries), as the schema states; `build_request` checks
+# it (`options.guidance_interval`), with one message naming the field for every way it can be wrong.
+Interval = Annotated[
+    list[Any] | str,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "array",
+                    "items": {"type": "number", "minimum": 0, "maximum": 1},
+                    "minItems": 2,
+                    "maxItems": 2,
+                },
+                {"type": "string", "pattern": r"^\s*[0-9.]+\s*,\s*[0-9.]+\s*$"},
+            ]
+        }
+    ),
+]
 NO_DEFAULT: Any = None
 
 
@@ -83,6 +108,11 @@ class GlideOptions(BaseModel):
     upsample_sampler: SamplerName | None = option_field(UPSAMPLE_SAMPLER)
     eta: float | None = option_field(ETA)
     upsample_temp: float | None = option_field(UPSAMPLE_TEMP)
+    negative_prompt: str | None = option_field(
+        NEGATIVE_PROMPT, json_schema_extra=configured(maxLength="max_prompt_chars")
+    )
+    guidance_interval: Interval | None = option_field(GUIDANCE_INTERVAL)
+    preset: PresetName | None = option_field(PRESET)
 
 
 # ---- v1 --------------------------------------------------------------------------------------------
@@ -113,12 +143,10 @@ class GenerationIn(GlideOptions):
     webhook_events: list[WebhookEvent] | None = Field(None, min_length=1, description=EVENTS_HELP)
 
 
-class InpaintIn(GlideOptions):
-    """Multipart form: the image, an optional mask (white/opaque = keep, black/transparent = paint;
-    without it the image's transparency is the mask), and the prompt."""
+class _UploadIn(GlideOptions):
+    """Multipart form: a picture and the prompt."""
 
-    image: UploadFile = Field(description="the image to edit (PNG, JPEG, WebP)")
-    mask: UploadFile | None = Field(None, description="keep-mask of the image's size")
+    image: UploadFile = Field(description="the picture (PNG, JPEG, WebP); a non-square one is centre-cropped")
     prompt: str = prompt_field()
     size: int | None = option_field(SIZE)
     n: int = option_field(
@@ -126,6 +154,19 @@ class InpaintIn(GlideOptions):
     )
     webhook: str | None = Field(None, description=WEBHOOK_HELP, max_length=MAX_URL_CHARS)
     webhook_events: str | None = Field(None, description=EVENTS_HELP + "; comma-separated")
+
+
+class InpaintIn(_UploadIn):
+    """Multipart form: the image, an optional mask (white/opaque = keep, black/transparent = paint;
+    without it the image's transparency is the mask), and the prompt."""
+
+    mask: UploadFile | None = Field(None, description="keep-mask of the image's size")
+
+
+class Img2ImgIn(_UploadIn):
+    """Multipart form: the picture to start from, the prompt, and how far to depart from it."""
+
+    strength: float | None = option_field(STRENGTH)
 
 
 class ImageOut(BaseModel):
@@ -141,6 +182,8 @@ class JobRequestOut(BaseModel):
     size: int
     batch_size: int
     guidance_scale: float
+    negative_prompt: str = ""
+    guidance_interval: list[float] = Field(default=list(WHOLE_SCHEDULE), description="[lo, hi]")
     seeds: list[int]
     settings: dict[str, Any]
 
@@ -290,11 +333,18 @@ class OptionOut(BaseModel):
     help: str
 
 
+class PresetOut(BaseModel):
+    name: str
+    help: str
+    values: dict[str, Any] = Field(description="option name -> value; a request's own fields win")
+
+
 class SettingsOut(BaseModel):
     defaults: dict[str, Any] = Field(description="each option's value when a request leaves it out")
     limits: dict[str, Any]
     sizes: dict[str, list[int]]
     samplers: list[str]
+    presets: list[PresetOut] = Field(description="named settings, the `preset` field's choices")
     options: list[OptionOut] = Field(description="every generation option: type, range, help")
 
 
@@ -382,6 +432,11 @@ class LegacyImageQuery(BaseModel):
     guidance_scale: float = option_field(GUIDANCE_SCALE, GUIDANCE_SCALE.default)
     upsample_temp: float = option_field(UPSAMPLE_TEMP, UPSAMPLE_TEMP.default)
     seed: int | None = option_field(SEED)
+    negative_prompt: str | None = option_field(
+        NEGATIVE_PROMPT, json_schema_extra=configured(maxLength="max_prompt_chars")
+    )
+    guidance_interval: str | None = option_field(GUIDANCE_INTERVAL)
+    preset: PresetName | None = option_field(PRESET)
 
 
 class LegacyImageOut(BaseModel):
@@ -418,24 +473,30 @@ class UpModelOut(BaseModel):
 # ---- OpenAI Images API ---------------------------------------------------------------------------
 
 
-class OpenAIImageOptions(GlideOptions):
-    """OpenAI's fields; `model`, `quality`, `style`, `user`, `background`, `output_format`,
-    `moderation` and `output_compression` are accepted and ignored (there is one GLIDE)."""
+class OpenAIImageFields(GlideOptions):
+    """The fields of every OpenAI images route; `model` and `user` are accepted and ignored (there
+    is one GLIDE)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = prompt_field()
     n: int | None = Field(
         1, ge=1, description="images to make", json_schema_extra=configured(maximum="max_batch_size")
     )
     size: str | None = Field(None, description='"256x256" (square sizes the models make) or "auto"')
     response_format: Literal["b64_json", "url"] | None = Field(None, description="default b64_json")
+    model: str | None = None
+    user: str | None = None
+
+
+class OpenAIImageOptions(OpenAIImageFields):
+    """OpenAI's fields of the prompted routes; `quality`, `style`, `background`, `output_format`,
+    `moderation` and `output_compression` are accepted and ignored as well."""
+
+    prompt: str = prompt_field()
     stream: bool | None = Field(False, description="send server-sent events")
     partial_images: int | None = Field(0, ge=0, le=3, description="partial images to stream (0–3)")
-    model: str | None = None
     quality: str | None = None
     style: str | None = None
-    user: str | None = None
     background: str | None = None
     output_format: str | None = None
     moderation: str | None = None
@@ -452,6 +513,16 @@ class OpenAIImagesEditIn(OpenAIImageOptions):
 
     image: UploadFile | None = None
     mask: UploadFile | None = None
+
+
+class OpenAIImagesVariationIn(OpenAIImageFields):
+    """Multipart: `image`, and the fields above as form values. A variation is image-to-image from
+    the picture with an empty prompt (unguided) at `strength` (docs/api.md); GLIDE's own `prompt`
+    may steer it."""
+
+    image: UploadFile | None = None
+    prompt: str = Field("", description="GLIDE's own: a prompt to steer the variation (default: none)")
+    strength: float | None = option_field(STRENGTH)
 
 
 class OpenAIImageData(BaseModel):

@@ -27,7 +27,7 @@ from ..engine.fleet import Fleet
 from ..engine.idempotency_keys import IdempotencyKeys, open_idempotency_keys
 from ..engine.redis_idempotency import RedisIdempotencyKeys
 from ..errors import InvalidParameter, ModelNotReady, StoreUnavailable, WeightsNotFound
-from ..model_selection import TASK_LABELS, TASK_ROLES, demo_advice
+from ..model_selection import TASK_CAPABILITY, TASK_LABELS, TASK_ROLES, demo_advice
 from ..models.official_files import MissingWeights, missing_weights
 from ..models.weights_source import WeightsSource
 from ..pipeline.glide_pipeline import GlidePipeline
@@ -313,16 +313,18 @@ class Service:
 
     def engine_for(self, task: str) -> Engine:
         """The engine, once `task`'s models are loaded: `ModelNotReady` (503, naming what is missing)
-        while they load or cannot be had; `InvalidParameter` (400) when `task` is configured off."""
-        cap = self.capabilities()[task]
+        while they load or cannot be had; `InvalidParameter` (400) when `task` is configured off.
+        Image-to-image needs the text-to-image models (`TASK_CAPABILITY`)."""
+        capability = TASK_CAPABILITY[task]
+        cap = self.capabilities()[capability]
         if cap["state"] == "ready":
             return self.engine
         if cap["state"] == "off":
             raise InvalidParameter(
-                f"{task}: {TASK_LABELS[task]} is not available on this server: {cap['reason']}"
+                f"{task}: {TASK_LABELS[capability]} is not available on this server: {cap['reason']}"
             )
         raise ModelNotReady(
-            self._why(task), retry_after=RETRY_LOADING if cap["state"] == "loading" else RETRY_STUCK
+            self._why(capability), retry_after=RETRY_LOADING if cap["state"] == "loading" else RETRY_STUCK
         )
 
     def _why(self, task: str) -> str:

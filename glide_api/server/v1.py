@@ -1,5 +1,5 @@
 """The v1 API: jobs (sync or async), progress as server-sent events, cancel, images, inpainting,
-models and settings."""
+image-to-image, models and settings."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from flask import Response
 
 from ..engine import Job
 from ..errors import InvalidParameter
-from ..options import GENERATION_OPTIONS, SAMPLERS
+from ..options import ALL_OPTIONS, PRESETS, SAMPLERS
 from ..pipeline.params import GenerationRequest
 from .generation_request import build_request
 from .idempotency import idempotent
@@ -36,6 +36,7 @@ from .schemas import (
     EventsHeaders,
     EventsQuery,
     GenerationIn,
+    Img2ImgIn,
     InpaintIn,
     JobListOut,
     JobOut,
@@ -140,6 +141,30 @@ def inpaint(form: InpaintIn, headers: AsyncHeaders) -> Any:
         task="inpaint",
         image=image,
         mask=mask,
+    )
+    return _respond(_submitter(req, form.webhook, form.webhook_events), headers)
+
+
+@bp.post("/img2img")
+@bp.input(Img2ImgIn, location="form_and_files", arg_name="form")
+@bp.input(AsyncHeaders, location="headers", arg_name="headers")
+@bp.output(JobOut, status_code=200)
+@bp.doc(
+    summary="Redraw a picture from a prompt (image-to-image)",
+    description="The picture is noised to `strength` (0: kept as it is, 1: pure noise, as text to "
+    "image) and sampled from there with the prompt, by the text-to-image models. " + ASYNC_DOC,
+    responses=ACCEPTED | error_responses(*SUBMIT, UPLOAD_TOO_LARGE, *WAIT),
+)
+def img2img(form: Img2ImgIn, headers: AsyncHeaders) -> Any:
+    req = build_request(
+        service(),
+        prompt=form.prompt,
+        size=form.size,
+        n=form.n,
+        options=form,
+        task="img2img",
+        image=form.image.read() if form.image else None,
+        strength=form.strength,
     )
     return _respond(_submitter(req, form.webhook, form.webhook_events), headers)
 
@@ -292,7 +317,7 @@ def settings() -> dict[str, Any]:
     c = svc.config
     pipeline = svc.engine.pipeline
     steps = svc.step_defaults.get()
-    defaults = {option.name: option.default for option in GENERATION_OPTIONS}
+    defaults = {option.name: option.default for option in ALL_OPTIONS}
     defaults |= {
         "size": pipeline.default_size("text2im") if pipeline.sizes("text2im") else None,
         "steps": steps["base"],
@@ -310,7 +335,8 @@ def settings() -> dict[str, Any]:
             "job_timeout": c.job_timeout,
             "rate_limit_per_minute": c.rate_limit,
         },
-        "sizes": {"text2im": pipeline.sizes("text2im"), "inpaint": pipeline.sizes("inpaint")},
+        "sizes": {task: pipeline.sizes(task) for task in ("text2im", "inpaint", "img2img")},
         "samplers": list(SAMPLERS),
-        "options": [option.describe() | {"default": defaults[option.name]} for option in GENERATION_OPTIONS],
+        "presets": [preset.describe() for preset in PRESETS.values()],
+        "options": [option.describe() | {"default": defaults[option.name]} for option in ALL_OPTIONS],
     }

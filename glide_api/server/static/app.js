@@ -1,5 +1,6 @@
-// The web UI's entry point: builds the views (generate and inpaint forms, mask editor, gallery,
-// models and settings) and wires them to each other, to the server's settings and to readiness.
+// The web UI's entry point: builds the views (generate, inpaint and image-to-image forms, mask
+// editor, picture chooser, gallery, models and settings) and wires them to each other, to the
+// server's settings and to readiness.
 
 import { apiFetch, getJSON, onKeyNeeded } from "./api.js";
 import { bytes } from "./format.js";
@@ -7,6 +8,7 @@ import { JobForm } from "./forms.js";
 import { Gallery } from "./gallery.js";
 import { askForKey } from "./keys.js";
 import { MaskEditor } from "./mask.js";
+import { PicturePicker } from "./picture.js";
 import { announce, toast } from "./messages.js";
 import { showActiveModel, showModels } from "./models.js";
 import { watchReadiness } from "./readiness.js";
@@ -52,6 +54,18 @@ function main() {
       method: "POST", json: values, signal, headers: { Prefer: "respond-async" } }),
   });
 
+  /** `blobs` within the server's upload limit, else an error naming the picture. */
+  function checkUpload(...blobs) {
+    const size = blobs.reduce((total, blob) => total + blob.size, 0);
+    const limit = state.settings?.limits?.max_upload_bytes;
+    if (limit && size > limit) {
+      const error = new Error(`The picture is too large to send (${bytes(size)}; the limit is `
+        + `${bytes(limit)}). Try a smaller one.`);
+      error.param = "image";
+      throw error;
+    }
+  }
+
   const inpaint = new JobForm({
     prefix: "inp", task: "inpaint", gallery, toast, canRun,
     extraCheck: (problems) => {
@@ -62,13 +76,7 @@ function main() {
     },
     send: async (values, signal) => {
       const [image, mask] = await Promise.all([editor.imageBlob(), editor.maskBlob()]);
-      const limit = state.settings?.limits?.max_upload_bytes;
-      if (limit && image.size + mask.size > limit) {
-        const error = new Error(`The picture is too large to send (${bytes(image.size)}; the limit is `
-          + `${bytes(limit)}). Try a smaller one.`);
-        error.param = "image";
-        throw error;
-      }
+      checkUpload(image, mask);
       const body = new FormData();
       body.append("image", image, "image.png");
       body.append("mask", mask, "mask.png");
@@ -76,12 +84,32 @@ function main() {
       return apiFetch("/v1/inpaint", { method: "POST", body, signal, headers: { Prefer: "respond-async" } });
     },
   });
-  const forms = [generate, inpaint];
+
+  const picker = new PicturePicker({
+    prefix: "i2i",
+    onChange: () => img2img.clearError("image"),
+    onError: (message) => img2img.fieldError("image", message),
+  });
+  const img2img = new JobForm({
+    prefix: "i2i", task: "img2img", gallery, toast, canRun,
+    extraCheck: (problems) => {
+      if (!picker.file) problems.push(["image", "Choose a picture first."]);
+    },
+    send: async (values, signal) => {
+      checkUpload(picker.file);
+      const body = new FormData();
+      body.append("image", picker.file, picker.file.name || "image.png");
+      for (const [name, value] of Object.entries(values)) body.append(name, String(value));
+      return apiFetch("/v1/img2img", { method: "POST", body, signal, headers: { Prefer: "respond-async" } });
+    },
+  });
+  const forms = [generate, inpaint, img2img];
+  const TAB_OF = { text2im: ["generate", generate], inpaint: ["inpaint", inpaint], img2img: ["img2img", img2img] };
 
   function reuse(job, seed) {
-    const form = job.task === "inpaint" ? inpaint : generate;
+    const [tab, form] = TAB_OF[job.task] ?? TAB_OF.text2im;
     form.fill(job, seed);
-    selectTab(job.task === "inpaint" ? "inpaint" : "generate");
+    selectTab(tab);
     form.control("prompt").focus();
     announce(seed === null ? "Settings copied into the form."
       : `Settings and seed ${seed} copied into the form.`);
@@ -124,9 +152,10 @@ function main() {
     editor.undo();
   });
   document.addEventListener("paste", (e) => {
-    if ($("panel-inpaint").hidden) return;
     const file = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith("image/"));
-    if (file) editor.load(file);
+    if (!file) return;
+    if (!$("panel-inpaint").hidden) editor.load(file);
+    else if (!$("panel-img2img").hidden) picker.load(file);
   });
 
   watchReadiness(async (ready, first) => {

@@ -1,6 +1,6 @@
-// The generate and inpaint forms: defaults, ranges, choices and help from /v1/settings, reading the
-// controls into an API request, errors shown beside the field they name, and one job at a time per
-// form, from submit through its progress events to the gallery.
+// The generate, inpaint and image-to-image forms: defaults, ranges, choices, presets and help from
+// /v1/settings, reading the controls into an API request, errors shown beside the field they name,
+// and one job at a time per form, from submit through its progress events to the gallery.
 
 import { apiFetch, getJSON } from "./api.js";
 import { followJob, jobPath, normalizeJob, RunView, TERMINAL } from "./jobs.js";
@@ -10,7 +10,11 @@ import { applyRange, askFor, choicesOf, inRange, optionOf, optionsOf, rangeOf } 
 // The controls that take a default: [control name, its key in /v1/settings defaults]. Samplers and
 // size are filled with their choices first.
 const DEFAULTED = [["n", "batch_size"], ["guidance_scale", "guidance_scale"], ["steps", "steps"],
-  ["upsample_steps", "upsample_steps"], ["upsample_temp", "upsample_temp"], ["eta", "eta"]];
+  ["upsample_steps", "upsample_steps"], ["upsample_temp", "upsample_temp"], ["eta", "eta"],
+  ["strength", "strength"], ["guidance_interval", "guidance_interval"]];
+// The request's numeric fields, and those sent as the text they hold (when not empty).
+const NUMBERS = ["size", "n", "seed", "guidance_scale", "eta", "upsample_temp", "strength"];
+const TEXTS = ["steps", "upsample_steps", "guidance_interval", "negative_prompt", "preset"];
 
 // Names the server (or the engine behind it) may give a parameter -> the form control's name.
 const ALIASES = {
@@ -23,6 +27,8 @@ const ALIASES = {
   mask: "image",
   file: "image",
 };
+
+const title = (name) => name[0].toUpperCase() + name.slice(1);
 
 function parameterName(error) {
   let param = error.param;
@@ -38,7 +44,7 @@ function parameterName(error) {
 
 export class JobForm {
   /**
-   * prefix: "gen" or "inp" (element ids); task: "text2im" or "inpaint";
+   * prefix: "gen", "inp" or "i2i" (element ids); task: "text2im", "inpaint" or "img2img";
    * send(values, signal) -> Promise<Response> posts the job; gallery receives finished jobs;
    * toast(message) shows errors that belong to no field; canRun() says whether the server is ready;
    * extraCheck(problems) may add [field, message] pairs before a job is sent.
@@ -126,8 +132,47 @@ export class JobForm {
     }
     if (limits.max_prompt_chars) this.control("prompt").maxLength = limits.max_prompt_chars;
     this.count(this.control("prompt"), this.form.querySelector("[data-counter-for]"));
+    this.showPresets(settings.presets ?? []);
     this.updateEta();
     this.updateButtons();
+  }
+
+  /** One button per preset: a click puts its values into the form and sends its name along. */
+  showPresets(presets) {
+    const group = this.form.querySelector("[data-presets]");
+    group.replaceChildren(...presets.map((preset) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "small";
+      button.dataset.preset = preset.name;
+      button.textContent = title(preset.name);
+      button.title = preset.help;
+      button.setAttribute("aria-pressed", String(this.control("preset").value === preset.name));
+      button.addEventListener("click", () => this.applyPreset(preset));
+      return button;
+    }));
+  }
+
+  applyPreset(preset) {
+    for (const [name, value] of Object.entries(preset.values)) {
+      const control = this.control(name);
+      if (!control) continue;  // not in this form: the server applies it from `preset`
+      if (control.tagName === "SELECT" && ![...control.options].some((o) => o.value === String(value))) continue;
+      control.value = String(value);
+      this.clearError(name);
+    }
+    this.markPreset(preset);
+    this.updateEta();
+  }
+
+  /** Show which preset is chosen (null: none); its name goes with the request. */
+  markPreset(preset) {
+    this.control("preset").value = preset?.name ?? "";
+    for (const button of this.form.querySelectorAll("[data-preset]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.preset === preset?.name));
+    }
+    document.getElementById(`${this.prefix}-preset-chosen`).textContent = preset
+      ? `${title(preset.name)}: ${sentence(preset.help)} Fields you change win over it.` : "";
   }
 
   setDefault(control, value, current = control.value) {
@@ -144,6 +189,8 @@ export class JobForm {
       if (control.dataset?.default !== undefined) control.value = control.dataset.default;
     }
     this.control("seed").value = "";
+    this.control("negative_prompt").value = "";
+    this.markPreset(null);
     this.updateEta();
     this.clearErrors();
   }
@@ -174,6 +221,10 @@ export class JobForm {
     set("upsample_sampler", job.upsampleSampler);
     set("eta", job.eta);
     set("upsample_temp", job.upsampleTemp);
+    set("negative_prompt", job.negativePrompt);
+    set("guidance_interval", job.guidanceInterval?.join(","));
+    set("strength", job.strength);
+    this.markPreset(null);  // the job's own values are all in the form now
     this.updateEta();
     this.clearErrors();
     this.control("prompt").dispatchEvent(new Event("input"));
@@ -204,9 +255,9 @@ export class JobForm {
       }
       out[name] = value;
     };
-    for (const name of ["size", "n", "seed", "guidance_scale", "eta", "upsample_temp"]) number(name);
-    for (const name of ["steps", "upsample_steps"]) {
-      const value = this.control(name).value.trim();
+    for (const name of NUMBERS) number(name);
+    for (const name of TEXTS) {
+      const value = this.control(name)?.value.trim();
       if (value) out[name] = value;
     }
     for (const name of ["sampler", "upsample_sampler"]) {
@@ -222,12 +273,12 @@ export class JobForm {
   // ---- errors --------------------------------------------------------------------------------
 
   hasImage(name) {
-    return name === "image" && this.task === "inpaint";  // the picture and mask live outside the form
+    return name === "image" && this.task !== "text2im";  // the picture (and mask) live outside the form
   }
 
   errorElement(name) {
     return document.getElementById(`${this.prefix}-${name}-error`)
-      ?? (this.hasImage(name) ? document.getElementById("inp-file-error") : null);
+      ?? (this.hasImage(name) ? document.getElementById(`${this.prefix}-file-error`) : null);
   }
 
   fieldError(name, message) {
@@ -240,8 +291,9 @@ export class JobForm {
   }
 
   focusControl(name) {
-    const control = this.control(name) ?? (this.hasImage(name)
-      ? document.querySelector('#inp-drop-hint:not([hidden]) button, [data-mask="replace"]') : null);
+    const picker = this.task === "inpaint" ? '#inp-drop-hint:not([hidden]) button, [data-mask="replace"]'
+      : `#${this.prefix}-drop-hint:not([hidden]) button, #${this.prefix}-replace:not([hidden])`;
+    const control = this.control(name) ?? (this.hasImage(name) ? document.querySelector(picker) : null);
     if (control && !control.disabled) control.focus();
   }
 

@@ -15,7 +15,7 @@ function slug(text, length = 48) {
 }
 
 export function downloadName(job, image) {
-  const kind = job.task === "inpaint" ? "glide-inpaint" : "glide";
+  const kind = job.task === "text2im" ? "glide" : `glide-${job.task}`;
   return `${kind}-${slug(job.prompt)}-${image.seed ?? image.index}.png`;
 }
 
@@ -89,16 +89,20 @@ export class Gallery {
 
     const prompt = element.querySelector(".job-prompt");
     prompt.textContent = job.prompt || "(no prompt)";
-    if (job.task === "inpaint") {
+    if (job.task !== "text2im") {
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = "inpaint";
+      badge.textContent = job.task;
       prompt.prepend(badge, " ");
     }
     const facts = element.querySelector(".job-facts");
     fact(facts, "Size", job.size ? `${job.size} × ${job.size}` : null);
     fact(facts, "Seeds", job.images.map((image) => image.seed).join(", "));
     fact(facts, "Guidance", job.guidanceScale);
+    fact(facts, "Negative prompt", job.negativePrompt);
+    const [lo, hi] = job.guidanceInterval ?? [0, 1];
+    if (lo > 0 || hi < 1) fact(facts, "Guided on", `t/T ${lo} to ${hi}`);
+    fact(facts, "Strength", job.strength);
     fact(facts, "Steps", [job.steps, job.upsampleSteps].filter((s) => s !== null).join(" / "));
     fact(facts, "Samplers", [job.sampler, job.upsampleSampler].filter(Boolean).join(" / "));
     if (job.eta) fact(facts, "Eta", job.eta);

@@ -21,7 +21,9 @@ export function showSettings(settings) {
     ["Upsample temperature", d.upsample_temp],
     ["Sizes", (settings.sizes?.text2im ?? []).join(", ") || "none"],
     ["Inpainting sizes", (settings.sizes?.inpaint ?? []).join(", ") || "none"],
-    ["Samplers", (settings.samplers ?? []).join(", ")]]);
+    ["Image-to-image sizes", (settings.sizes?.img2img ?? []).join(", ") || "none"],
+    ["Samplers", (settings.samplers ?? []).join(", ")],
+    ["Presets", (settings.presets ?? []).map((preset) => preset.name).join(", ")]]);
   facts($("limits-facts"), [["Images per job", l.max_batch_size], ["Prompt length", l.max_prompt_chars
     && `${l.max_prompt_chars} characters`], ["Upload size", bytes(l.max_upload_bytes)], ["Steps", l.max_steps
     && describeRange(rangeOf(settings, "diffusion_steps"))]]);
