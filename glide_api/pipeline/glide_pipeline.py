@@ -32,7 +32,7 @@ from ..diffusion.schedule import Schedule
 from ..errors import InvalidParameter, PipelineError
 from ..model_selection import MODEL_ROLES, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
-from ..models.glide import GlideUNet, autocast
+from ..models.glide import GlideUNet
 from ..models.weights_source import WeightsSource
 from ..progress import StepProgress
 from . import images
@@ -470,17 +470,17 @@ class GlidePipeline:
         tokens, mask = tokens.to(self.device), mask.to(self.device)
         if not self.batch_invariant:
             groups = [list(range(tokens.shape[0]))]
-        with torch.no_grad(), autocast(self.precision, self.device):
+        # The weights are stored in the pipeline's precision (loading.prepare): no autocast here.
+        with torch.no_grad():
             texts = [net.encode_text(tokens[g], mask[g]) for g in groups]
 
         def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with autocast(self.precision, self.device):
-                if len(groups) == 1:
-                    return net(x, t, text=texts[0], **extra)
-                out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
-                for g, text in zip(groups, texts, strict=True):
-                    out[g] = net(x[g], t[g], text=text, **{k: v[g] for k, v in extra.items()})
-                return out
+            if len(groups) == 1:
+                return net(x, t, text=texts[0], **extra)
+            out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
+            for g, text in zip(groups, texts, strict=True):
+                out[g] = net(x[g], t[g], text=text, **{k: v[g] for k, v in extra.items()})
+            return out
 
         return network
 
