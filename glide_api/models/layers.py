@@ -119,7 +119,7 @@ class ResBlock(nn.Module):
         e = self.emb_layers(emb).to(h.dtype)[:, :, None, None]  # [B, 2*out or out, 1, 1]
         if self.use_scale_shift_norm:
             scale, shift = e.chunk(2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.out_layers[0](h), 1 + scale)  # norm(h) * (1 + scale) + shift
             h = self.out_layers[1:](h)
         else:
             h = self.out_layers(h + e)
@@ -155,17 +155,19 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor, text_kv: tuple[Tensor, Tensor]) -> Tensor:
         b, c, height, width = x.shape
         heads, d = self.num_heads, c // self.num_heads
-        qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # [B, 3C, N]
+        # The 1x1 convs run as matmuls over pixel rows [B, N, C], so that each head's q, k and v are
+        # row slices whose last dimension is contiguous, as the fused attention kernel needs (strided
+        # ones fall back to a generic path several times slower on CPU).
+        h = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # [B, N, C]
+        qkv = F.linear(h, self.qkv.weight[..., 0], self.qkv.bias)  # [B, N, 3C]
         # Channels are grouped by head first, then [q | k | v] inside each head (SPEC §3.4).
-        q, k, v = qkv.reshape(b, heads, 3 * d, -1).transpose(-1, -2).split(d, dim=-1)  # each [B, H, N, d]
+        q, k, v = qkv.view(b, -1, heads, 3 * d).transpose(1, 2).split(d, dim=-1)  # each [B, H, N, d]
         ek, ev = text_kv
-        # Contiguous inputs take the fused kernel; strided ones fall back to a generic path that is
-        # several times slower on CPU. The concatenations are contiguous already.
         k = torch.cat([ek, k], dim=-2)  # text tokens first: [B, H, T + N, d]
         v = torch.cat([ev, v], dim=-2)
-        a = attention(q.contiguous(), k, v)  # [B, H, N, d]
-        a = a.transpose(-1, -2).reshape(b, c, -1)  # head index major: [B, C, N]
-        return x + self.proj_out(a).reshape(b, c, height, width)
+        a = attention(q, k, v).transpose(1, 2).reshape(b, -1, c)  # head index major: [B, N, C]
+        out = F.linear(a, self.proj_out.weight[..., 0], self.proj_out.bias)  # [B, N, C]
+        return (x.reshape(b, c, -1) + out.transpose(1, 2)).reshape(b, c, height, width)
 
 
 class TimestepBlock(nn.Sequential):
