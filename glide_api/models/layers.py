@@ -103,7 +103,9 @@ class ResBlock(nn.Module):
 
     def _resample(self, x: Tensor) -> Tensor:
         if self.up:
-            return F.interpolate(x, scale_factor=2, mode="nearest")
+            # Nearest 2x as one broadcasting copy: the same values as F.interpolate, several times faster on CPU.
+            b, c, height, width = x.shape
+            return x[:, :, :, None, :, None].expand(b, c, height, 2, width, 2).reshape(b, c, 2 * height, 2 * width)
         if self.down:
             return F.avg_pool2d(x, kernel_size=2, stride=2)
         return x
