@@ -80,6 +80,66 @@ def test_fused_attention_matches_reference_form() -> None:
     assert relative_error(attention(q, k, v), reference_attention(q, k, v)) < 1e-5
 
 
+def reference_attention_block(block, x, encoder_out):
+    """The reference's AttentionBlock (SPEC §3.4): 1x1 convs on [B, C, N], text keys/values in every call."""
+    b, c, height, width = x.shape
+    heads, d = block.num_heads, c // block.num_heads
+    qkv = block.qkv(block.norm(x).reshape(b, c, -1)).reshape(b * heads, 3 * d, -1)
+    q, k, v = qkv.split(d, dim=1)  # [B*H, d, N]
+    ek, ev = block.encoder_kv(encoder_out).reshape(b * heads, 2 * d, -1).split(d, dim=1)
+    k, v = torch.cat([ek, k], dim=-1), torch.cat([ev, v], dim=-1)
+    scale = 1 / math.sqrt(math.sqrt(d))
+    w = torch.softmax(torch.einsum("bct,bcs->bts", q * scale, k * scale), dim=-1)
+    a = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, -1)
+    return x + block.proj_out(a).reshape(b, c, height, width)
+
+
+def test_attention_block_with_text_keys_values_computed_once_matches_the_reference_block() -> None:
+    from glide_api.models.layers import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(channels=192, num_heads=3, encoder_channels=64, text_index=0)
+    for p in block.parameters():  # proj_out starts at zero: give every weight a value
+        torch.nn.init.normal_(p, std=0.1)
+    x, encoder_out = torch.randn(2, 192, 16, 16), torch.randn(2, 64, 16)
+    with torch.no_grad():
+        out = block(x, block.text_keys_values(encoder_out))
+        ref = reference_attention_block(block.double(), x.double(), encoder_out.double())
+    assert out.dtype == torch.float32
+    assert relative_error(out.double(), ref) < 1e-6
+
+
+def test_text_keys_values_are_computed_by_encode_text_and_not_by_a_step() -> None:
+    from glide_api.models.layers import AttentionBlock
+
+    model = small_model("small-base")
+    ref = tensors("small-base.forward.safetensors")
+    blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]
+    calls = []
+    for block in blocks:
+        block.encoder_kv.register_forward_hook(lambda module, args, out: calls.append(module))
+    with torch.no_grad():
+        text = model.encode_text(ref["tokens"], ref["mask"])
+        assert len(calls) == len(blocks) == len(text.kv) > 0
+        out = model(ref["x"], ref["timesteps"], text=text)
+    assert len(calls) == len(blocks)  # the step used the stored keys and values
+    assert relative_error(out, ref["output"]) <= 1e-5
+
+
+def test_rows_of_a_text_embedding_equal_encoding_those_prompts_alone() -> None:
+    model = small_model("small-base")
+    ref = tensors("small-base.forward.safetensors")
+    with torch.no_grad():
+        row = model.encode_text(ref["tokens"], ref["mask"]).rows([1])
+        alone = model.encode_text(ref["tokens"][1:], ref["mask"][1:])
+    assert len(row) == 1 and len(row.kv) == len(alone.kv)
+    got = [row.proj, row.tokens, *(t for kv in row.kv for t in kv)]
+    want = [alone.proj, alone.tokens, *(t for kv in alone.kv for t in kv)]
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        assert relative_error(a, b) < 1e-6
+
+
 def test_strict_loading_lists_missing_unexpected_and_misshaped_keys() -> None:
     model = create_model(golden_json()["configs"]["small-base"])
     state = {k: v.float() for k, v in tensors("small-base.weights.safetensors").items()}
@@ -101,10 +161,10 @@ def test_base_weights_do_not_load_into_an_upsampler() -> None:
         model.load_state_dict(state)
 
 
-def test_fp16_mode_follows_the_reference_dtype_rule() -> None:
-    model = meta_model("base").convert_to_fp16()
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_storage_follows_the_reference_dtype_rule(half) -> None:
+    model = meta_model("base").convert_torso(half)
     dtypes = {k: v.dtype for k, v in model.state_dict().items()}
-    half = torch.float16
     for key in (
         "input_blocks.0.0.weight",
         "input_blocks.5.1.qkv.weight",

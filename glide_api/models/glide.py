@@ -37,11 +37,21 @@ Precision = Literal[PRECISIONS]
 class TextEmbedding:
     """The text encoder's outputs for a batch of prompts; computed once, reused at every step."""
 
-    proj: Tensor  # [B, 4*ch0]: added to the timestep embedding
-    tokens: Tensor  # [B, xf_width, text_ctx]: extra keys/values for every attention block
+    proj: Tensor  # [B, 4*ch0], in the timestep embedding's dtype: added to it
+    tokens: Tensor  # [B, xf_width, text_ctx]: the token states the attention blocks attend to
+    # Per attention block (its `text_index`): the tokens' keys and values, each [B, H, text_ctx, d].
+    kv: tuple[tuple[Tensor, Tensor], ...]
 
     def __len__(self) -> int:
         return self.proj.shape[0]
+
+    def rows(self, index: Tensor | list[int] | slice) -> TextEmbedding:
+        """The embedding of the prompts at `index` (rows of the batch)."""
+        return TextEmbedding(
+            proj=self.proj[index],
+            tokens=self.tokens[index],
+            kv=tuple((k[index], v[index]) for k, v in self.kv),
+        )
 
 
 class GlideUNet(nn.Module):
@@ -91,9 +101,15 @@ class GlideUNet(nn.Module):
                 **resample,
             )
 
+        attention_blocks: list[AttentionBlock] = []
+
         def attn(ch: int, heads_option: int) -> AttentionBlock:
             heads = ch // c.num_head_channels if c.num_head_channels > 0 else heads_option
-            return AttentionBlock(channels=ch, num_heads=heads, encoder_channels=c.xf_width)
+            block = AttentionBlock(
+                channels=ch, num_heads=heads, encoder_channels=c.xf_width, text_index=len(attention_blocks)
+            )
+            attention_blocks.append(block)
+            return block
 
         up_heads = c.num_heads if c.num_heads_upsample == -1 else c.num_heads_upsample
         ch = ch0 * mults[0]
@@ -126,6 +142,8 @@ class GlideUNet(nn.Module):
                     layers.append(res(ch, ch, up=True))
                     ds //= 2
                 self.output_blocks.append(TimestepBlock(*layers))
+        # A plain tuple, not a ModuleList: the blocks are registered (and named) where they sit.
+        self._attention_blocks = tuple(attention_blocks)
 
     # ---- precision ----------------------------------------------------------------------------
 
@@ -146,16 +164,22 @@ class GlideUNet(nn.Module):
         yield self.transformer_proj
         yield self.token_embedding
 
-    def convert_to_fp16(self) -> GlideUNet:
-        """The reference's mixed precision: torso convs and text Linears in fp16, norms/embeddings fp32."""
+    def convert_torso(self, dtype: torch.dtype) -> GlideUNet:
+        """Store the torso convs and text Linears in `dtype`; norms, embeddings and the head stay fp32.
+
+        With float16 this is the reference's mixed precision; bfloat16 follows the same rule. The
+        weights are converted here once: a forward casts activations only.
+        """
         for m in self._half_precision_modules():
-            m.half()
+            m.to(dtype)
         return self
 
+    def convert_to_fp16(self) -> GlideUNet:
+        """The reference's mixed precision: torso convs and text Linears in fp16, norms/embeddings fp32."""
+        return self.convert_torso(torch.float16)
+
     def convert_to_fp32(self) -> GlideUNet:
-        for m in self._half_precision_modules():
-            m.float()
-        return self
+        return self.convert_torso(torch.float32)
 
     # ---- loading ------------------------------------------------------------------------------
 
@@ -195,7 +219,12 @@ class GlideUNet(nn.Module):
         if c.xf_final_ln:
             x = self.final_ln(x)
         proj = self.transformer_proj(x[:, -1])  # from the last position (SPEC §2.2.6)
-        return TextEmbedding(proj=proj, tokens=x.permute(0, 2, 1))
+        tokens = x.permute(0, 2, 1)  # [B, xf_width, text_ctx]
+        return TextEmbedding(
+            proj=proj.to(self.time_embed[0].weight.dtype),
+            tokens=tokens,
+            kv=tuple(block.text_keys_values(tokens) for block in self._attention_blocks),
+        )
 
     def forward(
         self,
@@ -229,17 +258,17 @@ class GlideUNet(nn.Module):
 
         t_emb = timestep_embedding(timesteps, c.num_channels)
         emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))
-        emb = emb + text.proj.to(emb.dtype)
+        emb = emb + text.proj
         h = torch.cat([x, *self._extra_inputs(x, low_res, inpaint_image, inpaint_mask)], dim=1)
         h = h.to(self.dtype)
 
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb, text.tokens)
+            h = block(h, emb, text.kv)
             skips.append(h)
-        h = self.middle_block(h, emb, text.tokens)
+        h = self.middle_block(h, emb, text.kv)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, text.tokens)
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, text.kv)
         # The head runs in x's dtype (float32) and the result is x's dtype, also under autocast.
         return self.out(h.to(x.dtype)).to(x.dtype)
 
@@ -310,9 +339,10 @@ def create_model(
 
 
 def autocast(precision: Precision, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """The context a forward pass runs in: bf16 autocast for "bf16", nothing otherwise.
+    """Training's context: bf16 autocast over float32 master weights for "bf16", nothing otherwise.
 
-    fp16 is a property of the weights (`convert_to_fp16`), not of a context.
+    Sampling stores its weights in the precision instead (`convert_torso`, once at loading), so
+    that a forward casts no weights.
     """
     checks.one_of("precision", precision, PRECISIONS)
     if precision == "bf16":

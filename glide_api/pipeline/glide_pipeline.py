@@ -32,7 +32,7 @@ from ..diffusion.schedule import Schedule
 from ..errors import InvalidParameter, PipelineError
 from ..model_selection import MODEL_ROLES, TASK_CAPABILITY, TASK_ROLES, ModelSelection
 from ..models.config import ModelConfig
-from ..models.glide import GlideUNet, autocast
+from ..models.glide import GlideUNet
 from ..models.weights_source import WeightsSource
 from ..options import WHOLE_SCHEDULE
 from ..progress import StepProgress
@@ -498,13 +498,14 @@ class GlidePipeline:
         tokens, mask = tokens.to(self.device), mask.to(self.device)
         if not self.batch_invariant:
             groups = [list(range(tokens.shape[0]))]
+        # The weights are stored in the pipeline's precision (loading.prepare): no autocast here.
         texts: dict[tuple[int, ...], Any] = {}
 
         def text_of(rows: list[int]) -> Any:
             """The text encoding of these rows, made once (for each group's whole rows, right away)."""
             key = tuple(rows)
             if key not in texts:
-                with torch.no_grad(), autocast(self.precision, self.device):
+                with torch.no_grad():
                     texts[key] = net.encode_text(tokens[rows], mask[rows])
             return texts[key]
 
@@ -514,18 +515,17 @@ class GlidePipeline:
         def network(x: torch.Tensor, t: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
             at = {row: place for place, row in enumerate(range(x.shape[0]) if rows is None else rows)}
             runs = [run for g in groups if (run := [row for row in g if row in at])]
-            with autocast(self.precision, self.device):
-                if len(runs) == 1 and [at[row] for row in runs[0]] == list(range(x.shape[0])):
-                    run = runs[0]  # x holds these rows in order: no gathering
-                    chosen = extra if len(run) == tokens.shape[0] else {k: v[run] for k, v in extra.items()}
-                    return net(x, t, text=text_of(run), **chosen)
-                out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
-                for run in runs:
-                    places = [at[row] for row in run]
-                    out[places] = net(
-                        x[places], t[places], text=text_of(run), **{k: v[run] for k, v in extra.items()}
-                    )
-                return out
+            if len(runs) == 1 and [at[row] for row in runs[0]] == list(range(x.shape[0])):
+                run = runs[0]  # x holds these rows in order: no gathering
+                chosen = extra if len(run) == tokens.shape[0] else {k: v[run] for k, v in extra.items()}
+                return net(x, t, text=text_of(run), **chosen)
+            out = torch.empty(x.shape[0], 6, *x.shape[2:], device=x.device, dtype=x.dtype)
+            for run in runs:
+                places = [at[row] for row in run]
+                out[places] = net(
+                    x[places], t[places], text=text_of(run), **{k: v[run] for k, v in extra.items()}
+                )
+            return out
 
         return network
 

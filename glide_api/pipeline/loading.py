@@ -62,20 +62,35 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+# The dtype of the torso weights in each precision (GlideUNet.convert_torso); fp32 converts nothing.
+STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (avx512_bf16 or AMX), as oneDNN reports it."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA."""
+    """ "auto" is the reference's choice: fp16 on CUDA, fp32 elsewhere. fp16 needs CUDA.
+
+    bf16 is never chosen by "auto": it is about 3x faster on a CPU with native bf16 but not exact
+    (about 2% relative error in a forward, docs/speed.md), and float32 is this project's promise.
+    """
     checks.one_of("precision", precision, PRECISION_SETTINGS)
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise InvalidParameter("precision: fp16 runs on CUDA only; use fp32 or bf16 on this device")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning("precision bf16: this CPU has no native bf16 (avx512_bf16, AMX): slower than fp32")
     return precision
 
 
 def prepare(model: GlideUNet, *, device: torch.device, precision: str) -> GlideUNet:
-    """Move a network to its device in its precision's storage (fp16 converts torso weights)."""
-    if precision == "fp16":
-        model.convert_to_fp16()
+    """Move a network to its device with its torso stored in its precision, converted once here."""
+    if precision in STORAGE_DTYPES:
+        model.convert_torso(STORAGE_DTYPES[precision])
     return model.to(device)
 
 
