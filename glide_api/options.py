@@ -17,7 +17,7 @@ from . import checks
 
 MAX_SEED = 2**32 - 1  # seeds are 32-bit, as torch.Generator.manual_seed takes them portably
 DIFFUSION_STEPS = 1000  # the official models' schedule length: every respacing keeps a subset of it
-SAMPLERS: tuple[str, ...] = ("ancestral", "ddim")
+SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")
 TASKS: tuple[str, ...] = ("text2im", "inpaint")
 # The upsampler's default sampler for inpainting (SPEC §6.3: ancestral steps keep the known region).
 INPAINT_UPSAMPLE_SAMPLER = "ancestral"
@@ -134,6 +134,15 @@ ETA = Option(
     minimum=0.0,
     maximum=1.0,
 )
+DYNAMIC_THRESHOLD = Option(
+    "dynamic_threshold",
+    float,
+    0.0,
+    "dynamic thresholding of the base model's predicted image, for high guidance scales: the "
+    "percentile of its pixel magnitudes (e.g. 0.995) that becomes the clipping bound (0: plain clipping)",
+    minimum=0.0,
+    maximum=1.0,
+)
 UPSAMPLE_TEMP = Option(
     "upsample_temp",
     float,
@@ -153,6 +162,7 @@ GENERATION_OPTIONS: tuple[Option, ...] = (
     SAMPLER,
     UPSAMPLE_SAMPLER,
     ETA,
+    DYNAMIC_THRESHOLD,
     UPSAMPLE_TEMP,
 )
 OPTIONS: dict[str, Option] = {option.name: option for option in GENERATION_OPTIONS}

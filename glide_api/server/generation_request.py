@@ -105,6 +105,7 @@ def build_request(
         "base_sampler": options.sampler,
         "upsample_sampler": options.upsample_sampler,
         "eta": options.eta,
+        "dynamic_threshold": options.dynamic_threshold,
         "upsample_temp": options.upsample_temp,
     }
     settings = BatchSettings(
