@@ -48,16 +48,16 @@ PARTS = ("small-base", "small-upsample", "demo-base", "demo-upsample", "adherenc
 BASE_SAMPLERS = ("ddim", "plms", "dpm++2m", "dpm++2m-sde", "ancestral")
 UPSAMPLE_SAMPLERS = ("ddim", "plms", "dpm++2m")
 BASE_COUNTS = (5, 8, 10, 15, 20, 30, 50, 100)
-UPSAMPLE_COUNTS = (5, 8, 10, 15, 20, 27)
+UPSAMPLE_COUNTS = (5, 10, 15, 27)
 GUIDANCE = 3.0
 # (sampler, base steps) per sampler for the adherence part: the reference first.
 RECOMMENDED_BASE = (
     ("ancestral", "100"),
-    ("ddim", "50"),
-    ("plms", "25"),
+    ("ddim", "15"),
+    ("plms", "20"),
     ("dpm++2m", "15"),
     ("dpm++2m", "20"),
-    ("dpm++2m-sde", "25"),
+    ("dpm++2m-sde", "20"),
 )
 # (label, base sampler, base steps, upsampler sampler, upsampler steps) for the timing part.
 SETTINGS = (
@@ -141,7 +141,7 @@ def convergence_of_base(pipeline: GlidePipeline, samples: list[Sample], referenc
 def convergence_of_upsampler(
     pipeline: GlidePipeline, samples: list[Sample], reference_steps: int, *, base_steps: int
 ) -> dict:
-    """The upsampler from the base's reference pictures (DDIM, `base_steps` steps)."""
+    """The upsampler from the base's pictures (DDIM, `base_steps` steps)."""
     low = base_pictures(pipeline, samples, sampler="ddim", steps=str(base_steps))
     low_res = torch.from_numpy(low).permute(0, 3, 1, 2).float() / 127.5 - 1
 
@@ -242,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
+
+    def record(part: str, figures: dict) -> None:  # saved part by part: a long run keeps what it did
+        results[part] = figures
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
     samples = [
         Sample(prompt=t.prompt, seed=k, guidance_scale=GUIDANCE) for k, t in enumerate(targets(args.seeds))
     ]
@@ -262,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "small-base" in wanted:
             print("small-base", flush=True)
-            results["small-base"] = convergence_of_base(small, samples, 1000)
+            record("small-base", convergence_of_base(small, samples, 1000))
         if "small-upsample" in wanted:
             print("small-upsample", flush=True)
-            results["small-upsample"] = convergence_of_upsampler(small, samples, 1000, base_steps=1000)
+            record("small-upsample", convergence_of_upsampler(small, samples, 1000, base_steps=100))
     if wanted & {"demo-base", "demo-upsample", "adherence", "timing"}:
         demo = GlidePipeline.load(
             base="demo-base",
@@ -277,18 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         if "demo-base" in wanted:
             print("demo-base", flush=True)
-            results["demo-base"] = convergence_of_base(demo, samples, 1000)
+            record("demo-base", convergence_of_base(demo, samples, 1000))
         if "demo-upsample" in wanted:
             print("demo-upsample", flush=True)
-            results["demo-upsample"] = convergence_of_upsampler(demo, samples[:1], 250, base_steps=1000)
+            record("demo-upsample", convergence_of_upsampler(demo, samples[:1], 250, base_steps=100))
         if "adherence" in wanted:
             print("adherence", flush=True)
-            results["adherence"] = adherence(demo, args.adherence_count)
+            record("adherence", adherence(demo, args.adherence_count))
         if "timing" in wanted:
             print("timing", flush=True)
-            results["timing"] = timing(demo)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+            record("timing", timing(demo))
     print(f"figures in {args.out}")
     plot(results, args.plot)
     return 0

@@ -194,11 +194,11 @@ def plms_step(
     else:
         recent = [eps, *reversed(history)][: len(_ADAMS_BASHFORTH)]
         eps_prime = sum(w * e for w, e in zip(_ADAMS_BASHFORTH[len(recent) - 1], recent, strict=True))
+    # The x̂₀ that ε' implies is finished like the model's (and ε' re-derived, as DDIM does): at
+    # the cosine schedule's t = 999, 1/α ≈ 20,000 would blow any extrapolation error up.
+    moved_x0, eps_prime = denoise(schedule, eps_prime, x, i, rule)
     alpha_bar_prev = extract(schedule.alphas_cumprod_prev, i, x)
-    x_prev = (
-        torch.sqrt(alpha_bar_prev) * _x0_from_eps(schedule, x, eps_prime, i)
-        + torch.sqrt(1 - alpha_bar_prev) * eps_prime
-    )
+    x_prev = torch.sqrt(alpha_bar_prev) * moved_x0 + torch.sqrt(1 - alpha_bar_prev) * eps_prime
     return StepOutput(x_prev=x_prev, pred_x0=pred_x0, eps=eps)
 
 
