@@ -18,7 +18,7 @@ from .errors import InvalidParameter
 
 MAX_SEED = 2**32 - 1  # seeds are 32-bit, as torch.Generator.manual_seed takes them portably
 DIFFUSION_STEPS = 1000  # the official models' schedule length: every respacing keeps a subset of it
-SAMPLERS: tuple[str, ...] = ("ancestral", "ddim")
+SAMPLERS: tuple[str, ...] = ("ancestral", "ddim", "plms", "dpm++2m", "dpm++2m-sde")
 # The kinds of request; image-to-image runs the text-to-image models from a noised input picture.
 TASKS: tuple[str, ...] = ("text2im", "inpaint", "img2img")
 # The upsampler's default sampler for inpainting (SPEC §6.3: ancestral steps keep the known region).
@@ -136,6 +136,15 @@ ETA = Option(
     minimum=0.0,
     maximum=1.0,
 )
+DYNAMIC_THRESHOLD = Option(
+    "dynamic_threshold",
+    float,
+    0.0,
+    "dynamic thresholding of the base model's predicted image, for high guidance scales: the "
+    "percentile of its pixel magnitudes (e.g. 0.995) that becomes the clipping bound (0: plain clipping)",
+    minimum=0.0,
+    maximum=1.0,
+)
 UPSAMPLE_TEMP = Option(
     "upsample_temp",
     float,
@@ -225,6 +234,7 @@ GENERATION_OPTIONS: tuple[Option, ...] = (
     SAMPLER,
     UPSAMPLE_SAMPLER,
     ETA,
+    DYNAMIC_THRESHOLD,
     UPSAMPLE_TEMP,
     NEGATIVE_PROMPT,
     GUIDANCE_INTERVAL,

@@ -13,6 +13,7 @@ from glide_api.cli.flags import selection_help
 from glide_api.cli.weights import cache_options
 from glide_api.errors import InvalidParameter
 from glide_api.models.weights_source import WeightsSource
+from glide_api.options import SAMPLERS
 from glide_api.training.evaluate import measure
 from glide_api.training.settings import SAVE_DTYPES, TRAIN_PRECISIONS, TrainConfig
 
@@ -285,6 +286,11 @@ def add_evaluate(subparsers: argparse._SubParsersAction) -> None:
         metavar="RESPACING",
         help=f"sampling steps: ddimN for DDIM, N for ancestral (default: {measured['respacing']})",
     )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="sample with this sampler in the --steps given (default: as --steps says)",
+    )
     p.add_argument("--grid", type=Path, metavar="PNG", help="also save the pictures, a row of each scale")
     p.add_argument(
         "--words",
@@ -325,6 +331,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         first_seed=args.first_seed,
         guidance_scales=args.guidance,
         respacing=args.steps,
+        sampler=args.sampler,
     )
     for scale, result in results.items():
         print(f"guidance {scale:g}: {result}")

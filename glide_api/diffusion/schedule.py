@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -98,17 +99,57 @@ def space_timesteps(num_steps: int, respacing: str) -> list[int]:
     return sorted(kept)
 
 
+def half_log_snr(alphas_cumprod: np.ndarray) -> np.ndarray:
+    """λ = log(α/σ) = ½·log(ᾱ/(1-ᾱ)), DPM-Solver's time variable (float64)."""
+    return 0.5 * (np.log(alphas_cumprod) - np.log1p(-alphas_cumprod))
+
+
+def log_snr_timesteps(noise_schedule: str, num_steps: int, count: int, *, lambda_min: float) -> list[int]:
+    """`count` original timesteps, ascending, as evenly spaced in λ as integer timesteps allow,
+    from λ(0) down to the last timestep whose λ is at least `lambda_min`.
+
+    The clipping matters for the cosine schedule, whose last few timesteps fall from λ ≈ -5 to
+    -9.9: a solver that spends its first steps there lands far from the ODE's solution.
+    """
+    lambdas = half_log_snr(np.cumprod(1.0 - beta_schedule(noise_schedule, num_steps)))
+    top = int(np.count_nonzero(lambdas >= lambda_min)) - 1  # λ falls with t
+    if count < 1:
+        raise InvalidParameter(f"the step count must be at least 1 (got {count})")
+    if count > top + 1:
+        raise InvalidParameter(
+            f"at most {top + 1} steps fit the {noise_schedule} schedule's timesteps with "
+            f"λ ≥ {lambda_min} (got {count})"
+        )
+    targets = np.linspace(lambdas[top], lambdas[0], count)
+    chosen: list[int] = []
+    for k, target in enumerate(targets):  # from the noisiest end; strictly falling, room left
+        nearest = int(np.argmin(np.abs(lambdas[: top + 1] - target)))
+        upper = top if not chosen else chosen[-1] - 1
+        chosen.append(min(max(nearest, count - 1 - k), upper))
+    return chosen[::-1]
+
+
 class Schedule:
-    """A (respaced) diffusion schedule: float64 tables indexed by step i = 0..K-1 (SPEC §5.2)."""
+    """A (respaced) diffusion schedule: float64 tables indexed by step i = 0..K-1 (SPEC §5.2).
+
+    The kept timesteps come from `respacing` (SPEC §5.7), or are given as `timesteps`.
+    """
 
     def __init__(
-        self, *, noise_schedule: str, diffusion_steps: int = DIFFUSION_STEPS, respacing: str = ""
+        self,
+        *,
+        noise_schedule: str,
+        diffusion_steps: int = DIFFUSION_STEPS,
+        respacing: str = "",
+        timesteps: Sequence[int] | None = None,
     ) -> None:
         self.noise_schedule = noise_schedule
         self.diffusion_steps = diffusion_steps
         self.respacing = respacing
         base_alphas_cumprod = np.cumprod(1.0 - beta_schedule(noise_schedule, diffusion_steps))
-        kept = space_timesteps(diffusion_steps, respacing)
+        kept = space_timesteps(diffusion_steps, respacing) if timesteps is None else list(timesteps)
+        if kept != sorted(set(kept)) or not 0 <= kept[0] <= kept[-1] < diffusion_steps:
+            raise InvalidParameter(f"timesteps must ascend strictly within 0..{diffusion_steps - 1}")
         self.timesteps = np.array(kept, dtype=np.int64)
 
         # Respaced betas from the kept ᾱ values; deliberately not re-clipped (SPEC §5.7).
@@ -131,6 +172,7 @@ class Schedule:
         self.posterior_mean_coef1 = b * np.sqrt(ac_prev) / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - ac_prev) * np.sqrt(1.0 - b) / (1.0 - ac)
         self.log_betas = np.log(b)
+        self.lambdas = half_log_snr(ac)
 
     def __len__(self) -> int:
         return len(self.timesteps)

@@ -27,7 +27,15 @@ from PIL import Image
 
 from .. import __version__, checks
 from ..diffusion.guidance import RowsModelFn, classifier_free_guidance
-from ..diffusion.samplers import DenoisedFn, ModelFn, SampleStep, SeededNoise, sample, sample_to_end
+from ..diffusion.samplers import (
+    DenoisedFn,
+    ModelFn,
+    SampleStep,
+    SeededNoise,
+    sample,
+    sample_to_end,
+    sampling_schedule,
+)
 from ..diffusion.schedule import Schedule
 from ..errors import InvalidParameter, PipelineError
 from ..model_selection import MODEL_ROLES, TASK_CAPABILITY, TASK_ROLES, ModelSelection
@@ -65,8 +73,10 @@ def _load_models(
 
 
 @lru_cache(maxsize=32)
-def schedule_for(noise_schedule: str, diffusion_steps: int, respacing: str) -> Schedule:
-    return Schedule(noise_schedule=noise_schedule, diffusion_steps=diffusion_steps, respacing=respacing)
+def schedule_for(noise_schedule: str, diffusion_steps: int, respacing: str, sampler: str) -> Schedule:
+    return sampling_schedule(
+        noise_schedule=noise_schedule, diffusion_steps=diffusion_steps, respacing=respacing, sampler=sampler
+    )
 
 
 class _Role:
@@ -233,7 +243,7 @@ class GlidePipeline:
 
     def validate(self, settings: BatchSettings) -> None:
         """Raise ValueError naming the field when these models cannot honour `settings`."""
-        base, _ = self._models(settings.task)
+        base, up = self._models(settings.task)
         if base is None:
             raise InvalidParameter(
                 f"task: {settings.task} needs models that are not loaded "
@@ -250,6 +260,14 @@ class GlidePipeline:
                 f"base_respacing: the base model has {base.config.diffusion_steps} "
                 f"diffusion steps, the settings assume {settings.diffusion_steps}"
             )
+        stages = [("base_respacing", base, settings.base_respacing, settings.base_sampler)]
+        if up is not None and settings.size > base.config.image_size:
+            stages.append(("upsample_respacing", up, settings.upsample_respacing, settings.upsample_sampler))
+        for name, model, respacing, sampler in stages:
+            try:
+                schedule_for(model.config.noise_schedule, model.config.diffusion_steps, respacing, sampler)
+            except InvalidParameter as e:
+                raise InvalidParameter(f"{name}: {e}, for the {sampler} sampler") from None
 
     def device_memory(self) -> dict[str, int]:
         """Bytes of device memory allocated and reserved by torch now (0 on the CPU)."""
@@ -434,6 +452,7 @@ class GlidePipeline:
             respacing=settings.base_respacing,
             sampler=settings.base_sampler,
             eta=settings.eta,
+            threshold=settings.dynamic_threshold,
             x_T=noise(torch.Size([b, 3, size, size])),
             noise=noise,
             denoised_fn=denoised_fn,
@@ -473,6 +492,7 @@ class GlidePipeline:
             respacing=settings.upsample_respacing,
             sampler=settings.upsample_sampler,
             eta=settings.eta,
+            threshold=0.0,  # guidance, which saturates x̂₀, is the base's alone
             x_T=x_T,
             noise=noise,
             denoised_fn=denoised_fn,
@@ -537,6 +557,7 @@ class GlidePipeline:
         respacing: str,
         sampler: str,
         eta: float,
+        threshold: float,
         x_T: torch.Tensor,
         noise: SeededNoise,
         denoised_fn: DenoisedFn | None,
@@ -545,7 +566,7 @@ class GlidePipeline:
     ) -> Iterator[SampleStep]:
         """The stage's sampling loop from x_T; with an image-to-image `picture`, from it noised to
         `strength` (`img2img.start`)."""
-        schedule = schedule_for(config.noise_schedule, config.diffusion_steps, respacing)
+        schedule = schedule_for(config.noise_schedule, config.diffusion_steps, respacing, sampler)
         if picture is not None:
             schedule, x_T = img2img.start(schedule, strength, picture, x_T)
             if schedule is None:
@@ -557,6 +578,7 @@ class GlidePipeline:
             noise=noise,
             sampler=sampler,
             eta=eta if sampler == "ddim" else 0.0,
+            threshold=threshold,
             denoised_fn=denoised_fn,
         )
 

@@ -20,6 +20,7 @@ from ..errors import InvalidParameter
 from ..options import (
     BATCH_SIZE,
     DIFFUSION_STEPS,
+    DYNAMIC_THRESHOLD,
     ETA,
     GUIDANCE_SCALE,
     MAX_SEED,
@@ -62,6 +63,7 @@ class BatchSettings:
     base_sampler: str = SAMPLER.default
     upsample_sampler: str | None = None  # None: the task's default (see above)
     eta: float = ETA.default
+    dynamic_threshold: float = DYNAMIC_THRESHOLD.default
     upsample_temp: float = UPSAMPLE_TEMP.default
     strength: float | None = None  # None: STRENGTH's default for img2img
     diffusion_steps: int = field(default=DIFFUSION_STEPS, repr=False)
@@ -87,7 +89,7 @@ class BatchSettings:
                 space_timesteps(self.diffusion_steps, value)
             except ValueError as e:
                 raise InvalidParameter(f"{option.field}: {e}") from None
-        for option in (SAMPLER, UPSAMPLE_SAMPLER, ETA, UPSAMPLE_TEMP):
+        for option in (SAMPLER, UPSAMPLE_SAMPLER, ETA, DYNAMIC_THRESHOLD, UPSAMPLE_TEMP):
             option.check(getattr(self, option.field), name=option.field)
         if self.eta and "ddim" not in (self.base_sampler, self.upsample_sampler):
             raise InvalidParameter(

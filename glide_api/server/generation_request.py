@@ -127,6 +127,7 @@ def build_request(
             "base_sampler": given.get("sampler"),
             "upsample_sampler": given.get("upsample_sampler"),
             "eta": given.get("eta"),
+            "dynamic_threshold": given.get("dynamic_threshold"),
             "upsample_temp": given.get("upsample_temp"),
             "strength": strength,
         }

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, create_model
 from ..options import (
     BATCH_SIZE,
     DIFFUSION_STEPS,
+    DYNAMIC_THRESHOLD,
     ETA,
     GUIDANCE_INTERVAL,
     GUIDANCE_SCALE,
@@ -107,6 +108,7 @@ class GlideOptions(BaseModel):
     sampler: SamplerName | None = option_field(SAMPLER)
     upsample_sampler: SamplerName | None = option_field(UPSAMPLE_SAMPLER)
     eta: float | None = option_field(ETA)
+    dynamic_threshold: float | None = option_field(DYNAMIC_THRESHOLD)
     upsample_temp: float | None = option_field(UPSAMPLE_TEMP)
     negative_prompt: str | None = option_field(
         NEGATIVE_PROMPT, json_schema_extra=configured(maxLength="max_prompt_chars")

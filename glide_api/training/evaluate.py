@@ -91,10 +91,12 @@ def measure(
     first_seed: int = 1000,
     guidance_scales: Sequence[float] = EVALUATED_GUIDANCE,
     respacing: str = "ddim16",
+    sampler: str | None = None,
 ) -> dict[float, Adherence]:
     """Score the pipeline's base model at its own size on `targets(count)`, prompt i with seed
-    `first_seed + i`, at each guidance scale (all in one batch). `respacing` "ddimN" samples by
-    DDIM in N steps; any other (e.g. "100") samples ancestrally."""
+    `first_seed + i`, at each guidance scale (all in one batch), sampled by `sampler` in the steps
+    `respacing` names. Without a sampler, "ddimN" samples by DDIM in N steps and any other
+    respacing (e.g. "100") ancestrally."""
     from ..pipeline.outputs import PipelineOutput
     from ..pipeline.params import BatchSettings, Sample
 
@@ -104,7 +106,8 @@ def measure(
         for g in guidance_scales
         for i, t in enumerate(wanted)
     ]
-    sampler = "ddim" if respacing.startswith("ddim") else "ancestral"
+    if sampler is None:
+        sampler = "ddim" if respacing.startswith("ddim") else "ancestral"
     settings = BatchSettings(
         size=pipeline.base.config.image_size,
         base_respacing=respacing,

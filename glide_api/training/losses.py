@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..diffusion.samplers import predict
+from ..diffusion.samplers import X0Rule, predict
 from ..diffusion.schedule import Schedule, extract
 from ..errors import InvalidParameter
 from .settings import MSE_WEIGHTINGS
@@ -122,7 +122,7 @@ def hybrid_loss(
 
     # The bound with ε frozen: gradients reach the variance value v only.
     frozen = torch.cat([eps.detach(), v], dim=1)
-    p = predict(schedule, frozen, x_t, t, clip_denoised=False)
+    p = predict(schedule, frozen, x_t, t, rule=X0Rule(clip=False))
     true_mean, true_log_variance = q_posterior(schedule, x0, x_t, t)
     kl = normal_kl(true_mean, true_log_variance, p.mean, p.log_variance).mean(dim=(1, 2, 3)) / _LOG2
     nll = -discretized_gaussian_log_likelihood(x0, mean=p.mean, log_scale=0.5 * p.log_variance)
