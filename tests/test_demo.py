@@ -300,6 +300,7 @@ def test_serving_the_demo_model_offline_lists_it_in_v1_models(tmp_path, monkeypa
         assert client.get("/v1/settings").get_json()["sizes"] == {
             "text2im": [64, 128, 256, 512, 1024],
             "inpaint": [],
+            "img2img": [64, 128, 256, 512, 1024],
         }
     finally:
         app.extensions["glide_api"].close()

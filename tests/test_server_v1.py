@@ -156,7 +156,13 @@ def test_models_and_settings_describe_what_the_server_can_do(server_url) -> None
         "inpaint": [32, 64],
         "img2img": [32, 64, 128, 256],
     }
-    assert settings["limits"]["max_batch_size"] >= 1 and settings["samplers"] == ["ancestral", "ddim"]
+    assert settings["limits"]["max_batch_size"] >= 1 and settings["samplers"] == [
+        "ancestral",
+        "ddim",
+        "plms",
+        "dpm++2m",
+        "dpm++2m-sde",
+    ]
 
 
 def error_of(response: requests.Response) -> dict:
