@@ -13,29 +13,9 @@ from processes import free_port, small_serve_command, started, started_process
 
 def test_serve_runs_with_model_flags(small_model_dirs) -> None:
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "glide_api.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--offline",
-        "--base",
-        str(small_model_dirs["small-base"]),
-        "--upsample",
-        str(small_model_dirs["small-upsample"]),
-        "--base-inpaint",
-        "none",
-        "--upsample-inpaint",
-        "none",
-        "--base-steps",
-        "2",
-        "--upsample-steps",
-        "2",
-        "--max-batch-size",
-        "2",
-    ]
+    command = small_serve_command(
+        small_model_dirs, port, "--base-steps", "2", "--upsample-steps", "2", "--max-batch-size", "2"
+    )
     with started(command, port, {}) as url:
         body = requests.get(
             f"{url}/image", params={"size": 64, "prompt": "hi", "batch_size": 2}, timeout=120

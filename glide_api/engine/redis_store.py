@@ -65,7 +65,7 @@ from ..pipeline.params import INPUT_FIELDS
 from ..redis_link import POLL_SECONDS, RedisLink
 from .events import Event, Heartbeat, Progress, Queued, Started, Succeeded, event_from_dict
 from .jobs import STATUSES, Job, JobResult, JobStatus
-from .store import PREVIEWS_KEPT, WEEK, final_event
+from .store import PREVIEWS_KEPT, WEEK, check_waits, final_event
 
 logger = logging.getLogger(__name__)
 
@@ -628,11 +628,7 @@ class RedisJobStore:
         timeout: float | None = None,
         heartbeat: float | None = None,
     ) -> Iterator[Event]:
-        for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
-            if value is not None and value <= 0:
-                raise InvalidParameter(
-                    f"{name}: must be a positive number of seconds or None (got {value!r})"
-                )
+        check_waits(timeout=timeout, heartbeat=heartbeat)
         self.get(job_id)  # JobNotFound here, at the call
         start = "0-0" if after is None else _stream_id(max(-1, after))
         return self._follow(job_id, start=start, previews=previews, timeout=timeout, heartbeat=heartbeat)

@@ -153,6 +153,13 @@ class Persistence(Protocol):
         """Stop writing; release the data dir."""
 
 
+def check_waits(*, timeout: float | None, heartbeat: float | None) -> None:
+    """A subscription's `timeout` and `heartbeat`: positive seconds, or None."""
+    for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
+        if value is not None and value <= 0:
+            raise InvalidParameter(f"{name}: must be a positive number of seconds or None (got {value!r})")
+
+
 def final_event(job: Job) -> Event:
     """The event that ends a finished job's history."""
     if job.status == "succeeded":
@@ -410,11 +417,7 @@ class MemoryJobStore:
         Raises `JobNotFound` here, at the call, for an unknown id; the subscription holds the job
         from then on, so it can be read to its end even if the job is evicted meanwhile.
         """
-        for name, value in (("timeout", timeout), ("heartbeat", heartbeat)):
-            if value is not None and value <= 0:
-                raise InvalidParameter(
-                    f"{name}: must be a positive number of seconds or None (got {value!r})"
-                )
+        check_waits(timeout=timeout, heartbeat=heartbeat)
         with self._lock:
             record = self._record(job_id)
         start = 0 if after is None else max(0, after + 1)

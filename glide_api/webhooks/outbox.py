@@ -210,4 +210,4 @@ class MemoryOutbox:
             }
 
     def close(self) -> None:
-        pass  # nothing to release
+        """Nothing to release: the records end with the process."""
